@@ -1,0 +1,63 @@
+# Heronry: `make demo` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export PYTHONPATH := platform:.
+export SDL_VIDEODRIVER ?= dummy
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+
+.PHONY: install demo serve worker test test-fast lint typecheck bench clean
+
+install: $(VENV)/.installed
+
+# torch first and pinned: it resolves to the local CPU wheel; anything looser pulls CUDA builds.
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $@
+
+demo: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo
+	$(MAKE) --no-print-directory serve
+
+# The web server and a real Celery worker (file-system broker, all queues) side by side; Ctrl-C stops both.
+serve: install
+	@trap 'kill 0' EXIT INT TERM; \
+	$(VENV)/bin/celery -A config worker -Q default,render,train --concurrency 2 --loglevel INFO & \
+	echo ""; \
+	echo "  Heronry is running at http://$(HOST):$(PORT)/"; \
+	echo "  Log in as researcher, annotator1 or annotator2 with password '$${DEMO_PASSWORD:-heronry}'."; \
+	echo "  Admin: http://$(HOST):$(PORT)/admin/   API docs: http://$(HOST):$(PORT)/api/v1/docs/"; \
+	echo ""; \
+	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
+
+worker: install
+	$(VENV)/bin/celery -A config worker -Q default,render,train --loglevel INFO
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow and not browser and not integration"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+typecheck: install
+	$(VENV)/bin/mypy .
+
+bench: install
+	$(PY) -m bench.heron.bench_heron
+	$(PY) -m bench.reward.bench_reward
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks of the pure-numpy HERON core (trainer/heron.py)."""

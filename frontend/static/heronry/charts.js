@@ -1,0 +1,101 @@
+/*
+ * Heronry charts: small uPlot wrapper. Plain ES2020 script; needs
+ * vendor/uplot/uPlot.iife.min.js (+ uPlot.min.css) loaded first.
+ * Exposes window.Heronry.charts.
+ *
+ *   Heronry.charts.line(el, {x: [...], series: [{label, values}], time?, height?})
+ *   <div data-chart='{"x": [1,2,3], "series": [{"label": "reward", "values": [0.1,0.4,0.3]}]}'></div>
+ *
+ * x is numeric (steps); set "time": true for unix-second timestamps. Height:
+ * data-chart-height / opts.height (default 240 px). Width follows the container.
+ */
+(function () {
+  'use strict';
+
+  const Heronry = (window.Heronry = window.Heronry || {});
+  if (Heronry.charts) return;
+
+  const PALETTE = ['#2563eb', '#d97706', '#059669', '#db2777', '#7c3aed', '#0891b2'];
+  const charts = new Map(); // element -> {plot, ro}
+
+  function cssVar(el, name, fallback) {
+    const v = getComputedStyle(el).getPropertyValue(name).trim();
+    return v || fallback;
+  }
+
+  function destroy(el) {
+    const c = charts.get(el);
+    if (!c) return;
+    c.ro.disconnect();
+    c.plot.destroy();
+    charts.delete(el);
+  }
+
+  function line(el, data, opts) {
+    if (!window.uPlot) throw new Error('Heronry.charts: uPlot is not loaded');
+    opts = Object.assign({}, data, opts);
+    destroy(el);
+    const x = Array.isArray(data.x) ? data.x : [];
+    const series = Array.isArray(data.series) ? data.series : [];
+    const text = getComputedStyle(el).color || '#222';
+    const grid = cssVar(el, '--border', 'rgba(127,127,127,0.25)');
+    const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
+    const height = parseInt(el.dataset.chartHeight || opts.height || 240, 10);
+    const width = () => Math.max(120, Math.floor(el.clientWidth || el.getBoundingClientRect().width || 600));
+    const plot = new window.uPlot(
+      {
+        width: width(),
+        height,
+        scales: { x: { time: !!opts.time } },
+        axes: [
+          Object.assign({ label: opts.xLabel || undefined }, axis),
+          Object.assign({ label: opts.yLabel || undefined }, axis),
+        ],
+        series: [{ label: opts.xLabel || 'x' }].concat(
+          series.map((s, i) => ({
+            label: s.label || 'series ' + (i + 1),
+            stroke: s.color || cssVar(el, '--chart-' + (i + 1), PALETTE[i % PALETTE.length]),
+            width: 2,
+            spanGaps: true,
+            points: { show: x.length <= 60 },
+          })),
+        ),
+      },
+      [x].concat(series.map((s) => (Array.isArray(s.values) ? s.values.map((v) => (v == null ? null : +v)) : []))),
+      el,
+    );
+    let lastW = width();
+    const ro = new ResizeObserver(() => {
+      if (!el.isConnected) return destroy(el);
+      const w = width();
+      if (w !== lastW) { lastW = w; plot.setSize({ width: w, height }); }
+    });
+    ro.observe(el);
+    charts.set(el, { plot, ro });
+    return plot;
+  }
+
+  function init(root) {
+    root = root || document;
+    const els = [];
+    if (root.matches && root.matches('[data-chart]')) els.push(root);
+    if (root.querySelectorAll) els.push(...root.querySelectorAll('[data-chart]'));
+    for (const el of els) {
+      if (charts.has(el)) continue;
+      try {
+        line(el, JSON.parse(el.getAttribute('data-chart')));
+      } catch (err) {
+        el.textContent = 'Chart unavailable.';
+        if (window.console) console.warn('Heronry.charts:', err);
+      }
+    }
+    for (const el of Array.from(charts.keys())) if (!el.isConnected) destroy(el);
+  }
+
+  Heronry.charts = { line, init, destroy, get: (el) => (charts.get(el) || {}).plot || null };
+
+  document.addEventListener('htmx:load', (e) => init(e.detail && e.detail.elt ? e.detail.elt : e.target));
+  document.addEventListener('htmx:beforeCleanupElement', (e) => { if (charts.has(e.target)) destroy(e.target); });
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', () => init(document));
+  else init(document);
+})();

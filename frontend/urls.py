@@ -1,0 +1,14 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("projects/<slug:slug>/", views.project_detail, name="project-detail"),
+    path("projects/<slug:slug>/jobs/", views.project_jobs, name="project-jobs"),
+    path("projects/<slug:slug>/generate/", views.project_generate_clips, name="project-generate"),
+    path("projects/<slug:slug>/label/", views.label, name="label"),
+    path("projects/<slug:slug>/label/judge/", views.label_judge, name="label-judge"),
+    path("leases/<uuid:token>/heartbeat/", views.lease_heartbeat, name="lease-heartbeat"),
+    path("leases/<uuid:token>/release/", views.lease_release, name="lease-release"),
+]

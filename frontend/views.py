@@ -1,0 +1,177 @@
+"""Pages for annotators and researchers. Thin: selectors to read, services to write, templates to show.
+
+A page and the htmx fragment it swaps share one template: the fragment is an included partial, rendered
+alone when ``request.htmx`` asks for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from labeling import assignment, selectors, services
+from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError
+from labeling.models import Choice, JobKind, Project, Query
+
+
+def _project(request: HttpRequest, slug: str) -> Project:
+    try:
+        return selectors.project_for_member(slug=slug, user=request.user)  # type: ignore[arg-type]
+    except NotFound:
+        raise Http404("no such project") from None
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    projects = list(selectors.projects_for_user(request.user))  # type: ignore[arg-type]
+    rows = [
+        {
+            "project": p,
+            "researcher": selectors.is_project_researcher(project=p, user=request.user),  # type: ignore[arg-type]
+            "mine": selectors.annotator_progress(project=p, annotator=request.user),  # type: ignore[arg-type]
+        }
+        for p in projects
+    ]
+    return render(request, "frontend/home.html", {"rows": rows})
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project(request, slug)
+    if not selectors.is_project_researcher(project=project, user=request.user):  # type: ignore[arg-type]
+        return redirect("label", slug=project.slug)
+    context = {
+        "project": project,
+        "factors": project.factors.all(),
+        "progress": selectors.project_progress(project),
+        "jobs": selectors.recent_jobs(project),
+    }
+    return render(request, "frontend/project_detail.html", context)
+
+
+@login_required
+@require_GET
+def project_jobs(request: HttpRequest, slug: str) -> HttpResponse:
+    """The jobs table, polled by htmx while something runs; polling stops once everything has finished."""
+    project = _project(request, slug)
+    if not selectors.is_project_researcher(project=project, user=request.user):  # type: ignore[arg-type]
+        raise Http404("no such project")
+    jobs = list(selectors.recent_jobs(project))
+    context = {"project": project, "jobs": jobs, "progress": selectors.project_progress(project)}
+    response = render(request, "frontend/_jobs.html", context)
+    if request.htmx and all(job.is_finished for job in jobs):
+        stopped = HttpResponseStopPolling(response.content)
+        return stopped
+    return response
+
+
+@login_required
+@require_POST
+def project_generate_clips(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project(request, slug)
+    if not selectors.is_project_researcher(project=project, user=request.user):  # type: ignore[arg-type]
+        raise Http404("no such project")
+    try:
+        rollouts = int(request.POST.get("rollouts", 8))
+        queries = int(request.POST.get("queries", 50))
+        seed = int(request.POST.get("seed", 0))
+    except ValueError:
+        messages.error(request, "Rollouts, queries and seed must be whole numbers.")
+        return redirect(project)
+    if not (1 <= rollouts <= 1000 and 0 <= queries <= 100_000 and seed >= 0):
+        messages.error(request, "Use 1–1000 rollouts, 0–100000 queries and a non-negative seed.")
+        return redirect(project)
+    services.job_start(
+        project=project, kind=JobKind.GENERATE_CLIPS, params={"rollouts": rollouts, "queries": queries, "seed": seed},
+        created_by=request.user,  # type: ignore[arg-type]
+    )
+    messages.success(request, "Clip generation started.")
+    return redirect(project)
+
+
+def _compare_context(request: HttpRequest, project: Project, notice: str = "") -> dict:
+    result = assignment.lease_next_query(project=project, annotator=request.user)  # type: ignore[arg-type]
+    context: dict = {"project": project, "notice": notice, "reason": result.reason, "reason_message": result.message,
+                     "mine": selectors.annotator_progress(project=project, annotator=request.user)}  # type: ignore[arg-type]
+    if result.lease is not None:
+        lease = result.lease
+        query = Query.objects.select_related("clip_a", "clip_b").get(pk=lease.query_id)
+        left, right = (query.clip_b, query.clip_a) if lease.swapped else (query.clip_a, query.clip_b)
+        context.update(
+            lease=lease, query=query, left=left, right=right, client_id=uuid.uuid4(),
+            choices=[
+                (Choice.LEFT, "Left is better", "ArrowLeft", "←"),
+                (Choice.EQUAL, "Equally good", "ArrowUp", "↑"),
+                (Choice.CANT_TELL, "Can't tell", "ArrowDown", "↓"),
+                (Choice.RIGHT, "Right is better", "ArrowRight", "→"),
+            ],
+        )
+    return context
+
+
+@login_required
+@require_GET
+def label(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project(request, slug)
+    context = _compare_context(request, project)
+    template = "frontend/_compare.html" if request.htmx else "frontend/label.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def label_judge(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project(request, slug)
+    notice = ""
+    try:
+        query_id = int(request.POST["query"])
+        lease_token = uuid.UUID(request.POST["lease"])
+        client_id = uuid.UUID(request.POST["client_id"])
+        choice = request.POST["choice"]
+        if choice not in Choice.values:
+            raise ValueError(choice)
+        spent = request.POST.get("time_spent_ms")
+        time_spent_ms = min(max(int(float(spent)), 0), 86_400_000) if spent else None
+    except (KeyError, ValueError):
+        return HttpResponse("Malformed answer.", status=400)
+    if not Query.objects.filter(pk=query_id, project=project).exists():
+        raise Http404("no such query")
+    try:
+        assignment.judgment_submit(
+            query_id=query_id, annotator=request.user, choice=choice, lease_token=lease_token,  # type: ignore[arg-type]
+            client_id=client_id, time_spent_ms=time_spent_ms,
+        )
+    except (LeaseExpired, LeaseInvalid):
+        notice = "That pair was given to someone else after a long pause, so your answer was not needed."
+    except ServiceError as error:
+        notice = error.message
+    if not request.htmx:
+        if notice:
+            messages.info(request, notice)
+        return redirect("label", slug=project.slug)
+    return render(request, "frontend/_compare.html", _compare_context(request, project, notice))
+
+
+@login_required
+@require_POST
+def lease_heartbeat(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
+    try:
+        lease = assignment.lease_heartbeat(token=token, annotator=request.user)  # type: ignore[arg-type]
+    except ServiceError as error:
+        return JsonResponse({"error": {"code": error.code, "message": error.message}}, status=error.status)
+    return JsonResponse({"expires_at": lease.expires_at.isoformat()})
+
+
+@login_required
+@require_POST
+def lease_release(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
+    assignment.lease_release(token=token, annotator=request.user)  # type: ignore[arg-type]
+    return HttpResponse(status=204)

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("projects/", views.ProjectListView.as_view(), name="api-projects"),
+    path("projects/<slug:slug>/", views.ProjectDetailView.as_view(), name="api-project-detail"),
+    path("projects/<slug:slug>/clips/", views.ClipListView.as_view(), name="api-clips"),
+    path("projects/<slug:slug>/queries/next/", views.NextQueryView.as_view(), name="api-query-next"),
+    path("projects/<slug:slug>/export/judgments", views.JudgmentExportView.as_view(), name="api-export-judgments"),
+    path("projects/<slug:slug>/jobs/", views.JobListView.as_view(), name="api-jobs"),
+    path("jobs/<int:job_id>/", views.JobDetailView.as_view(), name="api-job-detail"),
+    path("queries/<int:query_id>/judgments/", views.JudgmentCreateView.as_view(), name="api-judgments"),
+    path("leases/<str:token>/heartbeat/", views.LeaseHeartbeatView.as_view(), name="api-lease-heartbeat"),
+    path("leases/<str:token>/release/", views.LeaseReleaseView.as_view(), name="api-lease-release"),
+]

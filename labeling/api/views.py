@@ -1,0 +1,249 @@
+"""REST API v1 views: thin adapters from HTTP to selectors and services."""
+
+from __future__ import annotations
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling import assignment, exports, selectors, services
+from labeling.errors import NotFound, ServiceError
+from labeling.models import Job, JobKind, Membership, Query
+
+from .errors import error_response
+from .serializers import (
+    AnnotatorClipSerializer,
+    ClipSerializer,
+    JobCreateSerializer,
+    JobSerializer,
+    JudgmentCreateSerializer,
+    JudgmentSerializer,
+    ProjectCreateSerializer,
+    ProjectSerializer,
+)
+
+
+def _roles(user, projects) -> dict[int, str]:
+    if user.is_superuser:
+        return {p.pk: "researcher" for p in projects}
+    return dict(Membership.objects.filter(user=user, project__in=projects).values_list("project_id", "role"))
+
+
+class _Forbidden(ServiceError):
+    code = "permission_denied"
+    status = 403
+
+
+def require_researcher(request: Request, project) -> None:
+    if not selectors.is_project_researcher(project=project, user=request.user):
+        raise _Forbidden("only the project's researchers may do this")
+
+
+class ProjectListView(APIView):
+    @extend_schema(responses=ProjectSerializer(many=True), summary="Projects you belong to")
+    def get(self, request: Request) -> Response:
+        projects = list(selectors.projects_for_user(request.user).prefetch_related("factors"))
+        data = ProjectSerializer(projects, many=True, context={"roles": _roles(request.user, projects)}).data
+        return Response(data)
+
+    @extend_schema(request=ProjectCreateSerializer, responses={201: ProjectSerializer},
+                   summary="Create a project from a JSON spec (researchers)")
+    def post(self, request: Request) -> Response:
+        if not request.user.is_researcher:
+            raise _Forbidden("only researchers may create projects")
+        spec = ProjectCreateSerializer(data=request.data)
+        spec.is_valid(raise_exception=True)
+        project = services.project_create(created_by=request.user, **spec.validated_data)
+        data = ProjectSerializer(project, context={"roles": {project.pk: "researcher"}}).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailView(APIView):
+    @extend_schema(responses=ProjectSerializer, summary="One project with its reward factors")
+    def get(self, request: Request, slug: str) -> Response:
+        project = selectors.project_for_member(slug=slug, user=request.user)
+        roles = _roles(request.user, [project])
+        return Response(ProjectSerializer(project, context={"roles": roles}).data)
+
+
+class ClipPagination(CursorPagination):
+    ordering = "id"
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class ClipListView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("iteration", int, required=False), OpenApiParameter("cursor", str, required=False)],
+        responses=ClipSerializer(many=True),
+        summary="The project's clips, cursor-paginated",
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = selectors.project_for_member(slug=slug, user=request.user)
+        iteration = request.query_params.get("iteration")
+        if iteration is not None and not iteration.isdigit():
+            return error_response("invalid", "iteration must be a non-negative integer", 400,
+                                  {"iteration": ["not an integer"]})
+        clips = selectors.clips_for_project(project, iteration=int(iteration) if iteration else None)
+        paginator = ClipPagination()
+        page = paginator.paginate_queryset(clips, request, view=self)
+        researcher = selectors.is_project_researcher(project=project, user=request.user)
+        serializer_class = ClipSerializer if researcher else AnnotatorClipSerializer
+        return paginator.get_paginated_response(serializer_class(page, many=True, context={"request": request}).data)
+
+
+def lease_payload(request: Request, lease) -> dict:
+    query = lease.query
+    left, right = (query.clip_b, query.clip_a) if lease.swapped else (query.clip_a, query.clip_b)
+    context = {"request": request}
+    return {
+        "id": query.pk,
+        "source": query.source,
+        "left": AnnotatorClipSerializer(left, context=context).data,
+        "right": AnnotatorClipSerializer(right, context=context).data,
+        "lease": str(lease.token),
+        "lease_expires_at": lease.expires_at.isoformat(),
+    }
+
+
+_NEXT_RESPONSE = inline_serializer(
+    "NextQueryResponse",
+    {
+        "query": inline_serializer(
+            "LeasedQuery",
+            {
+                "id": serializers.IntegerField(),
+                "source": serializers.CharField(),
+                "left": AnnotatorClipSerializer(),
+                "right": AnnotatorClipSerializer(),
+                "lease": serializers.UUIDField(),
+                "lease_expires_at": serializers.DateTimeField(),
+            },
+            allow_null=True,
+        ),
+        "reason": serializers.CharField(allow_null=True),
+        "message": serializers.CharField(allow_null=True),
+    },
+)
+
+
+class NextQueryView(APIView):
+    @extend_schema(request=None, responses=_NEXT_RESPONSE, summary="Lease your next query")
+    def post(self, request: Request, slug: str) -> Response:
+        project = selectors.project_for_member(slug=slug, user=request.user)
+        result = assignment.lease_next_query(project=project, annotator=request.user)
+        if result.lease is None:
+            return Response({"query": None, "reason": result.reason, "message": result.message})
+        lease = result.lease
+        lease.query = Query.objects.select_related("clip_a", "clip_b").get(pk=lease.query_id)
+        return Response({"query": lease_payload(request, lease), "reason": None, "message": None})
+
+
+class JudgmentCreateView(APIView):
+    @extend_schema(request=JudgmentCreateSerializer, responses={201: JudgmentSerializer, 200: JudgmentSerializer},
+                   summary="Answer a leased query (idempotent on client_id)")
+    def post(self, request: Request, query_id: int) -> Response:
+        query = Query.objects.select_related("project").filter(pk=query_id).first()
+        if query is None:
+            raise NotFound("no such query")
+        selectors.project_for_member(slug=query.project.slug, user=request.user)
+        payload = JudgmentCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        result = assignment.judgment_submit(
+            query_id=query.pk,
+            annotator=request.user,
+            choice=data["choice"],
+            lease_token=data["lease"],
+            client_id=data["client_id"],
+            time_spent_ms=data.get("time_spent_ms"),
+        )
+        return Response(
+            JudgmentSerializer(result.judgment).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+
+class LeaseHeartbeatView(APIView):
+    @extend_schema(request=None, responses=inline_serializer("LeaseState", {"lease": serializers.UUIDField(),
+                   "expires_at": serializers.DateTimeField()}), summary="Keep a lease alive")
+    def post(self, request: Request, token: str) -> Response:
+        lease = assignment.lease_heartbeat(token=_uuid(token), annotator=request.user)
+        return Response({"lease": str(lease.token), "expires_at": lease.expires_at.isoformat()})
+
+
+class LeaseReleaseView(APIView):
+    @extend_schema(request=None, responses={204: None}, summary="Give a leased query back")
+    def post(self, request: Request, token: str) -> Response:
+        assignment.lease_release(token=_uuid(token), annotator=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _uuid(value: str):
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound("no such lease") from None
+
+
+class JudgmentExportView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["jsonl", "csv"], required=False)],
+        responses={(200, "application/x-ndjson"): str, (200, "text/csv"): str},
+        summary="Stream every judgment of the project",
+    )
+    def get(self, request: Request, slug: str) -> StreamingHttpResponse | Response:
+        project = selectors.project_for_member(slug=slug, user=request.user)
+        require_researcher(request, project)
+        fmt = request.query_params.get("format", "jsonl")
+        rows = (exports.judgment_row(j) for j in selectors.judgments_for_export(project))
+        if fmt == "jsonl":
+            response = StreamingHttpResponse(exports.as_jsonl(rows), content_type="application/x-ndjson")
+        elif fmt == "csv":
+            response = StreamingHttpResponse(exports.as_csv(rows, exports.JUDGMENT_COLUMNS), content_type="text/csv")
+        else:
+            return error_response("invalid", "format must be jsonl or csv", 400, {"format": ["jsonl or csv"]})
+        response["Content-Disposition"] = f'attachment; filename="{project.slug}-judgments.{fmt}"'
+        return response
+
+
+class JobListView(APIView):
+    @extend_schema(responses=JobSerializer(many=True), summary="The project's background jobs")
+    def get(self, request: Request, slug: str) -> Response:
+        project = selectors.project_for_member(slug=slug, user=request.user)
+        require_researcher(request, project)
+        return Response(JobSerializer(selectors.recent_jobs(project, limit=100), many=True).data)
+
+    @extend_schema(request=JobCreateSerializer, responses={202: JobSerializer},
+                   summary="Start a job (generate_clips: rollouts → clips → videos → random queries)")
+    def post(self, request: Request, slug: str) -> Response:
+        project = selectors.project_for_member(slug=slug, user=request.user)
+        require_researcher(request, project)
+        spec = JobCreateSerializer(data=request.data)
+        spec.is_valid(raise_exception=True)
+        job = services.job_start(
+            project=project, kind=JobKind(spec.validated_data["kind"]), params=spec.validated_data["params"],
+            created_by=request.user,
+        )
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobDetailView(APIView):
+    @extend_schema(responses=JobSerializer, summary="A job's status and progress")
+    def get(self, request: Request, job_id: int) -> Response:
+        job = Job.objects.select_related("project").filter(pk=job_id).first()
+        if job is None:
+            raise NotFound("no such job")
+        project = selectors.project_for_member(slug=job.project.slug, user=request.user)
+        require_researcher(request, project)
+        return Response(JobSerializer(job).data)

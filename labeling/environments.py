@@ -1,0 +1,50 @@
+"""The registry of environments a project can use.
+
+`labeling` must not import `trainer`, yet project creation needs each environment's reward factors. The
+trainer app therefore registers its presets here when Django starts (trainer.apps), and labeling reads them
+through this small protocol. ``external`` (uploaded rollouts) is always available.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+EXTERNAL = "external"
+
+
+class FactorDefinition(Protocol):
+    key: str
+    label: str
+    description: str
+    unit: str
+    direction: int
+    source: str
+    sigma: float
+
+
+class EnvironmentDefinition(Protocol):
+    env_id: str
+    label: str
+    description: str
+    segment_steps: int
+    render_width: int
+    render_height: int
+
+    @property
+    def factors(self) -> Sequence[FactorDefinition]: ...
+
+
+_REGISTRY: dict[str, EnvironmentDefinition] = {}
+
+
+def register(definition: EnvironmentDefinition) -> None:
+    _REGISTRY[definition.env_id] = definition
+
+
+def get(env_id: str) -> EnvironmentDefinition | None:
+    return _REGISTRY.get(env_id)
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)

@@ -1,0 +1,396 @@
+"""Projects, reward factors, rollouts and clips, queries, leases, judgments, and background jobs.
+
+State changes live here as model methods (healthchecks' style) or in services.py when they span models.
+`labeling` never imports `trainer`: the trainer reads these models and reacts to labeling's events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+
+FACTOR_KEY_VALIDATOR = RegexValidator(r"^[a-z][a-z0-9_]{0,63}$", "use lower-case letters, digits and _")
+
+
+class FeedbackMode(models.TextChoices):
+    RANKING = "ranking", "Factor ranking"
+    PAIRWISE = "pairwise", "Pairwise comparison"
+    BOTH = "both", "Both"
+
+
+class ProjectStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    PAUSED = "paused", "Paused"
+    ARCHIVED = "archived", "Archived"
+
+
+class Project(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    instructions = models.TextField(blank=True, help_text="Shown to annotators; Markdown.")
+    env_id = models.CharField(
+        max_length=100, help_text='Gymnasium id (e.g. "Pendulum-v1"), or "external" for uploaded rollouts.'
+    )
+    env_kwargs = models.JSONField(default=dict, blank=True)
+    segment_steps = models.PositiveIntegerField(default=50, validators=[MinValueValidator(2)])
+    render_width = models.PositiveIntegerField(default=320, validators=[MinValueValidator(16)])
+    render_height = models.PositiveIntegerField(default=240, validators=[MinValueValidator(16)])
+    render_fps = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the environment's fps.")
+    feedback_mode = models.CharField(max_length=16, choices=FeedbackMode.choices, default=FeedbackMode.BOTH)
+    overlap = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(50)], help_text="Judgments wanted per query."
+    )
+    lease_ttl_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(10)])
+    loop_settings = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=ProjectStatus.choices, default=ProjectStatus.ACTIVE)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("project-detail", args=[self.slug])
+
+    @property
+    def has_pairwise(self) -> bool:
+        return self.feedback_mode in (FeedbackMode.PAIRWISE, FeedbackMode.BOTH)
+
+    @property
+    def has_ranking(self) -> bool:
+        return self.feedback_mode in (FeedbackMode.RANKING, FeedbackMode.BOTH)
+
+
+class ProjectRole(models.TextChoices):
+    RESEARCHER = "researcher", "Researcher"
+    ANNOTATOR = "annotator", "Annotator"
+
+
+class Membership(models.Model):
+    """A user's place in a project. Kept in `labeling` so dependencies point one way (labeling → accounts)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=ProjectRole.choices, default=ProjectRole.ANNOTATOR)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} ({self.role})"
+
+
+class RewardFactor(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="factors")
+    key = models.CharField(max_length=64, validators=[FACTOR_KEY_VALIDATOR])
+    label = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    unit = models.CharField(max_length=32, blank=True)
+    direction = models.SmallIntegerField(
+        choices=[(1, "Higher is better"), (-1, "Lower is better")], default=1
+    )
+    sigma = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)], help_text="Margin multiplier.")
+    source = models.CharField(max_length=100, help_text="Per-step extractor name, or an info key.")
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["project", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["project", "key"], name="factor_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}:{self.key}"
+
+
+class Rollout(models.Model):
+    """One episode of the environment; the arrays (actions, observations, factors, rewards) live in an .npz."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rollouts")
+    policy = models.CharField(max_length=100, help_text='"random", a scripted controller, or a checkpoint.')
+    env_seed = models.BigIntegerField()
+    n_steps = models.PositiveIntegerField()
+    data = models.FileField(upload_to="rollouts/%Y/%m/")
+    true_return = models.FloatField(null=True, blank=True)
+    iteration = models.PositiveIntegerField(default=0, help_text="0 = the initial pool.")
+    job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="rollouts")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["project", "id"]
+
+    def __str__(self) -> str:
+        return f"rollout {self.pk} ({self.policy}, seed {self.env_seed})"
+
+
+class RenderStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RENDERING = "rendering", "Rendering"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class Clip(models.Model):
+    """A segment of a rollout; reproducible from the rollout's seed and actions, so video is rendered lazily."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="clips")
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="clips")
+    start = models.PositiveIntegerField()
+    length = models.PositiveIntegerField()
+    factor_totals = models.JSONField(default=dict, help_text="Sum of each factor over the segment, by key.")
+    true_return = models.FloatField(null=True, blank=True)
+    video = models.FileField(upload_to="clips/%Y/%m/", blank=True)
+    poster = models.FileField(upload_to="clips/%Y/%m/", blank=True)
+    render_status = models.CharField(max_length=16, choices=RenderStatus.choices, default=RenderStatus.PENDING)
+    render_error = models.TextField(blank=True)
+    iteration = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["project", "id"]
+        indexes = [models.Index(fields=["project", "iteration"])]
+        constraints = [
+            models.UniqueConstraint(fields=["rollout", "start"], name="clip_segment_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"clip {self.pk}"
+
+    @property
+    def video_url(self) -> str | None:
+        return reverse("clip-media", args=[self.pk, "video"]) if self.video else None
+
+    @property
+    def poster_url(self) -> str | None:
+        return reverse("clip-media", args=[self.pk, "poster"]) if self.poster else None
+
+
+class QuerySource(models.TextChoices):
+    RANDOM = "random", "Random"
+    ACTIVE = "active", "Active"
+    GOLD = "gold", "Gold"
+    REPEAT = "repeat", "Repeat"
+
+
+class QueryStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    COMPLETE = "complete", "Complete"
+    RETIRED = "retired", "Retired"
+
+
+def _random_key() -> float:
+    import random
+
+    return random.random()
+
+
+class Query(models.Model):
+    """A pair of clips to judge, stored in canonical order (clip_a.id < clip_b.id)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="queries")
+    clip_a = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="+")
+    clip_b = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=16, choices=QuerySource.choices, default=QuerySource.RANDOM)
+    priority = models.IntegerField(default=0, help_text="Higher is served first.")
+    uncertainty = models.FloatField(null=True, blank=True)
+    answers_wanted = models.PositiveIntegerField(default=1)
+    answers_given = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=QueryStatus.choices, default=QueryStatus.OPEN)
+    random_key = models.FloatField(default=_random_key)
+    iteration = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "queries"
+        ordering = ["project", "-priority", "random_key"]
+        indexes = [
+            # The assignment engine's scan: open queries of a project in serving order.
+            models.Index(
+                fields=["project", "-priority", "random_key"],
+                name="query_serving_order",
+                condition=Q(status="open"),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(clip_a__lt=F("clip_b")), name="query_canonical_order"),
+            models.CheckConstraint(condition=Q(answers_given__lte=F("answers_wanted")), name="query_not_overfull"),
+            models.UniqueConstraint(
+                fields=["clip_a", "clip_b"],
+                condition=Q(source__in=["random", "active"]),
+                name="query_pair_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"query {self.pk} ({self.clip_a_id} vs {self.clip_b_id})"
+
+
+class Lease(models.Model):
+    """An annotator's claim on a query while they look at it. Live while ``expires_at`` is in the future."""
+
+    query = models.ForeignKey(Query, on_delete=models.CASCADE, related_name="leases")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases")
+    token = models.UUIDField(default=uuid.uuid4, unique=True)
+    swapped = models.BooleanField(default=False, help_text="Clip B was shown on the left.")
+    created_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["query", "annotator"], name="lease_one_per_annotator")]
+        indexes = [models.Index(fields=["expires_at"])]
+
+    def __str__(self) -> str:
+        return f"lease {self.token} on {self.query_id}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.expires_at > timezone.now()
+
+    def extend(self, ttl_seconds: int) -> None:
+        now = timezone.now()
+        self.heartbeat_at = now
+        self.expires_at = now + timedelta(seconds=ttl_seconds)
+        self.save(update_fields=["heartbeat_at", "expires_at"])
+
+
+class Choice(models.TextChoices):
+    LEFT = "left", "Left is better"
+    RIGHT = "right", "Right is better"
+    EQUAL = "equal", "Equally good"
+    CANT_TELL = "cant_tell", "Can't tell"
+
+
+class Judgment(models.Model):
+    """One annotator's answer to a query. ``choice`` is as shown on screen; ``swapped`` maps it to clips."""
+
+    query = models.ForeignKey(Query, on_delete=models.CASCADE, related_name="judgments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments")
+    choice = models.CharField(max_length=16, choices=Choice.choices)
+    swapped = models.BooleanField(default=False)
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    client_id = models.UUIDField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["query", "annotator"], name="judgment_one_per_annotator"),
+            models.UniqueConstraint(fields=["annotator", "client_id"], name="judgment_client_id_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} on {self.query_id}: {self.choice}"
+
+    @property
+    def preferred_clip_id(self) -> int | None:
+        """The clip judged better, in canonical terms; None for equal or can't tell."""
+        if self.choice not in (Choice.LEFT, Choice.RIGHT):
+            return None
+        left_is_a = not self.swapped
+        picked_left = self.choice == Choice.LEFT
+        return self.query.clip_a_id if picked_left == left_is_a else self.query.clip_b_id
+
+    @property
+    def target_a(self) -> float | None:
+        """P(clip_a better than clip_b) that this judgment expresses; None when it says nothing."""
+        if self.choice == Choice.EQUAL:
+            return 0.5
+        preferred = self.preferred_clip_id
+        if preferred is None:
+            return None
+        return 1.0 if preferred == self.query.clip_a_id else 0.0
+
+
+class JobKind(models.TextChoices):
+    GENERATE_CLIPS = "generate_clips", "Generate clips"
+    RENDER_CLIPS = "render_clips", "Render clips"
+    BUILD_PREFERENCES = "build_preferences", "Build preferences"
+    TRAIN_REWARD_MODEL = "train_reward_model", "Train reward model"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Job(models.Model):
+    """A piece of background work a researcher asked for, with progress they can watch and errors they can read."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=32, choices=JobKind.choices)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # A running job whose worker has said nothing for this long is presumed dead and may be claimed again.
+    STALE_AFTER = timedelta(minutes=10)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (JobStatus.DONE, JobStatus.FAILED)
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.progress)
+
+    # State changes are conditional updates, so two workers that received the same message (at-least-once
+    # delivery) cannot both run it, and a finished job is never reopened.
+    def claim(self) -> bool:
+        now = timezone.now()
+        claimable = Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING, heartbeat_at__lt=now - self.STALE_AFTER)
+        claimed = Job.objects.filter(claimable, pk=self.pk).update(
+            status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, message="Started"
+        )
+        if claimed:
+            self.refresh_from_db()
+        return claimed == 1
+
+    def report(self, progress: float, message: str) -> None:
+        progress = min(max(progress, 0.0), 1.0)
+        Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
+            progress=progress, message=message[:300], heartbeat_at=timezone.now()
+        )
+        self.progress, self.message = progress, message[:300]
+
+    def finish(self, result: dict | None = None, message: str = "Done") -> None:
+        Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
+            status=JobStatus.DONE, progress=1.0, message=message[:300], result=result or {},
+            finished_at=timezone.now(),
+        )
+        self.refresh_from_db()
+
+    def fail(self, error: str) -> None:
+        Job.objects.filter(pk=self.pk).exclude(status=JobStatus.DONE).update(
+            status=JobStatus.FAILED, error=error, message="Failed", finished_at=timezone.now()
+        )
+        self.refresh_from_db()

@@ -1,0 +1,75 @@
+"""Reads for labeling: what a user may see, and the rows behind pages, the API and exports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from accounts.models import User
+
+from .errors import NotFound
+from .models import Clip, Job, Judgment, Membership, Project, ProjectRole, Query, QueryStatus
+
+
+def projects_for_user(user: User) -> QuerySet[Project]:
+    """Projects the user belongs to. Superusers see every project."""
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user=user).distinct()
+
+
+def project_for_member(*, slug: str, user: User) -> Project:
+    """The project, if the user belongs to it; otherwise NotFound (an outsider learns nothing, not even that it exists)."""
+    project = projects_for_user(user).filter(slug=slug).first()
+    if project is None:
+        raise NotFound("no such project")
+    return project
+
+
+def project_role(*, project: Project, user: User) -> str | None:
+    if user.is_superuser:
+        return ProjectRole.RESEARCHER
+    return Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+
+
+def is_project_researcher(*, project: Project, user: User) -> bool:
+    return project_role(project=project, user=user) == ProjectRole.RESEARCHER
+
+
+def project_progress(project: Project) -> dict[str, Any]:
+    counts = Query.objects.filter(project=project).aggregate(
+        total=Count("id"),
+        open=Count("id", filter=Q(status=QueryStatus.OPEN)),
+        complete=Count("id", filter=Q(status=QueryStatus.COMPLETE)),
+    )
+    counts["clips"] = Clip.objects.filter(project=project).count()
+    counts["judgments"] = Judgment.objects.filter(query__project=project).count()
+    counts["percent"] = round(100 * counts["complete"] / counts["total"]) if counts["total"] else 0
+    return counts
+
+
+def annotator_progress(*, project: Project, annotator: User) -> dict[str, int]:
+    return {"judgments": Judgment.objects.filter(query__project=project, annotator=annotator).count()}
+
+
+def recent_jobs(project: Project, limit: int = 10) -> QuerySet[Job]:
+    return Job.objects.filter(project=project).order_by("-created_at", "-id")[:limit]
+
+
+def judgments_for_export(project: Project) -> Iterator[Judgment]:
+    """Every judgment of the project in id order, streamed from the database in chunks (constant memory)."""
+    return (
+        Judgment.objects.filter(query__project=project)
+        .select_related("query", "annotator")
+        .order_by("id")
+        .iterator(chunk_size=2000)
+    )
+
+
+def clips_for_project(project: Project, *, iteration: int | None = None) -> QuerySet[Clip]:
+    clips = Clip.objects.filter(project=project).order_by("id")
+    if iteration is not None:
+        clips = clips.filter(iteration=iteration)
+    return clips

@@ -1,0 +1,209 @@
+"""Writes for labeling: keyword-only, typed, atomic (HackSoft's styleguide).
+
+The assignment engine lives in ``assignment.py``; this module holds project set-up and query creation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from accounts.models import User
+
+from . import environments
+from .errors import ValidationFailed
+from .models import (
+    Clip,
+    FeedbackMode,
+    Job,
+    JobKind,
+    Membership,
+    Project,
+    ProjectRole,
+    Query,
+    QuerySource,
+    RewardFactor,
+)
+
+_FACTOR_FIELDS = ("key", "label", "description", "unit", "direction", "source", "sigma")
+
+
+def _validation_failed(error: ValidationError, prefix: str = "") -> ValidationFailed:
+    fields = {f"{prefix}{name}": [str(m) for m in messages] for name, messages in error.message_dict.items()}
+    return ValidationFailed("the project spec is not valid", fields=fields)
+
+
+@transaction.atomic
+def project_create(
+    *,
+    created_by: User,
+    name: str,
+    env_id: str,
+    slug: str = "",
+    instructions: str = "",
+    factors: Sequence[Mapping[str, Any]] | None = None,
+    segment_steps: int | None = None,
+    overlap: int = 1,
+    feedback_mode: str = FeedbackMode.BOTH,
+    env_kwargs: Mapping[str, Any] | None = None,
+    render_width: int | None = None,
+    render_height: int | None = None,
+    render_fps: int | None = None,
+    lease_ttl_seconds: int = 300,
+) -> Project:
+    """Create a project; its factors default to the environment preset's. The creator becomes a researcher."""
+    definition = environments.get(env_id)
+    if definition is None and env_id != environments.EXTERNAL:
+        raise ValidationFailed(
+            f"unknown environment {env_id!r}",
+            fields={"env_id": [f"choose one of {[*environments.available(), environments.EXTERNAL]}"]},
+        )
+    if factors is None:
+        if definition is None:
+            raise ValidationFailed("external projects must list their factors", fields={"factors": ["required"]})
+        factors = [{name: getattr(spec, name) for name in _FACTOR_FIELDS} for spec in definition.factors]
+    if not factors:
+        raise ValidationFailed("a project needs at least one reward factor", fields={"factors": ["empty"]})
+
+    project = Project(
+        slug=slug or slugify(name)[:64],
+        name=name,
+        env_id=env_id,
+        env_kwargs=dict(env_kwargs or {}),
+        instructions=instructions,
+        segment_steps=segment_steps or (definition.segment_steps if definition else 50),
+        render_width=render_width or (definition.render_width if definition else 320),
+        render_height=render_height or (definition.render_height if definition else 240),
+        render_fps=render_fps,
+        overlap=overlap,
+        feedback_mode=feedback_mode,
+        lease_ttl_seconds=lease_ttl_seconds,
+        created_by=created_by,
+    )
+    try:
+        project.full_clean()
+    except ValidationError as error:
+        raise _validation_failed(error) from None
+    project.save()
+
+    seen: set[str] = set()
+    for position, spec in enumerate(factors):
+        unknown = set(spec) - set(_FACTOR_FIELDS)
+        if unknown:
+            raise ValidationFailed(
+                "unknown factor fields", fields={f"factors[{position}]": [f"unknown: {sorted(unknown)}"]}
+            )
+        factor = RewardFactor(project=project, position=position, **{k: spec[k] for k in spec})
+        if not factor.label:
+            factor.label = factor.key
+        if not factor.source:
+            factor.source = factor.key
+        try:
+            factor.full_clean(exclude=["project"])
+        except ValidationError as error:
+            raise _validation_failed(error, prefix=f"factors[{position}].") from None
+        if factor.key in seen:
+            raise ValidationFailed("factor keys repeat", fields={f"factors[{position}].key": ["repeated"]})
+        seen.add(factor.key)
+        factor.save()
+    Membership.objects.create(project=project, user=created_by, role=ProjectRole.RESEARCHER)
+    return project
+
+
+def membership_add(*, project: Project, user: User, role: str = ProjectRole.ANNOTATOR) -> Membership:
+    membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    return membership
+
+
+def queries_create_random(
+    *,
+    project: Project,
+    count: int,
+    rng: np.random.Generator,
+    clips: Iterable[Clip] | None = None,
+    iteration: int = 0,
+    priority: int = 0,
+) -> int:
+    """Create up to ``count`` new random pairwise queries among ``clips`` (default: all the project's clips).
+
+    Pairs already asked are skipped; the result is the number created. Pairs are drawn from ``rng`` so a
+    seeded run asks the same questions.
+    """
+    clip_ids = np.array(sorted(c.pk for c in (clips if clips is not None else project.clips.all())), dtype=np.int64)
+    n = len(clip_ids)
+    if n < 2 or count <= 0:
+        return 0
+    existing = set(
+        Query.objects.filter(project=project, source__in=[QuerySource.RANDOM, QuerySource.ACTIVE]).values_list(
+            "clip_a_id", "clip_b_id"
+        )
+    )
+    wanted = min(count, n * (n - 1) // 2 - len(existing))
+    chosen: set[tuple[int, int]] = set()
+    # Draw in rounds: duplicates and already-asked pairs are rare unless the pool is nearly exhausted.
+    for _ in range(64):
+        if len(chosen) >= wanted:
+            break
+        draws = rng.integers(0, n, size=(2 * (wanted - len(chosen)) + 8, 2))
+        for i, j in draws:
+            if i == j:
+                continue
+            pair = (int(clip_ids[min(i, j)]), int(clip_ids[max(i, j)]))
+            if pair not in existing and pair not in chosen:
+                chosen.add(pair)
+                if len(chosen) >= wanted:
+                    break
+    keys = rng.random(len(chosen))
+    queries = [
+        Query(
+            project=project,
+            clip_a_id=a,
+            clip_b_id=b,
+            source=QuerySource.RANDOM,
+            answers_wanted=project.overlap,
+            random_key=float(key),
+            iteration=iteration,
+            priority=priority,
+        )
+        for (a, b), key in zip(sorted(chosen), keys, strict=True)
+    ]
+    try:
+        with transaction.atomic():
+            Query.objects.bulk_create(queries, batch_size=1000)
+    except IntegrityError:
+        # Another writer created some of the same pairs concurrently; keep the ones that are still new.
+        Query.objects.bulk_create(queries, batch_size=1000, ignore_conflicts=True)
+    return len(queries)
+
+
+def job_create(*, project: Project, kind: str, params: Mapping[str, Any] | None = None, created_by: User | None) -> Job:
+    if kind not in JobKind.values:
+        raise ValidationFailed(f"unknown job kind {kind!r}")
+    return Job.objects.create(project=project, kind=kind, params=dict(params or {}), created_by=created_by)
+
+
+def job_start(
+    *, project: Project, kind: str, params: Mapping[str, Any] | None = None, created_by: User | None
+) -> Job:
+    """Create a job and send it to the workers once the transaction commits.
+
+    The task is sent by name (``trainer.<kind>``): labeling announces work, the trainer app does it.
+    """
+    job = job_create(project=project, kind=kind, params=params, created_by=created_by)
+    transaction.on_commit(lambda: send_task_by_name(f"trainer.{kind}", job.pk))
+    return job
+
+
+def send_task_by_name(name: str, *args: Any) -> None:
+    """Send a task without importing its module. In eager mode (tests, no broker) it runs in-process."""
+    from celery import current_app
+
+    if current_app.conf.task_always_eager:
+        current_app.tasks[name].apply(args=args)
+    else:
+        current_app.send_task(name, args=args)

@@ -1,0 +1,28 @@
+"""The Celery application. Workers start with ``celery -A config worker`` with platform/ on sys.path."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+_PLATFORM_DIR = str(Path(__file__).resolve().parent.parent)
+if _PLATFORM_DIR not in sys.path:  # entry points other than manage.py (celery CLI, gunicorn)
+    sys.path.insert(0, _PLATFORM_DIR)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from celery import Celery  # noqa: E402
+
+app = Celery("heronry")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+def ensure_broker_folders() -> None:
+    """The file-system broker needs its folders before the first message is sent or read."""
+    from django.conf import settings
+
+    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+        folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(key)
+        if folder:
+            Path(str(folder)).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,17 @@
+from django.apps import AppConfig
+
+
+class TrainerConfig(AppConfig):
+    name = "trainer"
+    verbose_name = "Trainer"
+
+    def ready(self) -> None:
+        from config.celery import ensure_broker_folders
+        from labeling import environments
+
+        from .envs import PRESETS
+
+        # labeling never imports trainer; it learns the available environments from this registration.
+        for preset in PRESETS.values():
+            environments.register(preset)
+        ensure_broker_folders()

@@ -1,0 +1,199 @@
+"""Rollouts → clips → videos → queries, for a project (the Django side of the clip pipeline).
+
+The numerical work lives in envs/policies/rollouts/video (no Django); this module stores what they make.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.db import transaction
+
+
+from labeling.models import Clip, Job, Project, Query, RenderStatus, Rollout
+from labeling.services import queries_create_random
+
+from . import envs, rollouts, video
+from .policies import make_policy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerateClipsParams:
+    """What a generate_clips job does. Stored as the job's params (JSON)."""
+
+    rollouts: int = 8
+    """Number of episodes to roll out."""
+    steps: int | None = None
+    """Steps per episode; default: the preset's episode length."""
+    policies: Sequence[str] = field(default_factory=tuple)
+    """Policy specs used in turn ("random", "pendulum_swingup:0.3", …); default: random + the preset's scripted ones."""
+    queries: int = 50
+    """Random pairwise queries to create among the new clips."""
+    seed: int = 0
+    """Seeds the environment seeds, the policies' noise and the query pairs."""
+    render: str = "queried"
+    """Which new clips get video now: "queried" (only those a human will see), "all" or "none"."""
+    iteration: int = 0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> GenerateClipsParams:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown generate_clips parameters: {sorted(unknown)}")
+        params = cls(**raw)
+        if params.render not in ("queried", "all", "none"):
+            raise ValueError("render must be queried, all or none")
+        return params
+
+
+def factor_columns(project: Project, preset: envs.EnvPreset) -> list[int]:
+    """For each project factor, the column of the preset's per-step factor array that feeds it."""
+    by_source = {spec.source: i for i, spec in enumerate(preset.factors)}
+    by_key = {spec.key: i for i, spec in enumerate(preset.factors)}
+    columns = []
+    for factor in project.factors.order_by("position", "id"):
+        column = by_source.get(factor.source, by_key.get(factor.key))
+        if column is None:
+            raise ValueError(f"factor {factor.key!r}: no per-step extractor {factor.source!r} for {preset.env_id}")
+        columns.append(column)
+    return columns
+
+
+def generate_clips(job: Job) -> dict[str, Any]:
+    """Run the job: seeded rollouts, clips with factor totals, random queries, then video for the clips shown."""
+    project = job.project
+    params = GenerateClipsParams.from_dict(job.params)
+    preset = envs.get_preset(project.env_id)
+    keys = list(project.factors.order_by("position", "id").values_list("key", flat=True))
+    columns = factor_columns(project, preset)
+    rng = np.random.default_rng(params.seed)
+    policy_specs = list(params.policies) or ["random", *preset.scripted_policies]
+    steps = params.steps or preset.episode_steps
+    action_space = envs.make_env(project.env_id, **project.env_kwargs).action_space
+
+    # A job re-run after its worker died starts over: whatever the dead attempt stored is removed first.
+    Rollout.objects.filter(job=job).delete()
+
+    new_clips: list[Clip] = []
+    for index in range(params.rollouts):
+        spec = policy_specs[index % len(policy_specs)]
+        env_seed = int(rng.integers(0, 2**31 - 1))
+        data = rollouts.run_rollout(
+            project.env_id, policy=make_policy(spec, action_space), seed=env_seed, steps=steps, rng=rng,
+            env_kwargs=project.env_kwargs,
+        )
+        new_clips.extend(_store_rollout(project=project, job=job, data=data, keys=keys, columns=columns,
+                                        iteration=params.iteration))
+        job.report(0.5 * (index + 1) / params.rollouts, f"Rolled out {index + 1} of {params.rollouts} episodes")
+
+    created = queries_create_random(
+        project=project, count=params.queries, rng=rng, clips=new_clips, iteration=params.iteration
+    )
+    if params.render == "all":
+        to_render = new_clips
+    elif params.render == "queried":
+        to_render = list(clips_needing_video(project))
+    else:
+        to_render = []
+    for index, clip in enumerate(to_render):
+        render_clip(clip)
+        job.report(0.5 + 0.5 * (index + 1) / len(to_render), f"Rendered {index + 1} of {len(to_render)} clips")
+    return {"rollouts": params.rollouts, "clips": len(new_clips), "queries": created, "rendered": len(to_render)}
+
+
+def _store_rollout(
+    *, project: Project, job: Job, data: rollouts.RolloutData, keys: list[str], columns: list[int], iteration: int
+) -> list[Clip]:
+    segments = rollouts.segments(data.n_steps, project.segment_steps)
+    with transaction.atomic():
+        rollout = Rollout(
+            project=project, policy=data.policy, env_seed=data.seed, n_steps=data.n_steps,
+            true_return=data.true_return, iteration=iteration, job=job,
+        )
+        rollout.data.save(f"{project.slug}-{data.seed}.npz", ContentFile(rollouts.save_npz(data)), save=False)
+        rollout.save()
+        clips = [
+            Clip(
+                project=project,
+                rollout=rollout,
+                start=seg.start,
+                length=seg.length,
+                factor_totals={
+                    key: float(total)
+                    for key, total in zip(keys, rollouts.segment_totals(data.factors, seg)[columns], strict=True)
+                },
+                true_return=float(data.rewards[seg.start : seg.start + seg.length].sum()),
+                iteration=iteration,
+            )
+            for seg in segments
+        ]
+        return Clip.objects.bulk_create(clips)
+
+
+def clips_needing_video(project: Project):
+    """Clips that appear in an open query but have no video yet: the only ones worth rendering."""
+    queried = Query.objects.filter(project=project, status="open")
+    ids = set(queried.values_list("clip_a_id", flat=True)) | set(queried.values_list("clip_b_id", flat=True))
+    return Clip.objects.filter(pk__in=ids).exclude(render_status=RenderStatus.READY).order_by("id")
+
+
+def render_clip(clip: Clip) -> bool:
+    """Render a clip's MP4 and poster from its rollout. Safe to call twice; a failure is stored on the clip."""
+    claimed = Clip.objects.filter(pk=clip.pk).exclude(render_status=RenderStatus.READY).update(
+        render_status=RenderStatus.RENDERING
+    )
+    if not claimed:
+        return False
+    project = clip.project
+    try:
+        with clip.rollout.data.open("rb") as handle:
+            data = rollouts.load_npz(handle.read())
+        frames = video.render_segment(
+            project.env_id, seed=data.seed, actions=data.actions, start=clip.start, length=clip.length,
+            width=project.render_width, height=project.render_height, env_kwargs=project.env_kwargs,
+        )
+        fps = project.render_fps or video.env_fps(project.env_id, project.env_kwargs)
+        with tempfile.TemporaryDirectory() as folder:
+            mp4, poster = Path(folder) / "clip.mp4", Path(folder) / "poster.jpg"
+            video.write_mp4(frames, mp4, fps=fps)
+            video.write_poster(frames[0], poster)
+            with mp4.open("rb") as handle:
+                clip.video.save(f"{project.slug}/{clip.pk}.mp4", File(handle), save=False)
+            with poster.open("rb") as handle:
+                clip.poster.save(f"{project.slug}/{clip.pk}.jpg", File(handle), save=False)
+        clip.render_status, clip.render_error = RenderStatus.READY, ""
+        clip.save(update_fields=["video", "poster", "render_status", "render_error"])
+        return True
+    except Exception as error:  # stored for the researcher; the job carries on with other clips
+        logger.exception("rendering clip %s failed", clip.pk)
+        Clip.objects.filter(pk=clip.pk).update(render_status=RenderStatus.FAILED, render_error=str(error)[:2000])
+        return False
+
+
+def job_run(job_id: int, work) -> None:
+    """Claim a job, run ``work(job)``, and record its result or its error. Running it twice does no harm."""
+    job = Job.objects.select_related("project").filter(pk=job_id).first()
+    if job is None or not job.claim():
+        logger.info("job %s is missing or already claimed; nothing to do", job_id)
+        return
+    try:
+        result = work(job)
+    except Exception as error:
+        logger.exception("job %s failed", job_id)
+        job.fail(f"{type(error).__name__}: {error}")
+        return
+    job.finish(result, message="Done")
+
+
+

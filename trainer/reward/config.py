@@ -1,0 +1,190 @@
+"""Hyper-parameters of the reward model, as one validated, JSON-friendly dataclass.
+
+The config is stored verbatim in every checkpoint, so every field must be a plain JSON value
+(tuples become lists in JSON and are turned back into tuples by :meth:`RewardModelConfig.from_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+ACTIVATIONS = ("relu", "tanh", "leaky_relu", "gelu")
+PRECISIONS = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    """Everything that decides how a reward model is built and trained (design §4)."""
+
+    # --- network -------------------------------------------------------------------------------
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """Widths of the hidden layers of each member's per-step MLP r(x_t); () gives a linear reward."""
+    activation: str = "relu"
+    """Non-linearity between hidden layers: one of ``relu``, ``tanh``, ``leaky_relu``, ``gelu``."""
+    ensemble_size: int = 3
+    """Number of independently initialised members M; their spread of P(a≻b) is the uncertainty."""
+    normalize_features: bool = True
+    """Standardise each feature with the mean/std over the training clips' steps (stored in the
+    checkpoint and applied at inference), so raw observation scales don't dictate the learning rate."""
+
+    # --- optimisation --------------------------------------------------------------------------
+    learning_rate: float = 3e-4
+    """Adam(W) step size."""
+    weight_decay: float = 0.0
+    """Decoupled (AdamW) weight decay; 0 gives plain Adam."""
+    batch_size: int = 128
+    """Preference pairs per gradient step (each step scores both clips of every pair)."""
+    max_epochs: int = 200
+    """Upper bound on passes over each member's (bootstrapped) training pairs."""
+    patience: int = 10
+    """Stop after this many epochs without a validation-loss improvement larger than ``min_delta``
+    and restore the best weights; 0 disables early stopping."""
+    min_delta: float = 0.0
+    """Smallest decrease of the validation loss that counts as an improvement."""
+    val_fraction: float = 0.1
+    """Fraction of the pairs held out for validation/early stopping; 0 trains on everything for
+    ``max_epochs`` epochs and keeps the last weights."""
+    label_noise: float = 0.0
+    """ε: fraction of answers assumed random, P' = ε/2 + (1-ε)·sigmoid(R_a - R_b); caps the loss a
+    single confidently-wrong label can cause."""
+    bootstrap: bool = True
+    """Train each member on its own bootstrap resample (with replacement) of the training pairs,
+    which decorrelates members beyond their random initialisation."""
+
+    # --- reproducibility and hardware ----------------------------------------------------------
+    seed: int = 0
+    """Root of all randomness (split, bootstrap, initialisation, shuffling) of a training run."""
+    device: str = "cpu"
+    """Torch device for training, e.g. ``cpu``, ``cuda``, ``cuda:1``; ``auto`` picks CUDA when
+    available. Checkpoints are device-independent."""
+    num_threads: int | None = None
+    """CPU threads for torch while training (restored afterwards); None keeps torch's current
+    setting. Results are bitwise-reproducible only for the same thread count."""
+    deterministic: bool = True
+    """Ask torch for deterministic kernels while training (matters on CUDA; CPU ops used here are
+    deterministic already)."""
+    training_precision: str = "float32"
+    """``bfloat16`` runs the training forward/backward under autocast (weights and optimiser
+    stay float32): about 4x faster on CPUs with AVX512-BF16/AMX, much slower on CPUs without.
+    Validation and inference always run in float32."""
+    eval_batch_clips: int = 2048
+    """Clips scored per forward pass when evaluating (bounds memory; no effect on results)."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form JSON-serialisable annotations (e.g. project id), stored with the checkpoint."""
+
+    def __post_init__(self) -> None:
+        # Accept lists (from JSON) for hidden_sizes but always store a hashable tuple.
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        self.validate()
+
+    # ------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ValueError describing every invalid field at once."""
+        problems: list[str] = []
+
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        check(
+            all(_is_int(h) and h > 0 for h in self.hidden_sizes),
+            f"hidden_sizes must be positive integers, got {self.hidden_sizes!r}",
+        )
+        check(
+            self.activation in ACTIVATIONS,
+            f"activation must be one of {ACTIVATIONS}, got {self.activation!r}",
+        )
+        check(
+            _is_int(self.ensemble_size) and self.ensemble_size >= 1, "ensemble_size must be an integer >= 1"
+        )
+        check(_is_positive_number(self.learning_rate), "learning_rate must be a finite number > 0")
+        check(_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0")
+        check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an integer >= 1")
+        check(_is_int(self.max_epochs) and self.max_epochs >= 1, "max_epochs must be an integer >= 1")
+        check(_is_int(self.patience) and self.patience >= 0, "patience must be an integer >= 0")
+        check(_is_number(self.min_delta) and self.min_delta >= 0, "min_delta must be >= 0")
+        check(
+            _is_number(self.val_fraction) and 0.0 <= self.val_fraction < 1.0,
+            f"val_fraction must be in [0, 1), got {self.val_fraction!r}",
+        )
+        check(
+            _is_number(self.label_noise) and 0.0 <= self.label_noise < 1.0,
+            f"label_noise must be in [0, 1), got {self.label_noise!r}",
+        )
+        check(isinstance(self.bootstrap, bool), "bootstrap must be a bool")
+        check(isinstance(self.normalize_features, bool), "normalize_features must be a bool")
+        check(isinstance(self.deterministic, bool), "deterministic must be a bool")
+        check(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed must be an integer in [0, 2**63)")
+        check(
+            self.num_threads is None or (_is_int(self.num_threads) and self.num_threads >= 1),
+            "num_threads must be None or an integer >= 1",
+        )
+        check(
+            self.training_precision in PRECISIONS,
+            f"training_precision must be one of {PRECISIONS}, got {self.training_precision!r}",
+        )
+        check(_is_int(self.eval_batch_clips) and self.eval_batch_clips >= 1, "eval_batch_clips must be >= 1")
+        check(isinstance(self.extra, dict), "extra must be a dict")
+        if isinstance(self.device, str):
+            if self.device != "auto":
+                try:
+                    torch.device(self.device)
+                except (RuntimeError, ValueError):
+                    problems.append(f"device must be 'auto' or a torch device string, got {self.device!r}")
+        else:
+            problems.append(f"device must be a string, got {self.device!r}")
+        if problems:
+            raise ValueError("invalid RewardModelConfig: " + "; ".join(problems))
+
+    def resolved_device(self) -> torch.device:
+        """The torch device to train on; ``auto`` means CUDA if available, else CPU."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"config.device={self.device!r} but CUDA is not available (use 'auto' or 'cpu')"
+            )
+        return device
+
+    def replace(self, **changes: Any) -> RewardModelConfig:
+        """A copy with some fields changed (validated like any new config)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (tuples become lists)."""
+        data = dataclasses.asdict(self)
+        data["hidden_sizes"] = list(self.hidden_sizes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RewardModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not silently fall
+        back to a default), missing keys take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown RewardModelConfig field(s) {unknown}; valid fields are {sorted(known)}"
+            )
+        return cls(**dict(data))
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass; "ensemble_size: true" in JSON is a mistake, not 1.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _is_positive_number(value: object) -> bool:
+    return _is_number(value) and value > 0  # type: ignore[operator]
