@@ -204,6 +204,7 @@ def send_task_by_name(name: str, *args: Any) -> None:
     from celery import current_app
 
     if current_app.conf.task_always_eager:
+        current_app.loader.import_default_modules()  # task modules are discovered lazily
         current_app.tasks[name].apply(args=args)
     else:
         current_app.send_task(name, args=args)

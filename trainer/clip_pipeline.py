@@ -80,7 +80,9 @@ def generate_clips(job: Job) -> dict[str, Any]:
     rng = np.random.default_rng(params.seed)
     policy_specs = list(params.policies) or ["random", *preset.scripted_policies]
     steps = params.steps or preset.episode_steps
-    action_space = envs.make_env(project.env_id, **project.env_kwargs).action_space
+    probe_env = envs.make_env(project.env_id, **project.env_kwargs)
+    action_space = probe_env.action_space
+    probe_env.close()
 
     # A job re-run after its worker died starts over: whatever the dead attempt stored is removed first.
     Rollout.objects.filter(job=job).delete()

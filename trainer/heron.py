@@ -34,7 +34,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -56,7 +56,7 @@ __all__ = [
 
 MarginScope = Literal["pool", "batch"]
 #: A level as callers may write it: one factor index, or a sequence of indices (a tie group).
-LevelSpec = int | Sequence[int]
+LevelSpec = int | np.integer | Sequence[int] | Sequence[np.integer]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -70,7 +70,8 @@ _MAX_CLIPS = 2**31
 # --------------------------------------------------------------------------------------------
 
 
-def _is_index(value: object) -> bool:
+def _is_index(value: object) -> TypeGuard[int | np.integer]:
+    """An integer usable as an index; bools are rejected although Python treats them as ints."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
@@ -101,7 +102,7 @@ def _normalise_levels(
         for member in members:
             if not _is_index(member):
                 raise ValueError(f"level {position} holds a non-integer factor index: {member!r}")
-            index = int(member)  # type: ignore[call-overload]
+            index = int(member)
             if index < 0 or (n_factors is not None and index >= n_factors):
                 bound = f"[0, {n_factors})" if n_factors is not None else ">= 0"
                 raise ValueError(f"factor index {index} in level {position} is out of range {bound}")
@@ -448,11 +449,17 @@ def _pairs_from_linear_index(linear: IntArray, n_clips: int) -> IntArray:
     """
     total = n_clips * (n_clips - 1) // 2
     colex = (total - 1) - linear
-    q = ((1 + np.sqrt(1 + 8 * colex.astype(np.float64))) // 2).astype(np.int64)
-    q -= (q * (q - 1) // 2) > colex
-    q += ((q + 1) * q // 2) <= colex
-    p = colex - q * (q - 1) // 2
-    return np.column_stack(((n_clips - 1) - q, (n_clips - 1) - p))
+    q_float = np.sqrt(8.0 * colex + 1.0)
+    q_float += 1.0
+    q_float *= 0.5
+    q = q_float.astype(np.int64)  # truncation == floor, the argument is positive
+    q -= ((q * (q - 1)) >> 1) > colex
+    q += ((q * (q + 1)) >> 1) <= colex
+    pairs = np.empty((linear.shape[0], 2), dtype=np.int64)
+    np.subtract(n_clips - 1, q, out=pairs[:, 0])
+    # second = n - 1 - p with p = colex - q(q-1)/2
+    np.subtract((n_clips - 1) + ((q * (q - 1)) >> 1), colex, out=pairs[:, 1])
+    return pairs
 
 
 def sample_pairs(n_clips: int, *, cap: int = 200_000, rng: np.random.Generator) -> np.ndarray:
@@ -636,6 +643,8 @@ def label_pairs(
     project_sigmas = _check_sigmas(sigmas, n_factors)
     if isinstance(rankings, Ranking) or not rankings:
         raise ValueError("rankings must be a non-empty sequence of Ranking")
+    if len(rankings) > np.iinfo(np.int16).max:
+        raise ValueError("at most 32767 rankings can vote on a pair (n_votes is int16)")
     for ranking in rankings:
         if not isinstance(ranking, Ranking):
             raise ValueError(f"rankings must hold Ranking objects, got {type(ranking).__name__}")
@@ -663,17 +672,21 @@ def label_pairs(
 
     # One contiguous difference column per ranked factor, shared by every ranking.
     used_factors = sorted({factor for ranking in rankings for factor in ranking.factors})
-    first, second = pair_array[:, 0], pair_array[:, 1]
+    first, second = np.ascontiguousarray(pair_array[:, 0]), np.ascontiguousarray(pair_array[:, 1])
     diff_by_factor: dict[int, FloatArray] = {}
     for factor in used_factors:
         column = np.ascontiguousarray(factor_array[:, factor])
         diff_by_factor[factor] = column.take(first) - column.take(second)
     diff_column = _DiffColumn(diff_by_factor.__getitem__)
 
+    weighted = level_weight_alpha != 1.0
     votes_for_a = np.zeros(n_pairs, dtype=np.int16)
     n_votes = np.zeros(n_pairs, dtype=np.int16)
-    best_level = np.full(n_pairs, np.iinfo(np.int16).max, dtype=np.int16)
-    weight_sum = np.zeros(n_pairs, dtype=np.float64)
+    # Levels seen as uint16 turn a tie (-1) into 65535, so a running minimum over the rankings keeps
+    # the most important deciding level and leaves pairs that no ranking decides at -1.
+    best_level = np.full(n_pairs, -1, dtype=np.int16)
+    best_level_unsigned = best_level.view(np.uint16)
+    weight_sum = np.zeros(n_pairs) if weighted else None
     for ranking in rankings:
         ranking_sigmas = ranking.sigma_array(project_sigmas)
         label, level = _decide(
@@ -685,24 +698,40 @@ def label_pairs(
             scales,
             ranking_sigmas,
         )
-        decided = label != 0
         votes_for_a += label > 0
-        n_votes += decided
-        np.minimum(best_level, np.where(decided, level, best_level), out=best_level)
-        weight_sum += np.where(decided, _level_weights(ranking.n_levels, level_weight_alpha)[level], 0.0)
+        n_votes += label != 0
+        np.minimum(best_level_unsigned, level.view(np.uint16), out=best_level_unsigned)
+        if weight_sum is not None:
+            # One extra 0 at the end: level -1 (a tie) indexes it, so ties add no weight.
+            weight_of_level = np.append(_level_weights(ranking.n_levels, level_weight_alpha), 0.0)
+            weight_sum += weight_of_level.take(level)
 
-    tied = n_votes == 0
-    best_level[tied] = -1
-    target = np.divide(votes_for_a, n_votes, out=np.full(n_pairs, 0.5), where=~tied)
-    weight = np.divide(weight_sum, n_votes, out=np.ones(n_pairs), where=~tied)
-    keep = slice(None) if keep_ties else np.flatnonzero(~tied)
+    decided = n_votes > 0
+    if not keep_ties:
+        pair_array = np.compress(decided, pair_array, axis=0)
+        votes_for_a, n_votes, best_level = (
+            np.compress(decided, array) for array in (votes_for_a, n_votes, best_level)
+        )
+        weight_sum = None if weight_sum is None else np.compress(decided, weight_sum)
+        batch_array = None if batch_array is None else np.compress(decided, batch_array)
+    voters = np.maximum(n_votes, 1)  # ties: 0 / 1, fixed below
+    target = (votes_for_a / voters).astype(np.float32)
+    weight = (
+        np.ones(n_votes.shape[0], dtype=np.float32)
+        if weight_sum is None
+        else (weight_sum / voters).astype(np.float32)
+    )
+    if keep_ties:
+        tied = ~decided
+        target[tied] = 0.5
+        weight[tied] = 1.0
     return HeronLabels(
-        pairs=pair_array[keep],
-        target=target[keep].astype(np.float32),
-        weight=weight[keep].astype(np.float32),
-        level=best_level[keep],
-        n_votes=n_votes[keep],
-        batch_ids=None if batch_array is None else batch_array[keep],
+        pairs=pair_array,
+        target=target,
+        weight=weight,
+        level=best_level,
+        n_votes=n_votes,
+        batch_ids=batch_array,
     )
 
 

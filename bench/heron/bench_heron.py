@@ -14,8 +14,19 @@ sampled from it with ``sample_pairs``, signs (+1, -1, +1, -1), sigma 0.5 for eve
 
 from __future__ import annotations
 
+import argparse
 import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
 
+# Single thread, set before numpy (and any BLAS it loads) is imported.
 for _variable in (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -24,15 +35,6 @@ for _variable in (
     "VECLIB_MAXIMUM_THREADS",
 ):
     os.environ[_variable] = "1"
-
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -49,13 +51,13 @@ TIE_GROUP_LEVELS: list[list[int]] = [[0], [1, 2], [3]]
 
 
 def reference_compare_loop(
-    a: Sequence[Sequence[float]],
-    b: Sequence[Sequence[float]],
+    a: Sequence[Sequence[float]] | np.ndarray,
+    b: Sequence[Sequence[float]] | np.ndarray,
     levels: Sequence[Sequence[int]],
-    signs: Sequence[int],
-    margins: Sequence[float],
-    scales: Sequence[float] | None = None,
-    sigmas: Sequence[float] | None = None,
+    signs: Sequence[int] | np.ndarray,
+    margins: Sequence[float] | np.ndarray,
+    scales: Sequence[float] | np.ndarray | None = None,
+    sigmas: Sequence[float] | np.ndarray | None = None,
 ) -> tuple[list[int], list[int]]:
     """The reference algorithm: for each pair, walk the levels in Python until one decides.
 
@@ -89,15 +91,34 @@ def reference_compare_loop(
     return labels, deciding_levels
 
 
-def median_seconds(function: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``repeats`` calls, after one untimed warm-up call."""
+@dataclass
+class Timing:
+    what: str
+    n_pairs: int
+    seconds: float  # median wall time
+    cpu_share: float  # median CPU time / median wall time (1.0 = never preempted)
+
+    @property
+    def rate(self) -> float:
+        return self.n_pairs / self.seconds
+
+
+def measure(what: str, n_pairs: int, function: Callable[[], object], repeats: int) -> Timing:
+    """Median wall time (``time.perf_counter``) of ``repeats`` calls, after one untimed warm-up.
+
+    The CPU time of the same calls (``time.process_time``; the process is single-threaded) is kept
+    as well: on a shared machine, a wall time well above the CPU time means the run was preempted,
+    and the ``cpu share`` column of the report makes that visible.
+    """
     function()
-    timings = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
         function()
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
+        wall.append(time.perf_counter() - wall_start)
+        cpu.append(time.process_time() - cpu_start)
+    seconds = statistics.median(wall)
+    return Timing(what, n_pairs, seconds, min(1.0, statistics.median(cpu) / seconds) if seconds > 0 else 1.0)
 
 
 def make_problem(n_clips: int, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +129,7 @@ def make_problem(n_clips: int, n_pairs: int, seed: int) -> tuple[np.ndarray, np.
 
 
 def format_rate(pairs_per_second: float) -> str:
-    return f"{pairs_per_second / 1e6:,.2f} M/s" if pairs_per_second >= 1e5 else f"{pairs_per_second:,.0f} /s"
+    return f"{pairs_per_second / 1e6:,.2f} M"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -129,7 +150,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     scales = factors.std(axis=0, ddof=1)
     deltas = heron.margins(factors, sigmas)
     a, b = factors[pairs[:, 0]], factors[pairs[:, 1]]
-    rows: list[tuple[str, str, float, float | None]] = []  # what, size, seconds, rate
 
     print(f"# HERON comparator benchmark ({platform.python_version()}, numpy {np.__version__}, 1 thread)")
     print(f"pool {options.clips:,} clips x {N_FACTORS} factors, {n_pairs:,} pairs, sigma 0.5\n")
@@ -142,7 +162,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "sigmas": sigmas,
         },
     }
-    vector_rates: dict[str, float] = {}
+    timings: list[Timing] = []
+    run: Callable[[], object]
+    compare_timings: dict[str, Timing] = {}
     for name, extra in variants.items():
         _, level = heron.compare(a, b, signs=SIGNS, margins=deltas, **extra)
         histogram = np.bincount(level + 1, minlength=len(extra["levels"]) + 1) / n_pairs
@@ -150,107 +172,87 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{name}: share tied {histogram[0]:.3f},"
             f" decided at levels 0.. {np.round(histogram[1:], 3).tolist()}"
         )
-        seconds = median_seconds(
-            lambda extra=extra: heron.compare(a, b, signs=SIGNS, margins=deltas, **extra),
-            options.repeats,
-        )
-        vector_rates[name] = n_pairs / seconds
-        rows.append((f"`compare`, {name}", f"{n_pairs:,} pairs", seconds, n_pairs / seconds))
+        run = partial(heron.compare, a, b, signs=SIGNS, margins=deltas, **extra)
+        compare_timings[name] = measure(f"`compare`, {name}", n_pairs, run, options.repeats)
+        timings.append(compare_timings[name])
 
-    # Worst case for the shrinking-index scheme: nothing decides, every level touches every pair.
-    huge = deltas * 1e6
-    seconds = median_seconds(
-        lambda: heron.compare(a, b, levels=SINGLE_LEVELS, signs=SIGNS, margins=huge), options.repeats
-    )
-    rows.append(
-        ("`compare`, 4 levels, worst case (all ties)", f"{n_pairs:,} pairs", seconds, n_pairs / seconds)
+    # Worst case for the shrinking-index scheme: nothing decides, so every level touches every pair.
+    run = partial(heron.compare, a, b, levels=SINGLE_LEVELS, signs=SIGNS, margins=deltas * 1e6)
+    timings.append(
+        measure("`compare`, 4 one-factor levels, worst case (all ties)", n_pairs, run, options.repeats)
     )
 
-    # The reference: per-pair Python loop, on Python lists (its fastest form) and on numpy rows.
+    # The reference: a per-pair Python loop, on Python lists (its fastest form) and on numpy rows.
     n_loop = min(options.loop_pairs, n_pairs)
     loop_a, loop_b = a[:n_loop], b[:n_loop]
-    lists = (loop_a.tolist(), loop_b.tolist())
-    loop_rates: dict[str, float] = {}
+    list_a, list_b = loop_a.tolist(), loop_b.tolist()
+    loop_timings: dict[str, Timing] = {}
     for name, extra in variants.items():
-        levels = extra["levels"]
-        loop_arguments = {
-            "levels": levels,
-            "signs": SIGNS.tolist(),
-            "margins": deltas.tolist(),
-            "scales": scales.tolist(),
-            "sigmas": sigmas.tolist(),
-        }
-        expected = heron.compare(loop_a, loop_b, signs=SIGNS, margins=deltas, **extra)
-        got = reference_compare_loop(*lists, **loop_arguments)
-        if got[0] != expected[0].tolist() or got[1] != expected[1].tolist():
-            raise SystemExit(f"reference loop and compare disagree on {name!r}")
-        seconds = median_seconds(
-            lambda arguments=loop_arguments: reference_compare_loop(*lists, **arguments),
-            options.loop_repeats,
+        reference = partial(
+            reference_compare_loop,
+            list_a,
+            list_b,
+            extra["levels"],
+            SIGNS.tolist(),
+            deltas.tolist(),
+            scales.tolist(),
+            sigmas.tolist(),
         )
-        loop_rates[name] = n_loop / seconds
-        rows.append((f"reference loop (lists), {name}", f"{n_loop:,} pairs", seconds, n_loop / seconds))
-    seconds = median_seconds(
-        lambda: reference_compare_loop(
-            loop_a,
-            loop_b,
-            SINGLE_LEVELS,
-            SIGNS,
-            deltas,
-        ),
-        options.loop_repeats,
-    )
-    rows.append(
-        ("reference loop (numpy rows), 4 one-factor levels", f"{n_loop:,} pairs", seconds, n_loop / seconds)
+        expected_label, expected_level = heron.compare(loop_a, loop_b, signs=SIGNS, margins=deltas, **extra)
+        if reference() != (expected_label.tolist(), expected_level.tolist()):
+            raise SystemExit(f"the reference loop and compare disagree on {name!r}")
+        loop_timings[name] = measure(
+            f"reference loop (lists), {name}", n_loop, reference, options.loop_repeats
+        )
+        timings.append(loop_timings[name])
+    on_numpy_rows = partial(reference_compare_loop, loop_a, loop_b, SINGLE_LEVELS, SIGNS, deltas)
+    timings.append(
+        measure(
+            "reference loop (numpy rows), 4 one-factor levels", n_loop, on_numpy_rows, options.loop_repeats
+        )
     )
 
-    # End to end: margins, difference columns, one comparator pass per ranking, targets.
+    # End to end: margins, difference columns, one comparator pass per ranking, targets, weights.
     single = [heron.Ranking.from_levels([0, 1, 2, 3])]
     three = [*single, heron.Ranking.from_levels([1, 0, 2, 3]), heron.Ranking.from_levels([0, (1, 2), 3])]
-    for name, rankings in (("1 ranking", single), ("3 rankings", three)):
-        seconds = median_seconds(
-            lambda rankings=rankings: heron.label_pairs(
-                factors, pairs, rankings=rankings, signs=SIGNS, sigmas=sigmas, level_weight_alpha=2.0
-            ),
-            options.repeats,
+    for name, rankings in (("1 ranking", single), ("3 rankings (one with a tie group)", three)):
+        run = partial(
+            heron.label_pairs,
+            factors,
+            pairs,
+            rankings=rankings,
+            signs=SIGNS,
+            sigmas=sigmas,
+            level_weight_alpha=2.0,
         )
-        rows.append((f"`label_pairs`, {name}", f"{n_pairs:,} pairs", seconds, n_pairs / seconds))
+        timings.append(measure(f"`label_pairs`, {name}", n_pairs, run, options.repeats))
 
     rng = np.random.default_rng(options.seed)
-    for n_clips in (632, 10_000, 1_000_000):
-        total = n_clips * (n_clips - 1) // 2
-        seconds = median_seconds(
-            lambda n_clips=n_clips: heron.sample_pairs(n_clips, rng=rng), options.repeats
-        )
-        drawn = min(total, 200_000)
-        what = "all pairs" if total <= 200_000 else "cap 200,000 distinct"
-        rows.append(
-            (f"`sample_pairs`, {n_clips:,} clips ({what})", f"{drawn:,} pairs", seconds, drawn / seconds)
-        )
+    for n_clips in (632, 4_472, 100_000, 1_000_000):
+        drawn = min(n_clips * (n_clips - 1) // 2, 200_000)
+        what = "all pairs" if drawn < 200_000 else "200,000 distinct pairs"
+        run = partial(heron.sample_pairs, n_clips, cap=200_000, rng=rng)
+        timings.append(measure(f"`sample_pairs`, {n_clips:,} clips ({what})", drawn, run, options.repeats))
     n_batches = max(1, n_pairs // 120)
-    seconds = median_seconds(
-        lambda: heron.batch_pairs(options.clips, n_batches=n_batches, rng=rng), options.repeats
-    )
-    rows.append(
-        (
-            f"`batch_pairs`, {n_batches:,} batches of 16",
-            f"{n_batches * 120:,} pairs",
-            seconds,
-            n_batches * 120 / seconds,
-        )
+    run = partial(heron.batch_pairs, options.clips, n_batches=n_batches, rng=rng)
+    timings.append(
+        measure(f"`batch_pairs`, {n_batches:,} batches of 16", n_batches * 120, run, options.repeats)
     )
 
-    print("\n| what | size | median time | rate |")
-    print("| --- | --- | ---: | ---: |")
-    for what, size, seconds, rate in rows:
-        shown_rate = format_rate(rate) if rate is not None else ""
-        print(f"| {what} | {size} | {seconds * 1e3:,.2f} ms | {shown_rate} |")
-    print("\n| comparator | vectorised | reference loop (lists) | speed-up |")
+    print("\n| what | pairs | median time | pairs/s | cpu share |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for timing in timings:
+        print(
+            f"| {timing.what} | {timing.n_pairs:,} | {timing.seconds * 1e3:,.2f} ms"
+            f" | {format_rate(timing.rate)} | {timing.cpu_share:.2f} |"
+        )
+    print("\n| comparator | vectorised `compare` | reference loop (lists) | speed-up |")
     print("| --- | ---: | ---: | ---: |")
     for name in variants:
+        vectorised, loop = compare_timings[name], loop_timings[name]
         print(
-            f"| {name} | {format_rate(vector_rates[name])} | {format_rate(loop_rates[name])} |"
-            f" {vector_rates[name] / loop_rates[name]:,.0f}x |"
+            f"| {name} | {format_rate(vectorised.rate)} | {format_rate(loop.rate)} |"
+            f" {vectorised.rate / loop.rate:,.0f}x |"
         )
 
 

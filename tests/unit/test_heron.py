@@ -661,3 +661,29 @@ def test_agreement_is_nan_where_undefined() -> None:
         heron.ranking_agreement([], 3)
     with pytest.raises(ValueError, match="out of range"):
         heron.ranking_agreement([[0, 5]], 3)
+
+
+def test_label_pairs_on_no_pairs() -> None:
+    factors = _pool()
+    for scope, batch_ids in (("pool", None), ("batch", np.zeros(0, dtype=np.int64))):
+        labels = heron.label_pairs(
+            factors,
+            np.zeros((0, 2), dtype=np.int64),
+            rankings=[Ranking.from_levels([0, (1, 2)])],
+            signs=SIGNS,
+            sigmas=SIGMAS,
+            margin_scope=scope,  # type: ignore[arg-type]
+            batch_ids=batch_ids,
+            level_weight_alpha=2.0,
+        )
+        assert len(labels) == 0 and labels.target.shape == labels.weight.shape == (0,)
+
+
+def test_tie_group_threshold_from_per_pair_margins_and_scales() -> None:
+    # Without sigmas, sigma_k = margin_k / scale_k per pair; a constant factor (scale 0) is left out.
+    a = np.array([[1.0, 0.0], [1.0, 0.0]])
+    b = np.zeros((2, 2))
+    scales = np.array([[1.0, 1.0], [1.0, 0.0]])
+    margins = np.array([[0.5, 1.5], [0.5, 0.0]])  # thresholds: mean(0.5, 1.5) = 1 and 0.5
+    label, _ = heron.compare(a, b, levels=[(0, 1)], signs=np.array([1, 1]), margins=margins, scales=scales)
+    assert label.tolist() == [0, 1]

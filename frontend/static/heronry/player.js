@@ -72,6 +72,7 @@
     let lastSeek = null; // exact target of the last seek (currentTime is rounded to µs)
     const watched = new Set();
     let watchedFired = false;
+    const objectUrls = [];
 
     const usable = (v) => !!v && !v.error;
     const usableVids = () => vids.filter(usable);
@@ -94,6 +95,29 @@
     // Seeking, or starved of data (and not simply at its own end).
     const notReady = (v) =>
       !v.ended && (v.seeking || (v.readyState < HAVE_FUTURE_DATA && !(dur(v) && v.currentTime >= dur(v) - END_MARGIN)));
+
+    // A server without HTTP Range support makes Chromium report the clip as
+    // unseekable (seekable = [0, 0]): scrubbing, stepping and looping would
+    // snap to 0. Clips are small, so fetch the file once and play it from a
+    // blob: URL instead (the original URL stays in data-original-src).
+    function ensureSeekable(v) {
+      if (!window.fetch || v.hasAttribute('data-original-src') || !dur(v)) return;
+      const s = v.seekable;
+      if ((s.length ? s.end(s.length - 1) : 0) >= dur(v) - frame) return;
+      const url = v.currentSrc || v.src;
+      v.setAttribute('data-original-src', v.getAttribute('src') || url);
+      fetch(url, { credentials: 'same-origin' })
+        .then((r) => (r.ok ? r.blob() : Promise.reject(new Error('HTTP ' + r.status))))
+        .then((blob) => {
+          if (ctrl.destroyed) return;
+          const t = v.currentTime;
+          const obj = URL.createObjectURL(blob);
+          objectUrls.push(obj);
+          v.src = obj;
+          if (t) v.currentTime = t;
+        })
+        .catch(() => { /* keep playing the original, unseekable source */ });
+    }
 
     function setRate(v, r) {
       if (v && Math.abs(v.playbackRate - r) > 1e-6) v.playbackRate = r;
@@ -233,7 +257,8 @@
           correcting = false;
           setRate(f, rate);
           f.currentTime = t;
-        } else if (Math.abs(d) > half || (correcting && Math.abs(d) > half / 4)) {
+        } else if (Math.abs(d) > half / 2 || (correcting && Math.abs(d) > half / 8)) {
+          // Start at a quarter frame, so drift never reaches half a frame.
           correcting = true;
           // Close the gap in about half a second of wall time.
           const nudge = clamp(Math.round((-2 * d / rate) * 200) / 200, -MAX_NUDGE, MAX_NUDGE);
@@ -278,6 +303,7 @@
       playing = false;
       ac.abort();
       for (const v of usableVids()) v.pause();
+      objectUrls.forEach((u) => URL.revokeObjectURL(u));
       live.delete(ctrl);
       players.delete(el);
       if (!live.size && observer) { observer.disconnect(); observer = null; }
@@ -319,7 +345,12 @@
       v.muted = true; // required for autoplay; clips have no sound
       v.defaultPlaybackRate = rate;
       v.playbackRate = rate;
-      on(v, 'loadedmetadata', () => { pickMaster(); updateUI(); });
+      // Restored from an htmx history snapshot: the blob: URL is gone.
+      if (v.hasAttribute('data-original-src') && (v.getAttribute('src') || '').startsWith('blob:')) {
+        v.src = v.getAttribute('data-original-src');
+        v.removeAttribute('data-original-src');
+      }
+      on(v, 'loadedmetadata', () => { pickMaster(); updateUI(); ensureSeekable(v); });
       on(v, 'durationchange', () => { pickMaster(); updateUI(); });
       on(v, 'ended', () => {
         if (playing) markWatched(v);

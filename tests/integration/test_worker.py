@@ -1,0 +1,103 @@
+"""A real Celery worker process consumes from Redis and writes to PostgreSQL.
+
+Needs the servers CI provides: DATABASE_URL (postgres://…) and CELERY_BROKER_URL (redis://…). Without them the
+test is skipped and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from labeling.models import Clip, Job, JobKind, Query, RenderStatus
+from labeling.services import job_start
+from tests.conftest import make_project
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.integration]
+
+needs_servers = pytest.mark.skipif(
+    not (os.environ.get("DATABASE_URL", "").startswith("postgres")
+         and os.environ.get("CELERY_BROKER_URL", "").startswith("redis")),
+    reason="needs PostgreSQL (DATABASE_URL=postgres://…) and Redis (CELERY_BROKER_URL=redis://…)",
+)
+
+
+@pytest.fixture
+def worker(transactional_db, settings):
+    """Start `celery worker` against the test database and the real broker; stop it afterwards."""
+    from config.celery import app
+
+    app.conf.task_always_eager = False
+    app.control.purge()  # nothing left over from earlier runs
+    db = connection.settings_dict
+    database_url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = (Path(settings.MEDIA_ROOT).parent / "worker.log").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,render,train",
+         "--pool", "solo", "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
+         "--loglevel", "INFO"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.seek(0)
+    print(log.read()[-5000:])  # shown if the test failed
+    log.close()
+
+
+def wait_for(predicate, *, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@needs_servers
+def test_worker_generates_clips_from_redis_into_postgres(worker, researcher):
+    assert connection.vendor == "postgresql"
+    assert settings.CELERY_BROKER_URL.startswith("redis")
+    project = make_project(researcher, slug="worker-test")
+    job = job_start(project=project, kind=JobKind.GENERATE_CLIPS, created_by=researcher,
+                    params={"rollouts": 2, "steps": 100, "queries": 3, "seed": 1})
+
+    progress_seen: set[float] = set()
+
+    def finished():
+        current = Job.objects.get(pk=job.pk)
+        progress_seen.add(current.progress)
+        return current if current.is_finished else None
+
+    job = wait_for(finished, timeout=180, what="the worker to finish the job")
+    assert job.status == "done", job.error
+    assert job.result["clips"] == 4 and job.result["queries"] == 3
+    assert Clip.objects.filter(project=project).count() == 4
+    assert Query.objects.filter(project=project).count() == 3
+    rendered = Clip.objects.filter(project=project, render_status=RenderStatus.READY)
+    assert rendered.exists()
+    for clip in rendered:
+        assert Path(clip.video.path).stat().st_size > 0  # written by the worker into the shared media folder
+    assert job.started_at and job.finished_at and job.progress == 1.0

@@ -1,0 +1,81 @@
+"""The clip pipeline on a real Gymnasium environment: rollouts → clips → MP4s → random queries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labeling.models import Clip, Job, JobKind, Query, RenderStatus
+from labeling.services import job_create
+from trainer import rollouts, video
+from trainer.clip_pipeline import generate_clips, job_run
+
+
+def run_job(project, researcher, **params) -> Job:
+    job = job_create(project=project, kind=JobKind.GENERATE_CLIPS, params=params, created_by=researcher)
+    job_run(job.pk, generate_clips)
+    return Job.objects.get(pk=job.pk)
+
+
+def test_generate_clips_on_pendulum(project, researcher):
+    job = run_job(project, researcher, rollouts=2, steps=100, queries=3, seed=7)
+    assert job.status == "done", job.error
+    assert job.progress == 1.0 and job.result == {"rollouts": 2, "clips": 4, "queries": 3, "rendered": job.result["rendered"]}
+    clips = list(Clip.objects.filter(project=project).select_related("rollout"))
+    assert len(clips) == 4 and {c.length for c in clips} == {50}
+    # Factor totals are the sums of the rollout's per-step factor values over the segment.
+    for clip in clips:
+        with clip.rollout.data.open("rb") as handle:
+            data = rollouts.load_npz(handle.read())
+        expected = data.factors[clip.start: clip.start + clip.length].sum(axis=0)
+        assert np.allclose([clip.factor_totals[k] for k in ("angle_sq", "angular_velocity_sq", "torque_sq")], expected)
+        assert clip.true_return == pytest.approx(float(data.rewards[clip.start: clip.start + clip.length].sum()))
+    # Only the clips someone will see were rendered, as H.264 MP4s with posters.
+    queried = set(Query.objects.values_list("clip_a_id", flat=True)) | set(Query.objects.values_list("clip_b_id", flat=True))
+    assert Query.objects.filter(project=project).count() == 3
+    for clip in clips:
+        if clip.pk in queried:
+            assert clip.render_status == RenderStatus.READY
+            info = video.probe_video(clip.video.path)
+            assert info.codec == "h264" and info.pix_fmt.startswith("yuv420p") and info.fps == 30
+        else:
+            assert clip.render_status == RenderStatus.PENDING and not clip.video
+
+
+def test_the_same_seed_gives_the_same_clips(project, researcher):
+    run_job(project, researcher, rollouts=1, steps=50, queries=0, seed=3, render="none")
+    first = [c.factor_totals for c in Clip.objects.order_by("id")]
+    Clip.objects.all().delete()
+    run_job(project, researcher, rollouts=1, steps=50, queries=0, seed=3, render="none")
+    assert [c.factor_totals for c in Clip.objects.order_by("id")] == first
+
+
+def test_a_failing_job_records_its_error(project, researcher):
+    job = run_job(project, researcher, rollouts=1, policies=["no_such_policy"])
+    assert job.status == "failed"
+    assert "no_such_policy" in job.error
+    assert job.finished_at is not None
+
+
+def test_a_job_runs_only_once(project, researcher):
+    job = run_job(project, researcher, rollouts=1, steps=50, queries=0, render="none")
+    job_run(job.pk, generate_clips)  # a duplicate delivery finds the job already done
+    assert Clip.objects.count() == 1
+
+
+def test_job_progress_is_reported(project, researcher):
+    seen: list[float] = []
+    job = job_create(project=project, kind=JobKind.GENERATE_CLIPS,
+                     params={"rollouts": 2, "steps": 50, "queries": 1}, created_by=researcher)
+    original = Job.report
+
+    def spy(self, progress, message):
+        seen.append(progress)
+        original(self, progress, message)
+
+    Job.report = spy
+    try:
+        job_run(job.pk, generate_clips)
+    finally:
+        Job.report = original
+    assert seen == sorted(seen) and seen[0] < 1.0 and seen[-1] == 1.0

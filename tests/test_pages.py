@@ -1,0 +1,111 @@
+"""Server-rendered pages: login, the comparison page and its htmx fragment, the researcher dashboard."""
+
+from __future__ import annotations
+
+import re
+
+from django.urls import reverse
+
+from labeling.models import Job, Judgment
+from tests.conftest import PASSWORD
+
+
+def login(client, user):
+    response = client.post(reverse("login"), {"username": user.username, "password": PASSWORD})
+    assert response.status_code == 302
+    return client
+
+
+def form_fields(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', html))
+
+
+def test_login_page_and_wrong_password(client, annotator):
+    assert client.get(reverse("login")).status_code == 200
+    response = client.post(reverse("login"), {"username": annotator.username, "password": "wrong"})
+    assert response.status_code == 200 and b"didn't match" in response.content
+
+
+def test_home_lists_the_annotators_projects(client, project_with_queries, annotator):
+    page = login(client, annotator).get(reverse("home")).content.decode()
+    assert project_with_queries.name in page and "Compare clips" in page
+
+
+def test_labelling_by_htmx_swaps_in_the_next_pair(client, project_with_queries, annotator):
+    login(client, annotator)
+    page = client.get(reverse("label", args=[project_with_queries.slug])).content.decode()
+    assert "data-sync-player" in page and 'data-key="ArrowLeft"' in page and "htmx.min.js" in page
+    fields = form_fields(page)
+    for answered in range(1, 4):
+        response = client.post(reverse("label-judge", args=[project_with_queries.slug]),
+                               {**fields, "choice": "right", "time_spent_ms": "1234"}, HTTP_HX_REQUEST="true")
+        assert response.status_code == 200
+        fragment = response.content.decode()
+        assert fragment.lstrip().startswith('<section id="compare"')  # a fragment, not a full page
+        assert "<html" not in fragment
+        assert Judgment.objects.filter(annotator=annotator).count() == answered
+        assert f"You have answered {answered} so far" in fragment
+        new_fields = form_fields(fragment)
+        assert new_fields["query"] != fields["query"]
+        fields = new_fields
+    assert Judgment.objects.get(query_id=int(form_fields(page)["query"])).time_spent_ms == 1234
+
+
+def test_double_submission_of_one_form_stores_one_judgment(client, project_with_queries, annotator):
+    login(client, annotator)
+    fields = form_fields(client.get(reverse("label", args=[project_with_queries.slug])).content.decode())
+    for _ in range(2):
+        client.post(reverse("label-judge", args=[project_with_queries.slug]), {**fields, "choice": "left"},
+                    HTTP_HX_REQUEST="true")
+    assert Judgment.objects.count() == 1
+
+
+def test_malformed_answers_are_a_400(client, project_with_queries, annotator):
+    login(client, annotator)
+    url = reverse("label-judge", args=[project_with_queries.slug])
+    assert client.post(url, {"choice": "left"}).status_code == 400
+    assert client.post(url, {"query": "x", "lease": "y", "client_id": "z", "choice": "left"}).status_code == 400
+    assert Judgment.objects.count() == 0
+
+
+def test_nothing_to_do_says_why(client, project, annotator):
+    login(client, annotator)
+    page = client.get(reverse("label", args=[project.slug])).content.decode()
+    assert 'data-reason="done"' in page and "answered every question" in page
+
+
+def test_dashboard_shows_jobs_with_progress_and_stops_polling_when_done(client, project, researcher):
+    login(client, researcher)
+    Job.objects.create(project=project, kind="generate_clips", status="running", progress=0.4, message="Rolled out 2")
+    page = client.get(reverse("project-detail", args=[project.slug])).content.decode()
+    assert "Rolled out 2" in page and 'value="40"' in page and 'hx-trigger="every 2s"' in page
+    polling = client.get(reverse("project-jobs", args=[project.slug]), HTTP_HX_REQUEST="true")
+    assert polling.status_code == 200
+    Job.objects.update(status="done", progress=1.0)
+    finished = client.get(reverse("project-jobs", args=[project.slug]), HTTP_HX_REQUEST="true")
+    assert finished.status_code == 286  # htmx's "stop polling"
+
+
+def test_researcher_starts_clip_generation_from_the_dashboard(client, project, researcher, django_capture_on_commit_callbacks):
+    login(client, researcher)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("project-generate", args=[project.slug]),
+                               {"rollouts": "1", "queries": "1", "seed": "0"})
+    assert response.status_code == 302
+    job = Job.objects.get()
+    assert job.status == "done", job.error  # ran in-process here; a real worker runs it in the integration test
+    assert project.clips.count() == 4
+
+
+def test_media_is_served_to_members_with_range_requests(client, project_with_queries, annotator, outsider):
+    clip = project_with_queries.clips.first()
+    login(client, annotator)
+    full = client.get(clip.video_url)
+    assert full.status_code == 200 and full["Accept-Ranges"] == "bytes"
+    part = client.get(clip.video_url, HTTP_RANGE="bytes=0-9")
+    assert part.status_code == 206 and part["Content-Range"].startswith("bytes 0-9/")
+    assert b"".join(part.streaming_content) == clip.video.open("rb").read()[:10]
+    assert client.get(clip.video_url, HTTP_RANGE="bytes=99999-").status_code == 416
+    client.logout()
+    login(client, outsider)
+    assert client.get(clip.video_url).status_code == 404
