@@ -257,19 +257,23 @@ def _decide(
         else:
             assert scale_values is not None  # checked by the public callers
             n_rows = n_pairs if undecided_rows is None else undecided_rows.size
-            score = np.zeros(n_rows)
+            group_score: FloatArray | None = None
             for factor in group:
                 scale = _rows(scale_values, factor, undecided_rows)
-                term = np.divide(
-                    diff_column(factor, undecided_rows),
-                    scale,
-                    out=np.zeros(n_rows),
-                    where=np.greater(scale, 0),
-                )
-                if signs[factor] < 0:
-                    score -= term
+                difference = diff_column(factor, undecided_rows)
+                if isinstance(scale, float):  # one std per factor: skip constants, plain division
+                    if scale <= 0:
+                        continue
+                    term = difference / scale
+                else:  # one std per pair (batch scope): guard the 0/0 of batches where k is constant
+                    term = np.divide(difference, scale, out=np.zeros(n_rows), where=scale > 0)
+                if group_score is None:
+                    group_score = term if signs[factor] > 0 else np.negative(term, out=term)
+                elif signs[factor] > 0:
+                    group_score += term
                 else:
-                    score += term
+                    group_score -= term
+            score = np.zeros(n_rows) if group_score is None else group_score
             threshold = _group_threshold(group, undecided_rows, margin_values, scale_values, sigmas)
             flip = False
         above = score > threshold

@@ -24,9 +24,11 @@ from tests.conftest import make_project
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration]
 
+# CI sets HERONRY_REQUIRE_SERVERS=1 so that a missing server fails the run instead of skipping quietly.
 needs_servers = pytest.mark.skipif(
-    not (os.environ.get("DATABASE_URL", "").startswith("postgres")
-         and os.environ.get("CELERY_BROKER_URL", "").startswith("redis")),
+    not os.environ.get("HERONRY_REQUIRE_SERVERS")
+    and not (os.environ.get("DATABASE_URL", "").startswith("postgres")
+             and os.environ.get("CELERY_BROKER_URL", "").startswith("redis")),
     reason="needs PostgreSQL (DATABASE_URL=postgres://…) and Redis (CELERY_BROKER_URL=redis://…)",
 )
 

@@ -15,7 +15,7 @@
  * (only while playing) keeps the follower within half a frame (1 / (2 * fps)):
  *   - small drift: nudge the follower's playbackRate by up to +-20 % until it
  *     has caught up (no visible jump);
- *   - large drift (> 0.15 s, e.g. after a stall): seek the follower;
+ *   - large drift (> 0.1 s, e.g. after a stall): seek the follower;
  *   - while either needed clip is seeking or starved of data, both are held
  *     (paused) and resume together, so seeks and loops restart in step.
  * When paused (button, frame step, scrubber) the follower is seeked to exactly
@@ -28,7 +28,7 @@
   if (Heronry.player) return; // script included twice
 
   const HAVE_FUTURE_DATA = 3;
-  const BIG_DRIFT = 0.15; // seconds: seek instead of nudging the rate
+  const BIG_DRIFT = 0.1; // seconds: seek instead of nudging the rate
   const MAX_NUDGE = 0.2; // max relative playbackRate change while catching up
   const END_MARGIN = 0.25; // a clip this close to its end may report less data
   const players = new WeakMap(); // element -> controller (the truth for "initialised")
@@ -374,10 +374,12 @@
       else if (a === 'step-back') step(-1);
       else if (a === 'step-forward') step(1);
     });
-    // Clicking a player button must not steal focus from the page, so Space
-    // keeps meaning play/pause afterwards (the toolbar pattern).
+    // Clicking a player button or the loop box must not move focus there, so
+    // Space keeps meaning play/pause afterwards (the toolbar pattern).
     on(el, 'mousedown', (e) => {
-      if (e.target.closest('.player-controls button[data-action]')) e.preventDefault();
+      const t = e.target;
+      const label = t.closest('label');
+      if (t.closest('button[data-action], [data-role="loop"]') || (label && label.contains(loopBox))) e.preventDefault();
     });
 
     if (scrub) {
@@ -395,16 +397,22 @@
       on(document, 'pointercancel', endScrub);
     }
     if (speedSel) {
-      let pointerUsed = false;
-      on(speedSel, 'pointerdown', () => { pointerUsed = true; });
       on(speedSel, 'change', () => {
         rate = parseFloat(speedSel.value) || 1;
         correcting = false;
         for (const v of usableVids()) { v.defaultPlaybackRate = rate; setRate(v, rate); }
-        if (pointerUsed) speedSel.blur();
-        pointerUsed = false;
       });
     }
+    // After a mouse/touch change of the speed or loop control, give focus back
+    // to the page so the keyboard shortcuts (Space, arrows) work again.
+    // Keyboard users keep their focus.
+    let pointerUsed = false;
+    on(el, 'pointerdown', () => { pointerUsed = true; }, { capture: true });
+    on(el, 'keydown', () => { pointerUsed = false; }, { capture: true });
+    on(el, 'change', (e) => {
+      const t = e.target;
+      if (pointerUsed && (t === speedSel || t === loopBox) && document.activeElement === t) t.blur();
+    });
 
     pickMaster();
     updateButton();

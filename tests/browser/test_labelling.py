@@ -1,0 +1,64 @@
+"""An annotator labels pairs with the keyboard in a real browser; the API exports exactly those judgments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labeling.models import Judgment, JobKind
+from labeling.services import job_create
+from tests.conftest import PASSWORD, api_client_for
+from trainer.clip_pipeline import generate_clips, job_run
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def rendered_project(project, researcher):
+    job = job_create(project=project, kind=JobKind.GENERATE_CLIPS, created_by=researcher,
+                     params={"rollouts": 3, "steps": 100, "queries": 8, "seed": 5})
+    job_run(job.pk, generate_clips)
+    return project
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)])
+def test_label_five_pairs_by_keyboard_then_export_them(page_for, live_server, rendered_project, annotator,
+                                                       researcher, viewport):
+    page = page_for(annotator, PASSWORD, width=viewport[0], height=viewport[1])
+    page.goto(f"{live_server.url}/projects/{rendered_project.slug}/label/")
+    page.wait_for_selector("[data-sync-player] video[data-side=left]")
+    keys = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "ArrowLeft"]
+    seen_queries = []
+    for answered, key in enumerate(keys, start=1):
+        query = page.get_attribute("#compare", "data-query-id")
+        seen_queries.append(query)
+        # Both choice buttons are on screen and reachable at this size.
+        assert page.locator("button[data-key=ArrowLeft]").is_visible()
+        assert page.locator("button[data-key=ArrowRight]").is_visible()
+        page.keyboard.press(key)
+        page.wait_for_function(
+            "(q) => { const el = document.querySelector('#compare');"
+            " return el && el.dataset.queryId !== q; }", arg=query)
+        assert Judgment.objects.filter(annotator=annotator).count() == answered
+    assert len(set(seen_queries)) == 5
+    assert page.errors == []
+
+    export = api_client_for(researcher).get(f"/api/v1/projects/{rendered_project.slug}/export/judgments?format=jsonl")
+    rows = [json.loads(line) for line in b"".join(export.streaming_content).decode().splitlines()]
+    assert [r["choice"] for r in rows] == ["left", "right", "equal", "cant_tell", "left"]
+    assert [str(r["query"]) for r in rows] == seen_queries
+
+
+def test_shortcut_overlay_opens_with_question_mark(page_for, live_server, rendered_project, annotator):
+    page = page_for(annotator, PASSWORD)
+    page.goto(f"{live_server.url}/projects/{rendered_project.slug}/label/")
+    page.wait_for_selector("[data-sync-player]")
+    page.keyboard.press("?")
+    dialog = page.locator("[role=dialog]")
+    dialog.wait_for(state="visible")
+    text = dialog.inner_text()
+    assert "Left is better" in text and "Space" in text
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    assert page.errors == []
