@@ -10,32 +10,33 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from accounts.typing import AuthenticatedHttpRequest
 from labeling import assignment, selectors, services
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError
 from labeling.models import Choice, JobKind, Project, Query
 
 
-def _project(request: HttpRequest, slug: str) -> Project:
+def _project(request: AuthenticatedHttpRequest, slug: str) -> Project:
     try:
-        return selectors.project_for_member(slug=slug, user=request.user)  # type: ignore[arg-type]
+        return selectors.project_for_member(slug=slug, user=request.user)
     except NotFound:
         raise Http404("no such project") from None
 
 
 @login_required
 @require_GET
-def home(request: HttpRequest) -> HttpResponse:
-    projects = list(selectors.projects_for_user(request.user))  # type: ignore[arg-type]
+def home(request: AuthenticatedHttpRequest) -> HttpResponse:
+    projects = list(selectors.projects_for_user(request.user))
     rows = [
         {
             "project": p,
-            "researcher": selectors.is_project_researcher(project=p, user=request.user),  # type: ignore[arg-type]
-            "mine": selectors.annotator_progress(project=p, annotator=request.user),  # type: ignore[arg-type]
+            "researcher": selectors.is_project_researcher(project=p, user=request.user),
+            "mine": selectors.annotator_progress(project=p, annotator=request.user),
         }
         for p in projects
     ]
@@ -44,9 +45,9 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def project_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _project(request, slug)
-    if not selectors.is_project_researcher(project=project, user=request.user):  # type: ignore[arg-type]
+    if not selectors.is_project_researcher(project=project, user=request.user):
         return redirect("label", slug=project.slug)
     context = {
         "project": project,
@@ -59,10 +60,10 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def project_jobs(request: HttpRequest, slug: str) -> HttpResponse:
+def project_jobs(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """The jobs table, polled by htmx while something runs; polling stops once everything has finished."""
     project = _project(request, slug)
-    if not selectors.is_project_researcher(project=project, user=request.user):  # type: ignore[arg-type]
+    if not selectors.is_project_researcher(project=project, user=request.user):
         raise Http404("no such project")
     jobs = list(selectors.recent_jobs(project))
     context = {"project": project, "jobs": jobs, "progress": selectors.project_progress(project)}
@@ -75,9 +76,9 @@ def project_jobs(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def project_generate_clips(request: HttpRequest, slug: str) -> HttpResponse:
+def project_generate_clips(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _project(request, slug)
-    if not selectors.is_project_researcher(project=project, user=request.user):  # type: ignore[arg-type]
+    if not selectors.is_project_researcher(project=project, user=request.user):
         raise Http404("no such project")
     try:
         rollouts = int(request.POST.get("rollouts", 8))
@@ -90,23 +91,34 @@ def project_generate_clips(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, "Use 1–1000 rollouts, 0–100000 queries and a non-negative seed.")
         return redirect(project)
     services.job_start(
-        project=project, kind=JobKind.GENERATE_CLIPS, params={"rollouts": rollouts, "queries": queries, "seed": seed},
-        created_by=request.user,  # type: ignore[arg-type]
+        project=project,
+        kind=JobKind.GENERATE_CLIPS,
+        params={"rollouts": rollouts, "queries": queries, "seed": seed},
+        created_by=request.user,
     )
     messages.success(request, "Clip generation started.")
     return redirect(project)
 
 
-def _compare_context(request: HttpRequest, project: Project, notice: str = "") -> dict:
-    result = assignment.lease_next_query(project=project, annotator=request.user)  # type: ignore[arg-type]
-    context: dict = {"project": project, "notice": notice, "reason": result.reason, "reason_message": result.message,
-                     "mine": selectors.annotator_progress(project=project, annotator=request.user)}  # type: ignore[arg-type]
+def _compare_context(request: AuthenticatedHttpRequest, project: Project, notice: str = "") -> dict:
+    result = assignment.lease_next_query(project=project, annotator=request.user)
+    context: dict = {
+        "project": project,
+        "notice": notice,
+        "reason": result.reason,
+        "reason_message": result.message,
+        "mine": selectors.annotator_progress(project=project, annotator=request.user),
+    }
     if result.lease is not None:
         lease = result.lease
         query = Query.objects.select_related("clip_a", "clip_b").get(pk=lease.query_id)
         left, right = (query.clip_b, query.clip_a) if lease.swapped else (query.clip_a, query.clip_b)
         context.update(
-            lease=lease, query=query, left=left, right=right, client_id=uuid.uuid4(),
+            lease=lease,
+            query=query,
+            left=left,
+            right=right,
+            client_id=uuid.uuid4(),
             choices=[
                 (Choice.LEFT, "Left is better", "ArrowLeft", "←"),
                 (Choice.EQUAL, "Equally good", "ArrowUp", "↑"),
@@ -119,7 +131,7 @@ def _compare_context(request: HttpRequest, project: Project, notice: str = "") -
 
 @login_required
 @require_GET
-def label(request: HttpRequest, slug: str) -> HttpResponse:
+def label(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _project(request, slug)
     context = _compare_context(request, project)
     template = "frontend/_compare.html" if request.htmx else "frontend/label.html"
@@ -128,7 +140,7 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def label_judge(request: HttpRequest, slug: str) -> HttpResponse:
+def label_judge(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _project(request, slug)
     notice = ""
     try:
@@ -146,8 +158,12 @@ def label_judge(request: HttpRequest, slug: str) -> HttpResponse:
         raise Http404("no such query")
     try:
         assignment.judgment_submit(
-            query_id=query_id, annotator=request.user, choice=choice, lease_token=lease_token,  # type: ignore[arg-type]
-            client_id=client_id, time_spent_ms=time_spent_ms,
+            query_id=query_id,
+            annotator=request.user,
+            choice=choice,
+            lease_token=lease_token,
+            client_id=client_id,
+            time_spent_ms=time_spent_ms,
         )
     except (LeaseExpired, LeaseInvalid):
         notice = "That pair was given to someone else after a long pause, so your answer was not needed."
@@ -162,9 +178,9 @@ def label_judge(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def lease_heartbeat(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
+def lease_heartbeat(request: AuthenticatedHttpRequest, token: uuid.UUID) -> JsonResponse:
     try:
-        lease = assignment.lease_heartbeat(token=token, annotator=request.user)  # type: ignore[arg-type]
+        lease = assignment.lease_heartbeat(token=token, annotator=request.user)
     except ServiceError as error:
         return JsonResponse({"error": {"code": error.code, "message": error.message}}, status=error.status)
     return JsonResponse({"expires_at": lease.expires_at.isoformat()})
@@ -172,6 +188,6 @@ def lease_heartbeat(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
 
 @login_required
 @require_POST
-def lease_release(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
-    assignment.lease_release(token=token, annotator=request.user)  # type: ignore[arg-type]
+def lease_release(request: AuthenticatedHttpRequest, token: uuid.UUID) -> HttpResponse:
+    assignment.lease_release(token=token, annotator=request.user)
     return HttpResponse(status=204)

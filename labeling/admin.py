@@ -16,7 +16,7 @@ from .models import Clip, Job, JobKind, Judgment, Lease, Membership, Project, Qu
 def _member_projects(request: HttpRequest) -> QuerySet[Project]:
     if request.user.is_superuser:
         return Project.objects.all()
-    return Project.objects.filter(memberships__user=request.user, memberships__role="researcher")
+    return Project.objects.filter(memberships__user_id=int(request.user.pk or 0), memberships__role="researcher")
 
 
 class ProjectScopedAdmin(admin.ModelAdmin):
@@ -30,7 +30,7 @@ class ProjectScopedAdmin(admin.ModelAdmin):
             return queryset
         return queryset.filter(**{f"{self.project_path}__in": _member_projects(request)})
 
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):  # type: ignore[no-untyped-def]
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "project" and not request.user.is_superuser:
             kwargs["queryset"] = _member_projects(request)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
@@ -69,7 +69,9 @@ class ProjectAdmin(admin.ModelAdmin):
         for project in queryset:
             seed = project.rollouts.count()
             services.job_start(
-                project=project, kind=JobKind.GENERATE_CLIPS, params={"rollouts": 8, "queries": 50, "seed": seed},
+                project=project,
+                kind=JobKind.GENERATE_CLIPS,
+                params={"rollouts": 8, "queries": 50, "seed": seed},
                 created_by=request.user,  # type: ignore[arg-type]
             )
         self.message_user(request, f"Started clip generation for {queryset.count()} project(s).", messages.SUCCESS)
@@ -100,8 +102,17 @@ class RolloutAdmin(ProjectScopedAdmin):
 
 @admin.register(Clip)
 class ClipAdmin(ProjectScopedAdmin):
-    list_display = ("id", "project", "rollout", "start", "length", "true_return", "render_status", "iteration",
-                    "preview")
+    list_display = (
+        "id",
+        "project",
+        "rollout",
+        "start",
+        "length",
+        "true_return",
+        "render_status",
+        "iteration",
+        "preview",
+    )
     list_filter = ("project", "render_status", "iteration")
     search_fields = ("id",)
     raw_id_fields = ("rollout",)
@@ -122,8 +133,18 @@ class ClipAdmin(ProjectScopedAdmin):
 
 @admin.register(Query)
 class QueryAdmin(ProjectScopedAdmin):
-    list_display = ("id", "project", "clip_a", "clip_b", "source", "priority", "answers_given", "answers_wanted",
-                    "status", "iteration")
+    list_display = (
+        "id",
+        "project",
+        "clip_a",
+        "clip_b",
+        "source",
+        "priority",
+        "answers_given",
+        "answers_wanted",
+        "status",
+        "iteration",
+    )
     list_filter = ("project", "status", "source", "iteration")
     search_fields = ("id",)
     raw_id_fields = ("clip_a", "clip_b")

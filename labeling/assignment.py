@@ -127,14 +127,13 @@ def _why_nothing(*, project: Project, annotator: User) -> str:
     unanswered = Query.objects.filter(project=project, status=QueryStatus.OPEN).exclude(
         Exists(Judgment.objects.filter(query=OuterRef("pk"), annotator=annotator))
     )
-    ready = unanswered.filter(
-        clip_a__render_status=RenderStatus.READY, clip_b__render_status=RenderStatus.READY
-    )
+    ready = unanswered.filter(clip_a__render_status=RenderStatus.READY, clip_b__render_status=RenderStatus.READY)
     if ready.exists():
         return NothingToDo.LEASED_BY_OTHERS
-    if unanswered.exists() or Job.objects.filter(
-        project=project, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
-    ).exists():
+    if (
+        unanswered.exists()
+        or Job.objects.filter(project=project, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists()
+    ):
         return NothingToDo.WAITING
     return NothingToDo.DONE
 
@@ -225,4 +224,3 @@ def judgment_submit(
         if replay is not None and replay.query_id == query_id and replay.choice == choice:
             return JudgmentResult(replay, created=False)
         raise AlreadyJudged("you have already answered this query") from None
-

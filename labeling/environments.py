@@ -14,23 +14,35 @@ EXTERNAL = "external"
 
 
 class FactorDefinition(Protocol):
-    key: str
-    label: str
-    description: str
-    unit: str
-    direction: int
-    source: str
-    sigma: float
+    @property
+    def key(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def direction(self) -> int: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def sigma(self) -> float: ...
 
 
 class EnvironmentDefinition(Protocol):
-    env_id: str
-    label: str
-    description: str
-    segment_steps: int
-    render_width: int
-    render_height: int
-
+    @property
+    def env_id(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def segment_steps(self) -> int: ...
+    @property
+    def render_width(self) -> int: ...
+    @property
+    def render_height(self) -> int: ...
     @property
     def factors(self) -> Sequence[FactorDefinition]: ...
 

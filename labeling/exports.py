@@ -11,8 +11,19 @@ from typing import Any
 from .models import Judgment
 
 JUDGMENT_COLUMNS = [
-    "id", "query", "source", "clip_a", "clip_b", "annotator", "choice", "swapped", "preferred_clip", "target_a",
-    "time_spent_ms", "client_id", "created_at",
+    "id",
+    "query",
+    "source",
+    "clip_a",
+    "clip_b",
+    "annotator",
+    "choice",
+    "swapped",
+    "preferred_clip",
+    "target_a",
+    "time_spent_ms",
+    "client_id",
+    "created_at",
 ]
 
 

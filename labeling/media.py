@@ -14,6 +14,9 @@ import re
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+
+from accounts.typing import AuthenticatedHttpRequest
 
 from .errors import NotFound
 from .models import Clip
@@ -24,26 +27,27 @@ _CHUNK = 64 * 1024
 
 
 @login_required
-def clip_media(request: HttpRequest, clip_id: int, kind: str) -> HttpResponse:
+def clip_media(request: AuthenticatedHttpRequest, clip_id: int, kind: str) -> HttpResponseBase:
     clip = Clip.objects.select_related("project").filter(pk=clip_id).first()
     if clip is None or kind not in ("video", "poster"):
         raise Http404("no such clip")
     try:
-        project_for_member(slug=clip.project.slug, user=request.user)  # type: ignore[arg-type]
+        project_for_member(slug=clip.project.slug, user=request.user)
     except NotFound:
         raise Http404("no such clip") from None
     field = clip.video if kind == "video" else clip.poster
     if not field:
         raise Http404("not rendered yet")
-    content_type = mimetypes.guess_type(field.name)[0] or "application/octet-stream"
+    name = str(field.name)
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     if settings.MEDIA_SERVING == "x-accel":
         response = HttpResponse(content_type=content_type)
-        response["X-Accel-Redirect"] = settings.MEDIA_ACCEL_PREFIX + field.name
+        response["X-Accel-Redirect"] = settings.MEDIA_ACCEL_PREFIX + name
         return response
     return ranged_file_response(request, field.path, content_type)
 
 
-def ranged_file_response(request: HttpRequest, path: str, content_type: str) -> HttpResponse:
+def ranged_file_response(request: HttpRequest, path: str, content_type: str) -> HttpResponseBase:
     try:
         size = os.path.getsize(path)
     except OSError:
@@ -51,7 +55,7 @@ def ranged_file_response(request: HttpRequest, path: str, content_type: str) -> 
     header = request.headers.get("Range", "")
     match = _RANGE.match(header.strip()) if header else None
     if not match or (not match.group(1) and not match.group(2)):
-        response: HttpResponse = FileResponse(open(path, "rb"), content_type=content_type)  # noqa: SIM115
+        response: HttpResponseBase = FileResponse(open(path, "rb"), content_type=content_type)  # noqa: SIM115
         response["Accept-Ranges"] = "bytes"
         response["Cache-Control"] = "private, max-age=3600"
         return response

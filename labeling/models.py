@@ -99,9 +99,7 @@ class RewardFactor(models.Model):
     label = models.CharField(max_length=100)
     description = models.TextField(blank=True)
     unit = models.CharField(max_length=32, blank=True)
-    direction = models.SmallIntegerField(
-        choices=[(1, "Higher is better"), (-1, "Lower is better")], default=1
-    )
+    direction = models.SmallIntegerField(choices=[(1, "Higher is better"), (-1, "Lower is better")], default=1)
     sigma = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)], help_text="Margin multiplier.")
     source = models.CharField(max_length=100, help_text="Per-step extractor name, or an info key.")
     position = models.PositiveIntegerField(default=0)
@@ -384,7 +382,10 @@ class Job(models.Model):
 
     def finish(self, result: dict | None = None, message: str = "Done") -> None:
         Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
-            status=JobStatus.DONE, progress=1.0, message=message[:300], result=result or {},
+            status=JobStatus.DONE,
+            progress=1.0,
+            message=message[:300],
+            result=result or {},
             finished_at=timezone.now(),
         )
         self.refresh_from_db()

@@ -21,7 +21,7 @@ def projects_for_user(user: User) -> QuerySet[Project]:
 
 
 def project_for_member(*, slug: str, user: User) -> Project:
-    """The project, if the user belongs to it; otherwise NotFound (an outsider learns nothing, not even that it exists)."""
+    """The project, if the user belongs to it; otherwise NotFound (outsiders don't learn that it exists)."""
     project = projects_for_user(user).filter(slug=slug).first()
     if project is None:
         raise NotFound("no such project")

@@ -187,9 +187,7 @@ def job_create(*, project: Project, kind: str, params: Mapping[str, Any] | None 
     return Job.objects.create(project=project, kind=kind, params=dict(params or {}), created_by=created_by)
 
 
-def job_start(
-    *, project: Project, kind: str, params: Mapping[str, Any] | None = None, created_by: User | None
-) -> Job:
+def job_start(*, project: Project, kind: str, params: Mapping[str, Any] | None = None, created_by: User | None) -> Job:
     """Create a job and send it to the workers once the transaction commits.
 
     The task is sent by name (``trainer.<kind>``): labeling announces work, the trainer app does it.

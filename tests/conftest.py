@@ -62,8 +62,9 @@ def outsider(db) -> User:
 
 
 def make_project(owner: User, *, slug: str = "pendulum", overlap: int = 1, **kwargs) -> Project:
-    return project_create(created_by=owner, name=slug.title(), slug=slug, env_id="Pendulum-v1", overlap=overlap,
-                          **kwargs)
+    return project_create(
+        created_by=owner, name=slug.title(), slug=slug, env_id="Pendulum-v1", overlap=overlap, **kwargs
+    )
 
 
 def add_fake_clips(project: Project, count: int, *, ready: bool = True) -> list[Clip]:
@@ -75,7 +76,10 @@ def add_fake_clips(project: Project, count: int, *, ready: bool = True) -> list[
     clips = []
     for i in range(count):
         clip = Clip(
-            project=project, rollout=rollout, start=i * project.segment_steps, length=project.segment_steps,
+            project=project,
+            rollout=rollout,
+            start=i * project.segment_steps,
+            length=project.segment_steps,
             factor_totals={"angle_sq": float(rng.random()), "angular_velocity_sq": 1.0, "torque_sq": 0.5},
             true_return=float(-rng.random() * 100),
             render_status=RenderStatus.READY if ready else RenderStatus.PENDING,

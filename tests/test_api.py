@@ -14,8 +14,7 @@ from tests.conftest import PASSWORD, api_client_for
 
 def test_token_from_username_and_password(annotator):
     client = APIClient()
-    response = client.post("/api/v1/auth/token/", {"username": annotator.username, "password": PASSWORD},
-                           format="json")
+    response = client.post("/api/v1/auth/token/", {"username": annotator.username, "password": PASSWORD}, format="json")
     assert response.status_code == 200
     token = response.json()["token"]
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
@@ -23,8 +22,9 @@ def test_token_from_username_and_password(annotator):
 
 
 def test_wrong_password_is_a_json_400(annotator):
-    response = APIClient().post("/api/v1/auth/token/", {"username": annotator.username, "password": "nope"},
-                                format="json")
+    response = APIClient().post(
+        "/api/v1/auth/token/", {"username": annotator.username, "password": "nope"}, format="json"
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid"
 
@@ -47,8 +47,11 @@ def test_lease_and_judge_through_the_api(project_with_queries, api):
     assert first.status_code == 201, first.content
     replay = api.post(f"/api/v1/queries/{query['id']}/judgments/", payload, format="json")
     assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
-    different = api.post(f"/api/v1/queries/{query['id']}/judgments/",
-                         {**payload, "choice": "right", "client_id": str(uuid.uuid4())}, format="json")
+    different = api.post(
+        f"/api/v1/queries/{query['id']}/judgments/",
+        {**payload, "choice": "right", "client_id": str(uuid.uuid4())},
+        format="json",
+    )
     assert different.status_code == 409
     assert different.json()["error"]["code"] == "already_judged"
     assert Judgment.objects.count() == 1
@@ -61,8 +64,10 @@ def test_lease_and_judge_through_the_api(project_with_queries, api):
         ({"choice": "up", "lease": str(uuid.uuid4()), "client_id": str(uuid.uuid4())}, "choice"),
         ({"choice": "left", "lease": "not-a-uuid", "client_id": str(uuid.uuid4())}, "lease"),
         ({"choice": "left", "lease": str(uuid.uuid4()), "client_id": "xyz"}, "client_id"),
-        ({"choice": "left", "lease": str(uuid.uuid4()), "client_id": str(uuid.uuid4()), "time_spent_ms": -1},
-         "time_spent_ms"),
+        (
+            {"choice": "left", "lease": str(uuid.uuid4()), "client_id": str(uuid.uuid4()), "time_spent_ms": -1},
+            "time_spent_ms",
+        ),
     ],
 )
 def test_malformed_judgments_get_a_400_that_names_the_field(project_with_queries, api, payload, field):
@@ -85,9 +90,11 @@ def test_garbage_bodies_never_500(project_with_queries, api):
 
 def test_a_judgment_without_a_lease_is_refused(project_with_queries, api):
     query = next_query(api, project_with_queries)["query"]
-    response = api.post(f"/api/v1/queries/{query['id']}/judgments/",
-                        {"choice": "left", "lease": str(uuid.uuid4()), "client_id": str(uuid.uuid4())},
-                        format="json")
+    response = api.post(
+        f"/api/v1/queries/{query['id']}/judgments/",
+        {"choice": "left", "lease": str(uuid.uuid4()), "client_id": str(uuid.uuid4())},
+        format="json",
+    )
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "lease_invalid"
 
@@ -96,12 +103,14 @@ def test_project_creation_validates_the_spec(researcher):
     client = api_client_for(researcher)
     unknown_env = client.post("/api/v1/projects/", {"name": "X", "env_id": "Nope-v0"}, format="json")
     assert unknown_env.status_code == 400 and "env_id" in unknown_env.json()["error"]["fields"]
-    bad_factor = client.post("/api/v1/projects/", {"name": "X", "env_id": "external",
-                                                   "factors": [{"key": "Bad Key"}]}, format="json")
+    bad_factor = client.post(
+        "/api/v1/projects/", {"name": "X", "env_id": "external", "factors": [{"key": "Bad Key"}]}, format="json"
+    )
     assert bad_factor.status_code == 400
     assert "factors[0].key" in bad_factor.json()["error"]["fields"]
-    repeated = client.post("/api/v1/projects/", {"name": "X", "env_id": "external",
-                                                 "factors": [{"key": "a"}, {"key": "a"}]}, format="json")
+    repeated = client.post(
+        "/api/v1/projects/", {"name": "X", "env_id": "external", "factors": [{"key": "a"}, {"key": "a"}]}, format="json"
+    )
     assert repeated.status_code == 400
     taken = client.post("/api/v1/projects/", {"name": "Y", "slug": "y", "env_id": "Pendulum-v1"}, format="json")
     assert taken.status_code == 201
@@ -113,12 +122,15 @@ def test_export_streams_exactly_the_judgments_as_jsonl(project_with_queries, ann
     client = api_client_for(annotator)
     for choice in ["left", "right", "equal", "cant_tell", "left"]:
         query = next_query(client, project_with_queries)["query"]
-        response = client.post(f"/api/v1/queries/{query['id']}/judgments/",
-                               {"choice": choice, "lease": query["lease"], "client_id": str(uuid.uuid4())},
-                               format="json")
+        response = client.post(
+            f"/api/v1/queries/{query['id']}/judgments/",
+            {"choice": choice, "lease": query["lease"], "client_id": str(uuid.uuid4())},
+            format="json",
+        )
         assert response.status_code == 201
     export = api_client_for(researcher).get(
-        f"/api/v1/projects/{project_with_queries.slug}/export/judgments?format=jsonl")
+        f"/api/v1/projects/{project_with_queries.slug}/export/judgments?format=jsonl"
+    )
     assert export.status_code == 200 and export.streaming
     assert export["Content-Type"] == "application/x-ndjson"
     rows = [json.loads(line) for line in b"".join(export.streaming_content).decode().splitlines()]
@@ -126,7 +138,8 @@ def test_export_streams_exactly_the_judgments_as_jsonl(project_with_queries, ann
     assert {r["annotator"] for r in rows} == {annotator.username}
     assert rows[2]["target_a"] == 0.5 and rows[3]["target_a"] is None
     csv_export = api_client_for(researcher).get(
-        f"/api/v1/projects/{project_with_queries.slug}/export/judgments?format=csv")
+        f"/api/v1/projects/{project_with_queries.slug}/export/judgments?format=csv"
+    )
     lines = b"".join(csv_export.streaming_content).decode().splitlines()
     assert lines[0].startswith("id,query,source") and len(lines) == 6
     bad = api_client_for(researcher).get(f"/api/v1/projects/{project_with_queries.slug}/export/judgments?format=xml")
@@ -155,11 +168,15 @@ def test_openapi_schema_and_docs(api):
 
 def test_researcher_starts_a_job_and_reads_its_progress(project, researcher):
     client = api_client_for(researcher)
-    bad = client.post(f"/api/v1/projects/{project.slug}/jobs/",
-                      {"kind": "generate_clips", "params": {"rollouts": 0}}, format="json")
+    bad = client.post(
+        f"/api/v1/projects/{project.slug}/jobs/", {"kind": "generate_clips", "params": {"rollouts": 0}}, format="json"
+    )
     assert bad.status_code == 400 and "rollouts" in bad.json()["error"]["fields"]
-    started = client.post(f"/api/v1/projects/{project.slug}/jobs/",
-                          {"kind": "generate_clips", "params": {"rollouts": 1, "queries": 1}}, format="json")
+    started = client.post(
+        f"/api/v1/projects/{project.slug}/jobs/",
+        {"kind": "generate_clips", "params": {"rollouts": 1, "queries": 1}},
+        format="json",
+    )
     assert started.status_code == 202
     job = client.get(started.json()["url"]).json()
     assert job["status"] == "queued" and job["progress"] == 0.0

@@ -19,7 +19,10 @@ def answer(project, user, choice="left"):
     result = assignment.lease_next_query(project=project, annotator=user)
     assert result.lease is not None, result.reason
     return assignment.judgment_submit(
-        query_id=result.lease.query_id, annotator=user, choice=choice, lease_token=result.lease.token,
+        query_id=result.lease.query_id,
+        annotator=user,
+        choice=choice,
+        lease_token=result.lease.token,
         client_id=uuid.uuid4(),
     ).judgment
 
@@ -72,8 +75,9 @@ def test_leased_queries_are_not_handed_to_more_annotators_than_the_overlap(proje
 def test_retry_with_the_same_client_id_returns_the_first_judgment(project_with_queries, annotator):
     lease = assignment.lease_next_query(project=project_with_queries, annotator=annotator).lease
     client_id = uuid.uuid4()
-    kwargs = dict(query_id=lease.query_id, annotator=annotator, choice="right", lease_token=lease.token,
-                  client_id=client_id)
+    kwargs = dict(
+        query_id=lease.query_id, annotator=annotator, choice="right", lease_token=lease.token, client_id=client_id
+    )
     first = assignment.judgment_submit(**kwargs)
     retry = assignment.judgment_submit(**kwargs)
     assert first.created and not retry.created
@@ -85,29 +89,42 @@ def test_retry_with_the_same_client_id_returns_the_first_judgment(project_with_q
 
 def test_a_second_different_judgment_is_refused(project_with_queries, annotator):
     lease = assignment.lease_next_query(project=project_with_queries, annotator=annotator).lease
-    assignment.judgment_submit(query_id=lease.query_id, annotator=annotator, choice="left", lease_token=lease.token,
-                               client_id=uuid.uuid4())
+    assignment.judgment_submit(
+        query_id=lease.query_id, annotator=annotator, choice="left", lease_token=lease.token, client_id=uuid.uuid4()
+    )
     with pytest.raises(AlreadyJudged):
-        assignment.judgment_submit(query_id=lease.query_id, annotator=annotator, choice="right",
-                                   lease_token=lease.token, client_id=uuid.uuid4())
+        assignment.judgment_submit(
+            query_id=lease.query_id,
+            annotator=annotator,
+            choice="right",
+            lease_token=lease.token,
+            client_id=uuid.uuid4(),
+        )
 
 
 def test_a_judgment_needs_its_authors_live_lease(project_with_queries, annotator, annotator2):
     lease = assignment.lease_next_query(project=project_with_queries, annotator=annotator).lease
     with pytest.raises(LeaseInvalid):  # someone else's lease
-        assignment.judgment_submit(query_id=lease.query_id, annotator=annotator2, choice="left",
-                                   lease_token=lease.token, client_id=uuid.uuid4())
+        assignment.judgment_submit(
+            query_id=lease.query_id,
+            annotator=annotator2,
+            choice="left",
+            lease_token=lease.token,
+            client_id=uuid.uuid4(),
+        )
     Lease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     with pytest.raises(LeaseExpired):
-        assignment.judgment_submit(query_id=lease.query_id, annotator=annotator, choice="left",
-                                   lease_token=lease.token, client_id=uuid.uuid4())
+        assignment.judgment_submit(
+            query_id=lease.query_id, annotator=annotator, choice="left", lease_token=lease.token, client_id=uuid.uuid4()
+        )
     assert Judgment.objects.count() == 0
 
 
 def test_swapped_display_is_recorded_and_mapped_back_to_clips(project_with_queries, annotator):
     lease = assignment.lease_next_query(project=project_with_queries, annotator=annotator).lease
-    judgment = assignment.judgment_submit(query_id=lease.query_id, annotator=annotator, choice="left",
-                                          lease_token=lease.token, client_id=uuid.uuid4()).judgment
+    judgment = assignment.judgment_submit(
+        query_id=lease.query_id, annotator=annotator, choice="left", lease_token=lease.token, client_id=uuid.uuid4()
+    ).judgment
     assert judgment.swapped == lease.swapped
     left_clip = lease.query.clip_b_id if lease.swapped else lease.query.clip_a_id
     assert judgment.preferred_clip_id == left_clip

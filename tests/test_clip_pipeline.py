@@ -20,18 +20,25 @@ def run_job(project, researcher, **params) -> Job:
 def test_generate_clips_on_pendulum(project, researcher):
     job = run_job(project, researcher, rollouts=2, steps=100, queries=3, seed=7)
     assert job.status == "done", job.error
-    assert job.progress == 1.0 and job.result == {"rollouts": 2, "clips": 4, "queries": 3, "rendered": job.result["rendered"]}
+    assert job.progress == 1.0 and job.result == {
+        "rollouts": 2,
+        "clips": 4,
+        "queries": 3,
+        "rendered": job.result["rendered"],
+    }
     clips = list(Clip.objects.filter(project=project).select_related("rollout"))
     assert len(clips) == 4 and {c.length for c in clips} == {50}
     # Factor totals are the sums of the rollout's per-step factor values over the segment.
     for clip in clips:
         with clip.rollout.data.open("rb") as handle:
             data = rollouts.load_npz(handle.read())
-        expected = data.factors[clip.start: clip.start + clip.length].sum(axis=0)
+        expected = data.factors[clip.start : clip.start + clip.length].sum(axis=0)
         assert np.allclose([clip.factor_totals[k] for k in ("angle_sq", "angular_velocity_sq", "torque_sq")], expected)
-        assert clip.true_return == pytest.approx(float(data.rewards[clip.start: clip.start + clip.length].sum()))
+        assert clip.true_return == pytest.approx(float(data.rewards[clip.start : clip.start + clip.length].sum()))
     # Only the clips someone will see were rendered, as H.264 MP4s with posters.
-    queried = set(Query.objects.values_list("clip_a_id", flat=True)) | set(Query.objects.values_list("clip_b_id", flat=True))
+    queried = set(Query.objects.values_list("clip_a_id", flat=True)) | set(
+        Query.objects.values_list("clip_b_id", flat=True)
+    )
     assert Query.objects.filter(project=project).count() == 3
     for clip in clips:
         if clip.pk in queried:
@@ -63,19 +70,20 @@ def test_a_job_runs_only_once(project, researcher):
     assert Clip.objects.count() == 1
 
 
-def test_job_progress_is_reported(project, researcher):
+def test_job_progress_is_reported(project, researcher, monkeypatch):
     seen: list[float] = []
-    job = job_create(project=project, kind=JobKind.GENERATE_CLIPS,
-                     params={"rollouts": 2, "steps": 50, "queries": 1}, created_by=researcher)
+    job = job_create(
+        project=project,
+        kind=JobKind.GENERATE_CLIPS,
+        params={"rollouts": 2, "steps": 50, "queries": 1},
+        created_by=researcher,
+    )
     original = Job.report
 
     def spy(self, progress, message):
         seen.append(progress)
         original(self, progress, message)
 
-    Job.report = spy
-    try:
-        job_run(job.pk, generate_clips)
-    finally:
-        Job.report = original
+    monkeypatch.setattr(Job, "report", spy)
+    job_run(job.pk, generate_clips)
     assert seen == sorted(seen) and seen[0] < 1.0 and seen[-1] == 1.0

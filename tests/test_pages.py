@@ -37,8 +37,11 @@ def test_labelling_by_htmx_swaps_in_the_next_pair(client, project_with_queries, 
     assert "data-sync-player" in page and 'data-key="ArrowLeft"' in page and "htmx.min.js" in page
     fields = form_fields(page)
     for answered in range(1, 4):
-        response = client.post(reverse("label-judge", args=[project_with_queries.slug]),
-                               {**fields, "choice": "right", "time_spent_ms": "1234"}, HTTP_HX_REQUEST="true")
+        response = client.post(
+            reverse("label-judge", args=[project_with_queries.slug]),
+            {**fields, "choice": "right", "time_spent_ms": "1234"},
+            HTTP_HX_REQUEST="true",
+        )
         assert response.status_code == 200
         fragment = response.content.decode()
         assert fragment.lstrip().startswith('<section id="compare"')  # a fragment, not a full page
@@ -55,8 +58,11 @@ def test_double_submission_of_one_form_stores_one_judgment(client, project_with_
     login(client, annotator)
     fields = form_fields(client.get(reverse("label", args=[project_with_queries.slug])).content.decode())
     for _ in range(2):
-        client.post(reverse("label-judge", args=[project_with_queries.slug]), {**fields, "choice": "left"},
-                    HTTP_HX_REQUEST="true")
+        client.post(
+            reverse("label-judge", args=[project_with_queries.slug]),
+            {**fields, "choice": "left"},
+            HTTP_HX_REQUEST="true",
+        )
     assert Judgment.objects.count() == 1
 
 
@@ -86,11 +92,14 @@ def test_dashboard_shows_jobs_with_progress_and_stops_polling_when_done(client, 
     assert finished.status_code == 286  # htmx's "stop polling"
 
 
-def test_researcher_starts_clip_generation_from_the_dashboard(client, project, researcher, django_capture_on_commit_callbacks):
+def test_researcher_starts_clip_generation_from_the_dashboard(
+    client, project, researcher, django_capture_on_commit_callbacks
+):
     login(client, researcher)
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(reverse("project-generate", args=[project.slug]),
-                               {"rollouts": "1", "queries": "1", "seed": "0"})
+        response = client.post(
+            reverse("project-generate", args=[project.slug]), {"rollouts": "1", "queries": "1", "seed": "0"}
+        )
     assert response.status_code == 302
     job = Job.objects.get()
     assert job.status == "done", job.error  # ran in-process here; a real worker runs it in the integration test

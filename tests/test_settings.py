@@ -36,11 +36,17 @@ def test_env_int_and_list(monkeypatch):
 
 
 def test_database_urls():
-    pg = database_from_url("postgres://heron:s%40cret@db.internal:5433/heronry?sslmode=require",
-                           sqlite_fallback_name="x")
+    pg = database_from_url(
+        "postgres://heron:s%40cret@db.internal:5433/heronry?sslmode=require", sqlite_fallback_name="x"
+    )
     assert pg["ENGINE"] == "django.db.backends.postgresql"
     assert (pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
-        "heronry", "heron", "s@cret", "db.internal", "5433")
+        "heronry",
+        "heron",
+        "s@cret",
+        "db.internal",
+        "5433",
+    )
     assert pg["OPTIONS"] == {"sslmode": "require"}
     lite = database_from_url("", sqlite_fallback_name="/tmp/h.sqlite3")
     assert lite["ENGINE"] == "django.db.backends.sqlite3"
@@ -51,14 +57,25 @@ def test_database_urls():
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_production_settings_pass_check_deploy():
     result = _manage(
-        "check", "--deploy", "--fail-level", "WARNING",
-        DEBUG="false", SECRET_KEY="x" * 20 + "-a-long-random-production-secret-key-value", ALLOWED_HOSTS="heronry.example",
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DEBUG="false",
+        SECRET_KEY="x" * 20 + "-a-long-random-production-secret-key-value",
+        ALLOWED_HOSTS="heronry.example",
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

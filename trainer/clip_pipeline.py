@@ -17,7 +17,6 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import transaction
 
-
 from labeling.models import Clip, Job, Project, Query, RenderStatus, Rollout
 from labeling.services import queries_create_random
 
@@ -92,11 +91,16 @@ def generate_clips(job: Job) -> dict[str, Any]:
         spec = policy_specs[index % len(policy_specs)]
         env_seed = int(rng.integers(0, 2**31 - 1))
         data = rollouts.run_rollout(
-            project.env_id, policy=make_policy(spec, action_space), seed=env_seed, steps=steps, rng=rng,
+            project.env_id,
+            policy=make_policy(spec, action_space),
+            seed=env_seed,
+            steps=steps,
+            rng=rng,
             env_kwargs=project.env_kwargs,
         )
-        new_clips.extend(_store_rollout(project=project, job=job, data=data, keys=keys, columns=columns,
-                                        iteration=params.iteration))
+        new_clips.extend(
+            _store_rollout(project=project, job=job, data=data, keys=keys, columns=columns, iteration=params.iteration)
+        )
         job.report(0.5 * (index + 1) / params.rollouts, f"Rolled out {index + 1} of {params.rollouts} episodes")
 
     created = queries_create_random(
@@ -120,8 +124,13 @@ def _store_rollout(
     segments = rollouts.segments(data.n_steps, project.segment_steps)
     with transaction.atomic():
         rollout = Rollout(
-            project=project, policy=data.policy, env_seed=data.seed, n_steps=data.n_steps,
-            true_return=data.true_return, iteration=iteration, job=job,
+            project=project,
+            policy=data.policy,
+            env_seed=data.seed,
+            n_steps=data.n_steps,
+            true_return=data.true_return,
+            iteration=iteration,
+            job=job,
         )
         rollout.data.save(f"{project.slug}-{data.seed}.npz", ContentFile(rollouts.save_npz(data)), save=False)
         rollout.save()
@@ -152,8 +161,10 @@ def clips_needing_video(project: Project):
 
 def render_clip(clip: Clip) -> bool:
     """Render a clip's MP4 and poster from its rollout. Safe to call twice; a failure is stored on the clip."""
-    claimed = Clip.objects.filter(pk=clip.pk).exclude(render_status=RenderStatus.READY).update(
-        render_status=RenderStatus.RENDERING
+    claimed = (
+        Clip.objects.filter(pk=clip.pk)
+        .exclude(render_status=RenderStatus.READY)
+        .update(render_status=RenderStatus.RENDERING)
     )
     if not claimed:
         return False
@@ -162,8 +173,14 @@ def render_clip(clip: Clip) -> bool:
         with clip.rollout.data.open("rb") as handle:
             data = rollouts.load_npz(handle.read())
         frames = video.render_segment(
-            project.env_id, seed=data.seed, actions=data.actions, start=clip.start, length=clip.length,
-            width=project.render_width, height=project.render_height, env_kwargs=project.env_kwargs,
+            project.env_id,
+            seed=data.seed,
+            actions=data.actions,
+            start=clip.start,
+            length=clip.length,
+            width=project.render_width,
+            height=project.render_height,
+            env_kwargs=project.env_kwargs,
         )
         fps = project.render_fps or video.env_fps(project.env_id, project.env_kwargs)
         with tempfile.TemporaryDirectory() as folder:
@@ -196,6 +213,3 @@ def job_run(job_id: int, work) -> None:
         job.fail(f"{type(error).__name__}: {error}")
         return
     job.finish(result, message="Done")
-
-
-

@@ -75,9 +75,7 @@ def _is_index(value: object) -> TypeGuard[int | np.integer]:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
-def _normalise_levels(
-    levels: Sequence[LevelSpec], n_factors: int | None = None
-) -> tuple[tuple[int, ...], ...]:
+def _normalise_levels(levels: Sequence[LevelSpec], n_factors: int | None = None) -> tuple[tuple[int, ...], ...]:
     """Return ``levels`` as a tuple of tuples of ints, or raise ValueError.
 
     Checks: every level is non-empty, indices are integers >= 0 (and < n_factors when given),
@@ -167,9 +165,7 @@ def margins(factors: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
 def _per_factor_or_per_pair(values: npt.ArrayLike, n_pairs: int, n_factors: int, name: str) -> FloatArray:
     array = np.asarray(values, dtype=np.float64)
     if array.shape not in ((n_factors,), (n_pairs, n_factors)):
-        raise ValueError(
-            f"{name} must have shape ({n_factors},) or ({n_pairs}, {n_factors}), got {array.shape}"
-        )
+        raise ValueError(f"{name} must have shape ({n_factors},) or ({n_pairs}, {n_factors}), got {array.shape}")
     _check_non_negative(array, name)
     return array
 
@@ -242,7 +238,7 @@ def _decide(
     """
     label = np.zeros(n_pairs, dtype=np.int8)
     level = np.full(n_pairs, -1, dtype=np.int16)
-    undecided_rows: IntArray | None = None  # None: every pair is still undecided (first level)
+    undecided_rows: IntArray | None = None  # None: no pair decided yet, work on all of them
     for level_index, group in enumerate(levels):
         if undecided_rows is not None and undecided_rows.size == 0:
             break
@@ -289,7 +285,8 @@ def _decide(
         if undecided_rows is None:
             label = verdict
             level = deciding_level
-            undecided_rows = np.flatnonzero(still_undecided)
+            if not still_undecided.all():  # while nothing is decided, stay full-width (no gathers)
+                undecided_rows = np.flatnonzero(still_undecided)
         else:
             label[undecided_rows] = verdict
             level[undecided_rows] = deciding_level
@@ -584,9 +581,7 @@ def _batch_scales(factors: FloatArray, pairs: IntArray, batch_ids: IntArray) -> 
     for factor in range(n_factors):
         values = factors[member_clip, factor]
         mean = np.bincount(member_batch, weights=values, minlength=n_batch_groups) / counts
-        squares = np.bincount(
-            member_batch, weights=(values - mean[member_batch]) ** 2, minlength=n_batch_groups
-        )
+        squares = np.bincount(member_batch, weights=(values - mean[member_batch]) ** 2, minlength=n_batch_groups)
         np.divide(squares, counts - 1, out=batch_std[:, factor], where=counts > 1)
     np.sqrt(batch_std, out=batch_std)
     return batch_std[batch_of_pair]
@@ -615,6 +610,7 @@ def label_pairs(
     row indices into it. Margins are ``sigma_k * std_k`` with std over the whole pool
     (``margin_scope="pool"``) or over each batch's clips (``"batch"``, needs ``batch_ids``, as the
     reference robotics code did); a ranking's own ``sigmas`` override the project ``sigmas``.
+    ``batch_ids``, when given (in either scope), are carried through to the result.
 
     Every ranking labels every pair on its own (:func:`compare`). The target is the fraction of the
     rankings that decided the pair and preferred a; rankings that tie on a pair do not vote, so
@@ -666,13 +662,13 @@ def label_pairs(
         if batch_ids is None:
             raise ValueError('margin_scope="batch" needs batch_ids (see batch_pairs)')
         batch_array = np.asarray(batch_ids, dtype=np.int64)
-        if batch_array.shape != (n_pairs,):
-            raise ValueError(f"batch_ids must have shape ({n_pairs},), got {batch_array.shape}")
-        scales = _batch_scales(factor_array, pair_array, batch_array)
     else:
         raise ValueError(f'margin_scope must be "pool" or "batch", got {margin_scope!r}')
     if batch_array is not None and batch_array.shape != (n_pairs,):
         raise ValueError(f"batch_ids must have shape ({n_pairs},), got {batch_array.shape}")
+    if margin_scope == "batch":
+        assert batch_array is not None
+        scales = _batch_scales(factor_array, pair_array, batch_array)
 
     # One contiguous difference column per ranked factor, shared by every ranking.
     used_factors = sorted({factor for ranking in rankings for factor in ranking.factors})
@@ -713,17 +709,13 @@ def label_pairs(
     decided = n_votes > 0
     if not keep_ties:
         pair_array = np.compress(decided, pair_array, axis=0)
-        votes_for_a, n_votes, best_level = (
-            np.compress(decided, array) for array in (votes_for_a, n_votes, best_level)
-        )
+        votes_for_a, n_votes, best_level = (np.compress(decided, array) for array in (votes_for_a, n_votes, best_level))
         weight_sum = None if weight_sum is None else np.compress(decided, weight_sum)
         batch_array = None if batch_array is None else np.compress(decided, batch_array)
     voters = np.maximum(n_votes, 1)  # ties: 0 / 1, fixed below
     target = (votes_for_a / voters).astype(np.float32)
     weight = (
-        np.ones(n_votes.shape[0], dtype=np.float32)
-        if weight_sum is None
-        else (weight_sum / voters).astype(np.float32)
+        np.ones(n_votes.shape[0], dtype=np.float32) if weight_sum is None else (weight_sum / voters).astype(np.float32)
     )
     if keep_ties:
         tied = ~decided

@@ -133,9 +133,7 @@ def format_rate(pairs_per_second: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=1_000_000, help="pairs for the vectorised timings")
     parser.add_argument("--clips", type=int, default=20_000, help="clips in the pool")
     parser.add_argument("--repeats", type=int, default=7, help="repeats per vectorised timing (median)")
@@ -168,49 +166,42 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, extra in variants.items():
         _, level = heron.compare(a, b, signs=SIGNS, margins=deltas, **extra)
         histogram = np.bincount(level + 1, minlength=len(extra["levels"]) + 1) / n_pairs
-        print(
-            f"{name}: share tied {histogram[0]:.3f},"
-            f" decided at levels 0.. {np.round(histogram[1:], 3).tolist()}"
-        )
+        print(f"{name}: share tied {histogram[0]:.3f}, decided at levels 0.. {np.round(histogram[1:], 3).tolist()}")
         run = partial(heron.compare, a, b, signs=SIGNS, margins=deltas, **extra)
         compare_timings[name] = measure(f"`compare`, {name}", n_pairs, run, options.repeats)
         timings.append(compare_timings[name])
 
     # Worst case for the shrinking-index scheme: nothing decides, so every level touches every pair.
     run = partial(heron.compare, a, b, levels=SINGLE_LEVELS, signs=SIGNS, margins=deltas * 1e6)
-    timings.append(
-        measure("`compare`, 4 one-factor levels, worst case (all ties)", n_pairs, run, options.repeats)
-    )
+    timings.append(measure("`compare`, 4 one-factor levels, worst case (all ties)", n_pairs, run, options.repeats))
 
     # The reference: a per-pair Python loop, on Python lists (its fastest form) and on numpy rows.
     n_loop = min(options.loop_pairs, n_pairs)
     loop_a, loop_b = a[:n_loop], b[:n_loop]
     list_a, list_b = loop_a.tolist(), loop_b.tolist()
     loop_timings: dict[str, Timing] = {}
+    numpy_row_timings: dict[str, Timing] = {}
     for name, extra in variants.items():
-        reference = partial(
-            reference_compare_loop,
-            list_a,
-            list_b,
-            extra["levels"],
-            SIGNS.tolist(),
-            deltas.tolist(),
-            scales.tolist(),
-            sigmas.tolist(),
-        )
         expected_label, expected_level = heron.compare(loop_a, loop_b, signs=SIGNS, margins=deltas, **extra)
-        if reference() != (expected_label.tolist(), expected_level.tolist()):
-            raise SystemExit(f"the reference loop and compare disagree on {name!r}")
-        loop_timings[name] = measure(
-            f"reference loop (lists), {name}", n_loop, reference, options.loop_repeats
-        )
-        timings.append(loop_timings[name])
-    on_numpy_rows = partial(reference_compare_loop, loop_a, loop_b, SINGLE_LEVELS, SIGNS, deltas)
-    timings.append(
-        measure(
-            "reference loop (numpy rows), 4 one-factor levels", n_loop, on_numpy_rows, options.loop_repeats
-        )
-    )
+        for form, rows_a, rows_b, to_sequence in (
+            ("lists", list_a, list_b, np.ndarray.tolist),
+            ("numpy rows", loop_a, loop_b, np.asarray),
+        ):
+            reference = partial(
+                reference_compare_loop,
+                rows_a,
+                rows_b,
+                extra["levels"],
+                to_sequence(SIGNS),
+                to_sequence(deltas),
+                to_sequence(scales),
+                to_sequence(sigmas),
+            )
+            if reference() != (expected_label.tolist(), expected_level.tolist()):
+                raise SystemExit(f"the reference loop ({form}) and compare disagree on {name!r}")
+            timing = measure(f"reference loop ({form}), {name}", n_loop, reference, options.loop_repeats)
+            (loop_timings if form == "lists" else numpy_row_timings)[name] = timing
+            timings.append(timing)
 
     # End to end: margins, difference columns, one comparator pass per ranking, targets, weights.
     single = [heron.Ranking.from_levels([0, 1, 2, 3])]
@@ -235,9 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         timings.append(measure(f"`sample_pairs`, {n_clips:,} clips ({what})", drawn, run, options.repeats))
     n_batches = max(1, n_pairs // 120)
     run = partial(heron.batch_pairs, options.clips, n_batches=n_batches, rng=rng)
-    timings.append(
-        measure(f"`batch_pairs`, {n_batches:,} batches of 16", n_batches * 120, run, options.repeats)
-    )
+    timings.append(measure(f"`batch_pairs`, {n_batches:,} batches of 16", n_batches * 120, run, options.repeats))
 
     print("\n| what | pairs | median time | pairs/s | cpu share |")
     print("| --- | ---: | ---: | ---: | ---: |")
@@ -246,13 +235,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"| {timing.what} | {timing.n_pairs:,} | {timing.seconds * 1e3:,.2f} ms"
             f" | {format_rate(timing.rate)} | {timing.cpu_share:.2f} |"
         )
-    print("\n| comparator | vectorised `compare` | reference loop (lists) | speed-up |")
-    print("| --- | ---: | ---: | ---: |")
+    print("\n| comparator | vectorised `compare` | reference loop, lists | speed-up | loop, numpy rows | speed-up |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name in variants:
-        vectorised, loop = compare_timings[name], loop_timings[name]
+        vectorised, on_lists, on_rows = compare_timings[name], loop_timings[name], numpy_row_timings[name]
         print(
-            f"| {name} | {format_rate(vectorised.rate)} | {format_rate(loop.rate)} |"
-            f" {vectorised.rate / loop.rate:,.0f}x |"
+            f"| {name} | {format_rate(vectorised.rate)} | {format_rate(on_lists.rate)}"
+            f" | {vectorised.rate / on_lists.rate:,.0f}x | {format_rate(on_rows.rate)}"
+            f" | {vectorised.rate / on_rows.rate:,.0f}x |"
         )
 
 

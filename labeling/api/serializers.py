@@ -23,9 +23,22 @@ class ProjectSerializer(serializers.ModelSerializer):
     class Meta:
         model = Project
         fields = [
-            "slug", "name", "instructions", "env_id", "env_kwargs", "segment_steps", "render_width",
-            "render_height", "render_fps", "feedback_mode", "overlap", "lease_ttl_seconds", "status",
-            "created_at", "factors", "role",
+            "slug",
+            "name",
+            "instructions",
+            "env_id",
+            "env_kwargs",
+            "segment_steps",
+            "render_width",
+            "render_height",
+            "render_fps",
+            "feedback_mode",
+            "overlap",
+            "lease_ttl_seconds",
+            "status",
+            "created_at",
+            "factors",
+            "role",
         ]
 
     def get_role(self, project: Project) -> str | None:
@@ -35,12 +48,12 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 class FactorSpecSerializer(serializers.Serializer):
     key = serializers.RegexField(r"^[a-z][a-z0-9_]{0,63}$")
-    label = serializers.CharField(max_length=100, required=False, default="")
+    label = serializers.CharField(max_length=100, required=False, default="")  # type: ignore[assignment]
     description = serializers.CharField(required=False, default="", allow_blank=True)
     unit = serializers.CharField(max_length=32, required=False, default="", allow_blank=True)
     direction = serializers.ChoiceField(choices=[1, -1], required=False, default=1)
     sigma = serializers.FloatField(min_value=0.0, required=False, default=1.0)
-    source = serializers.CharField(max_length=100, required=False, default="")
+    source = serializers.CharField(max_length=100, required=False, default="")  # type: ignore[assignment]
 
 
 class ProjectCreateSerializer(serializers.Serializer):
@@ -66,8 +79,16 @@ class ClipSerializer(serializers.ModelSerializer):
     class Meta:
         model = Clip
         fields = [
-            "id", "rollout", "start", "length", "iteration", "render_status", "factor_totals", "true_return",
-            "video_url", "poster_url",
+            "id",
+            "rollout",
+            "start",
+            "length",
+            "iteration",
+            "render_status",
+            "factor_totals",
+            "true_return",
+            "video_url",
+            "poster_url",
         ]
 
     def _absolute(self, path: str | None) -> str | None:
@@ -101,8 +122,17 @@ class JudgmentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Judgment
-        fields = ["id", "query", "annotator", "choice", "swapped", "preferred_clip", "time_spent_ms", "client_id",
-                  "created_at"]
+        fields = [
+            "id",
+            "query",
+            "annotator",
+            "choice",
+            "swapped",
+            "preferred_clip",
+            "time_spent_ms",
+            "client_id",
+            "created_at",
+        ]
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -110,8 +140,20 @@ class JobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = ["id", "kind", "status", "progress", "message", "error", "params", "result", "created_at",
-                  "started_at", "finished_at", "url"]
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "progress",
+            "message",
+            "error",
+            "params",
+            "result",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "url",
+        ]
 
     def get_url(self, job: Job) -> str:
         return reverse("api-job-detail", args=[job.pk])

@@ -7,10 +7,10 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.typing import AuthenticatedRequest
 from labeling import assignment, exports, selectors, services
 from labeling.errors import NotFound, ServiceError
 from labeling.models import Job, JobKind, Membership, Query
@@ -39,21 +39,24 @@ class _Forbidden(ServiceError):
     status = 403
 
 
-def require_researcher(request: Request, project) -> None:
+def require_researcher(request: AuthenticatedRequest, project) -> None:
     if not selectors.is_project_researcher(project=project, user=request.user):
         raise _Forbidden("only the project's researchers may do this")
 
 
 class ProjectListView(APIView):
     @extend_schema(responses=ProjectSerializer(many=True), summary="Projects you belong to")
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         projects = list(selectors.projects_for_user(request.user).prefetch_related("factors"))
         data = ProjectSerializer(projects, many=True, context={"roles": _roles(request.user, projects)}).data
         return Response(data)
 
-    @extend_schema(request=ProjectCreateSerializer, responses={201: ProjectSerializer},
-                   summary="Create a project from a JSON spec (researchers)")
-    def post(self, request: Request) -> Response:
+    @extend_schema(
+        request=ProjectCreateSerializer,
+        responses={201: ProjectSerializer},
+        summary="Create a project from a JSON spec (researchers)",
+    )
+    def post(self, request: AuthenticatedRequest) -> Response:
         if not request.user.is_researcher:
             raise _Forbidden("only researchers may create projects")
         spec = ProjectCreateSerializer(data=request.data)
@@ -65,7 +68,7 @@ class ProjectListView(APIView):
 
 class ProjectDetailView(APIView):
     @extend_schema(responses=ProjectSerializer, summary="One project with its reward factors")
-    def get(self, request: Request, slug: str) -> Response:
+    def get(self, request: AuthenticatedRequest, slug: str) -> Response:
         project = selectors.project_for_member(slug=slug, user=request.user)
         roles = _roles(request.user, [project])
         return Response(ProjectSerializer(project, context={"roles": roles}).data)
@@ -80,16 +83,20 @@ class ClipPagination(CursorPagination):
 
 class ClipListView(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("iteration", int, required=False), OpenApiParameter("cursor", str, required=False)],
+        parameters=[
+            OpenApiParameter("iteration", int, required=False),
+            OpenApiParameter("cursor", str, required=False),
+        ],
         responses=ClipSerializer(many=True),
         summary="The project's clips, cursor-paginated",
     )
-    def get(self, request: Request, slug: str) -> Response:
+    def get(self, request: AuthenticatedRequest, slug: str) -> Response:
         project = selectors.project_for_member(slug=slug, user=request.user)
         iteration = request.query_params.get("iteration")
         if iteration is not None and not iteration.isdigit():
-            return error_response("invalid", "iteration must be a non-negative integer", 400,
-                                  {"iteration": ["not an integer"]})
+            return error_response(
+                "invalid", "iteration must be a non-negative integer", 400, {"iteration": ["not an integer"]}
+            )
         clips = selectors.clips_for_project(project, iteration=int(iteration) if iteration else None)
         paginator = ClipPagination()
         page = paginator.paginate_queryset(clips, request, view=self)
@@ -98,7 +105,7 @@ class ClipListView(APIView):
         return paginator.get_paginated_response(serializer_class(page, many=True, context={"request": request}).data)
 
 
-def lease_payload(request: Request, lease) -> dict:
+def lease_payload(request: AuthenticatedRequest, lease) -> dict:
     query = lease.query
     left, right = (query.clip_b, query.clip_a) if lease.swapped else (query.clip_a, query.clip_b)
     context = {"request": request}
@@ -135,7 +142,7 @@ _NEXT_RESPONSE = inline_serializer(
 
 class NextQueryView(APIView):
     @extend_schema(request=None, responses=_NEXT_RESPONSE, summary="Lease your next query")
-    def post(self, request: Request, slug: str) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
         project = selectors.project_for_member(slug=slug, user=request.user)
         result = assignment.lease_next_query(project=project, annotator=request.user)
         if result.lease is None:
@@ -146,9 +153,12 @@ class NextQueryView(APIView):
 
 
 class JudgmentCreateView(APIView):
-    @extend_schema(request=JudgmentCreateSerializer, responses={201: JudgmentSerializer, 200: JudgmentSerializer},
-                   summary="Answer a leased query (idempotent on client_id)")
-    def post(self, request: Request, query_id: int) -> Response:
+    @extend_schema(
+        request=JudgmentCreateSerializer,
+        responses={201: JudgmentSerializer, 200: JudgmentSerializer},
+        summary="Answer a leased query (idempotent on client_id)",
+    )
+    def post(self, request: AuthenticatedRequest, query_id: int) -> Response:
         query = Query.objects.select_related("project").filter(pk=query_id).first()
         if query is None:
             raise NotFound("no such query")
@@ -171,16 +181,21 @@ class JudgmentCreateView(APIView):
 
 
 class LeaseHeartbeatView(APIView):
-    @extend_schema(request=None, responses=inline_serializer("LeaseState", {"lease": serializers.UUIDField(),
-                   "expires_at": serializers.DateTimeField()}), summary="Keep a lease alive")
-    def post(self, request: Request, token: str) -> Response:
+    @extend_schema(
+        request=None,
+        responses=inline_serializer(
+            "LeaseState", {"lease": serializers.UUIDField(), "expires_at": serializers.DateTimeField()}
+        ),
+        summary="Keep a lease alive",
+    )
+    def post(self, request: AuthenticatedRequest, token: str) -> Response:
         lease = assignment.lease_heartbeat(token=_uuid(token), annotator=request.user)
         return Response({"lease": str(lease.token), "expires_at": lease.expires_at.isoformat()})
 
 
 class LeaseReleaseView(APIView):
     @extend_schema(request=None, responses={204: None}, summary="Give a leased query back")
-    def post(self, request: Request, token: str) -> Response:
+    def post(self, request: AuthenticatedRequest, token: str) -> Response:
         assignment.lease_release(token=_uuid(token), annotator=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -202,7 +217,7 @@ class JudgmentExportView(APIView):
         responses={(200, "application/x-ndjson"): str, (200, "text/csv"): str},
         summary="Stream every judgment of the project",
     )
-    def get(self, request: Request, slug: str) -> StreamingHttpResponse | Response:
+    def get(self, request: AuthenticatedRequest, slug: str) -> StreamingHttpResponse | Response:
         project = selectors.project_for_member(slug=slug, user=request.user)
         require_researcher(request, project)
         fmt = request.query_params.get("format", "jsonl")
@@ -219,20 +234,25 @@ class JudgmentExportView(APIView):
 
 class JobListView(APIView):
     @extend_schema(responses=JobSerializer(many=True), summary="The project's background jobs")
-    def get(self, request: Request, slug: str) -> Response:
+    def get(self, request: AuthenticatedRequest, slug: str) -> Response:
         project = selectors.project_for_member(slug=slug, user=request.user)
         require_researcher(request, project)
         return Response(JobSerializer(selectors.recent_jobs(project, limit=100), many=True).data)
 
-    @extend_schema(request=JobCreateSerializer, responses={202: JobSerializer},
-                   summary="Start a job (generate_clips: rollouts → clips → videos → random queries)")
-    def post(self, request: Request, slug: str) -> Response:
+    @extend_schema(
+        request=JobCreateSerializer,
+        responses={202: JobSerializer},
+        summary="Start a job (generate_clips: rollouts → clips → videos → random queries)",
+    )
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
         project = selectors.project_for_member(slug=slug, user=request.user)
         require_researcher(request, project)
         spec = JobCreateSerializer(data=request.data)
         spec.is_valid(raise_exception=True)
         job = services.job_start(
-            project=project, kind=JobKind(spec.validated_data["kind"]), params=spec.validated_data["params"],
+            project=project,
+            kind=JobKind(spec.validated_data["kind"]),
+            params=spec.validated_data["params"],
             created_by=request.user,
         )
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
@@ -240,7 +260,7 @@ class JobListView(APIView):
 
 class JobDetailView(APIView):
     @extend_schema(responses=JobSerializer, summary="A job's status and progress")
-    def get(self, request: Request, job_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = Job.objects.select_related("project").filter(pk=job_id).first()
         if job is None:
             raise NotFound("no such job")

@@ -78,9 +78,7 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": database_from_url(
-        env_str("DATABASE_URL", ""), sqlite_fallback_name=str(VAR_DIR / "heronry.sqlite3")
-    )
+    "default": database_from_url(env_str("DATABASE_URL", ""), sqlite_fallback_name=str(VAR_DIR / "heronry.sqlite3"))
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -159,13 +157,16 @@ HERONRY = {
 }
 
 # --- REST API -------------------------------------------------------------------------------------------
+_RENDERERS = ["rest_framework.renderers.JSONRenderer"]
+if DEBUG:
+    _RENDERERS.append("rest_framework.renderers.BrowsableAPIRenderer")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": _RENDERERS,
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "labeling.api.errors.exception_handler",
@@ -173,8 +174,6 @@ REST_FRAMEWORK = {
     # ?format= selects an export format, not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
 }
-if DEBUG:
-    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Heronry API",
     "DESCRIPTION": "Human feedback for reinforcement learning: projects, queries, judgments, rankings, exports.",

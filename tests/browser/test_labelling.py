@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from labeling.models import Judgment, JobKind
+from labeling.models import JobKind, Judgment
 from labeling.services import job_create
 from tests.conftest import PASSWORD, api_client_for
 from trainer.clip_pipeline import generate_clips, job_run
@@ -16,15 +16,20 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def rendered_project(project, researcher):
-    job = job_create(project=project, kind=JobKind.GENERATE_CLIPS, created_by=researcher,
-                     params={"rollouts": 3, "steps": 100, "queries": 8, "seed": 5})
+    job = job_create(
+        project=project,
+        kind=JobKind.GENERATE_CLIPS,
+        created_by=researcher,
+        params={"rollouts": 3, "steps": 100, "queries": 8, "seed": 5},
+    )
     job_run(job.pk, generate_clips)
     return project
 
 
 @pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)])
-def test_label_five_pairs_by_keyboard_then_export_them(page_for, live_server, rendered_project, annotator,
-                                                       researcher, viewport):
+def test_label_five_pairs_by_keyboard_then_export_them(
+    page_for, live_server, rendered_project, annotator, researcher, viewport
+):
     page = page_for(annotator, PASSWORD, width=viewport[0], height=viewport[1])
     page.goto(f"{live_server.url}/projects/{rendered_project.slug}/label/")
     page.wait_for_selector("[data-sync-player] video[data-side=left]")
@@ -38,8 +43,9 @@ def test_label_five_pairs_by_keyboard_then_export_them(page_for, live_server, re
         assert page.locator("button[data-key=ArrowRight]").is_visible()
         page.keyboard.press(key)
         page.wait_for_function(
-            "(q) => { const el = document.querySelector('#compare');"
-            " return el && el.dataset.queryId !== q; }", arg=query)
+            "(q) => { const el = document.querySelector('#compare'); return el && el.dataset.queryId !== q; }",
+            arg=query,
+        )
         assert Judgment.objects.filter(annotator=annotator).count() == answered
     assert len(set(seen_queries)) == 5
     assert page.errors == []

@@ -27,8 +27,10 @@ pytestmark = [pytest.mark.integration]
 # CI sets HERONRY_REQUIRE_SERVERS=1 so that a missing server fails the run instead of skipping quietly.
 needs_servers = pytest.mark.skipif(
     not os.environ.get("HERONRY_REQUIRE_SERVERS")
-    and not (os.environ.get("DATABASE_URL", "").startswith("postgres")
-             and os.environ.get("CELERY_BROKER_URL", "").startswith("redis")),
+    and not (
+        os.environ.get("DATABASE_URL", "").startswith("postgres")
+        and os.environ.get("CELERY_BROKER_URL", "").startswith("redis")
+    ),
     reason="needs PostgreSQL (DATABASE_URL=postgres://…) and Redis (CELERY_BROKER_URL=redis://…)",
 )
 
@@ -41,7 +43,9 @@ def worker(transactional_db, settings):
     app.conf.task_always_eager = False
     app.control.purge()  # nothing left over from earlier runs
     db = connection.settings_dict
-    database_url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    database_url = (
+        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -51,10 +55,28 @@ def worker(transactional_db, settings):
     }
     log = (Path(settings.MEDIA_ROOT).parent / "worker.log").open("w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,render,train",
-         "--pool", "solo", "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
-         "--loglevel", "INFO"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "default,render,train",
+            "--pool",
+            "solo",
+            "-n",
+            f"test-{uuid.uuid4().hex[:8]}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     yield process
     process.terminate()
@@ -83,8 +105,12 @@ def test_worker_generates_clips_from_redis_into_postgres(worker, researcher):
     assert connection.vendor == "postgresql"
     assert settings.CELERY_BROKER_URL.startswith("redis")
     project = make_project(researcher, slug="worker-test")
-    job = job_start(project=project, kind=JobKind.GENERATE_CLIPS, created_by=researcher,
-                    params={"rollouts": 2, "steps": 100, "queries": 3, "seed": 1})
+    job = job_start(
+        project=project,
+        kind=JobKind.GENERATE_CLIPS,
+        created_by=researcher,
+        params={"rollouts": 2, "steps": 100, "queries": 3, "seed": 1},
+    )
 
     progress_seen: set[float] = set()
 

@@ -41,12 +41,8 @@ def comparison_problems(draw: st.DrawFn, *, allow_groups: bool = True) -> dict:
     b = np.array(draw(st.lists(small_ints, min_size=n_pairs * n_factors, max_size=n_pairs * n_factors)))
     signs = np.array(draw(st.lists(st.sampled_from([-1, 1]), min_size=n_factors, max_size=n_factors)))
     # Powers of two keep every standardised difference and every group mean exactly representable.
-    scales = np.array(
-        draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0]), min_size=n_factors, max_size=n_factors))
-    )
-    sigmas = np.array(
-        draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0]), min_size=n_factors, max_size=n_factors))
-    )
+    scales = np.array(draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0]), min_size=n_factors, max_size=n_factors)))
+    sigmas = np.array(draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0]), min_size=n_factors, max_size=n_factors)))
     return {
         "a": a.reshape(n_pairs, n_factors).astype(np.float64),
         "b": b.reshape(n_pairs, n_factors).astype(np.float64),
@@ -139,9 +135,7 @@ def test_raising_a_margin_never_turns_a_tie_into_a_decision(problem: dict, data:
         data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 3.0]), min_size=n_factors, max_size=n_factors))
     )
     label, _ = call_compare(problem)
-    raised_label, _ = call_compare(
-        problem, margins=problem["margins"] + raise_by, sigmas=problem["sigmas"] + raise_by
-    )
+    raised_label, _ = call_compare(problem, margins=problem["margins"] + raise_by, sigmas=problem["sigmas"] + raise_by)
     assert not np.any((label == 0) & (raised_label != 0))
 
 
@@ -215,9 +209,7 @@ def test_margins_use_the_sample_standard_deviation() -> None:
 def test_signs_pick_the_preferred_direction() -> None:
     a, b = np.array([[3.0, 3.0]]), np.array([[1.0, 1.0]])
     for first, expected in ((0, 1), (1, -1)):
-        label, _ = heron.compare(
-            a, b, levels=[[first]], signs=np.array([1, -1]), margins=np.array([1.0, 1.0])
-        )
+        label, _ = heron.compare(a, b, levels=[[first]], signs=np.array([1, -1]), margins=np.array([1.0, 1.0]))
         assert label.tolist() == [expected]
 
 
@@ -434,9 +426,7 @@ def test_label_pairs_with_one_ranking_agrees_with_compare(seed: int, order: Sequ
         margins=heron.margins(factors, SIGMAS),
     )
     np.testing.assert_array_equal(labels.pairs, pairs)
-    np.testing.assert_array_equal(
-        labels.target, np.where(label == 0, 0.5, (label + 1) / 2).astype(np.float32)
-    )
+    np.testing.assert_array_equal(labels.target, np.where(label == 0, 0.5, (label + 1) / 2).astype(np.float32))
     np.testing.assert_array_equal(labels.level, level)
     np.testing.assert_array_equal(labels.n_votes, (label != 0).astype(np.int16))
 
@@ -626,9 +616,7 @@ def test_identical_rankings_agree_perfectly() -> None:
 
 
 def test_reversed_rankings_disagree_perfectly() -> None:
-    agreement = heron.ranking_agreement(
-        [Ranking.from_levels([0, 1, 2, 3]), Ranking.from_levels([3, 2, 1, 0])], 4
-    )
+    agreement = heron.ranking_agreement([Ranking.from_levels([0, 1, 2, 3]), Ranking.from_levels([3, 2, 1, 0])], 4)
     assert agreement.kendall_tau[0, 1] == pytest.approx(-1.0)
     assert agreement.kendall_w == pytest.approx(0.0)
 
@@ -672,7 +660,7 @@ def test_label_pairs_on_no_pairs() -> None:
             rankings=[Ranking.from_levels([0, (1, 2)])],
             signs=SIGNS,
             sigmas=SIGMAS,
-            margin_scope=scope,  # type: ignore[arg-type]
+            margin_scope=scope,
             batch_ids=batch_ids,
             level_weight_alpha=2.0,
         )

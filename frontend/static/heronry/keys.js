@@ -7,7 +7,8 @@
  * data-key-desc (help text; default: title without a trailing "(…)" hint,
  * else aria-label, else the text without <kbd> hints).
  * "?" toggles the shortcuts help dialog (built from every [data-key] on the
- * page); an element with data-action="shortcuts" toggles it on click too.
+ * page); clicking an element with data-key="?" or data-action="shortcuts"
+ * toggles it too.
  *
  * Not handled: keys typed into text fields, selects or contenteditable, keys
  * with Ctrl/Meta/Alt, and keys the focused control handles itself (Space/Enter
@@ -198,7 +199,7 @@
 
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('click', (e) => {
-    const b = e.target.closest && e.target.closest('[data-action="shortcuts"]');
+    const b = e.target.closest && e.target.closest('[data-action="shortcuts"], [data-key="?"]');
     if (b) { e.preventDefault(); toggle(); }
   });
 

@@ -71,6 +71,7 @@
     let lastTimeText = '';
     let lastSeek = null; // exact target of the last seek (currentTime is rounded to µs)
     const watched = new Set();
+    const lastPlayed = new WeakMap(); // video -> last currentTime seen while it was playing
     let watchedFired = false;
     const objectUrls = [];
 
@@ -160,6 +161,9 @@
       if (timeEl && text !== lastTimeText) timeEl.textContent = lastTimeText = text;
     }
 
+    // Reached its end by playing (not by a seek to the end).
+    const playedToEnd = (v) => !!v && dur(v) > 0 && (lastPlayed.get(v) ?? -1) >= dur(v) - END_MARGIN;
+
     function markWatched(v) {
       if (!v || watched.has(v)) return;
       watched.add(v);
@@ -229,11 +233,12 @@
       const f = follower;
       const t = m.currentTime;
       const D = dur(m);
+      for (const v of [m, f]) if (v && !v.paused && !v.seeking) lastPlayed.set(v, v.currentTime);
 
       // 1. Master reached its end (the clock is the longer clip).
       if (m.ended || (D && m.paused && !m.seeking && t >= D - 1e-3)) {
-        markWatched(m);
-        if (f && (f.ended || f.currentTime >= dur(f) - frame)) markWatched(f);
+        if (playedToEnd(m)) markWatched(m);
+        if (playedToEnd(f)) markWatched(f);
         atEnd();
         return schedule();
       }
@@ -353,7 +358,7 @@
       on(v, 'loadedmetadata', () => { pickMaster(); updateUI(); ensureSeekable(v); });
       on(v, 'durationchange', () => { pickMaster(); updateUI(); });
       on(v, 'ended', () => {
-        if (playing) markWatched(v);
+        if (playing && playedToEnd(v)) markWatched(v);
         if (v === master) tick();
       });
       on(v, 'seeked', () => { if (!playing) updateUI(); });

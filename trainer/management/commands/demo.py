@@ -31,15 +31,19 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
 
     def handle(self, *args: Any, rollouts: int, queries: int, seed: int, **options: Any) -> None:
-        password = settings.HERONRY["DEMO_PASSWORD"]
+        password = str(settings.HERONRY["DEMO_PASSWORD"])
         with transaction.atomic():
             researcher = self._user("researcher", password, Role.RESEARCHER)
             annotators = [self._user(f"annotator{i}", password, Role.ANNOTATOR) for i in (1, 2)]
             project = Project.objects.filter(slug=DEMO_SLUG).first()
             if project is None:
                 project = project_create(
-                    created_by=researcher, name="Pendulum swing-up (demo)", slug=DEMO_SLUG, env_id="Pendulum-v1",
-                    instructions=INSTRUCTIONS, overlap=2,
+                    created_by=researcher,
+                    name="Pendulum swing-up (demo)",
+                    slug=DEMO_SLUG,
+                    env_id="Pendulum-v1",
+                    instructions=INSTRUCTIONS,
+                    overlap=2,
                 )
             for annotator in annotators:
                 membership_add(project=project, user=annotator, role=ProjectRole.ANNOTATOR)
@@ -48,7 +52,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Demo project already has {project.clips.count()} clips; leaving them as they are.")
         else:
             job = job_create(
-                project=project, kind=JobKind.GENERATE_CLIPS, created_by=researcher,
+                project=project,
+                kind=JobKind.GENERATE_CLIPS,
+                created_by=researcher,
                 params={"rollouts": rollouts, "queries": queries, "seed": seed},
             )
             self.stdout.write(f"Rolling out {rollouts} Pendulum episodes and rendering the clips to label…")
@@ -57,10 +63,12 @@ class Command(BaseCommand):
             if job.status != "done":
                 raise SystemExit(f"clip generation failed: {job.error}")
             self.stdout.write(f"  {job.result}")
-        self.stdout.write(self.style.SUCCESS(
-            f"Demo ready: project '{project.name}' with {project.clips.count()} clips and "
-            f"{project.queries.count()} queries. Logins: researcher, annotator1, annotator2 / password {password!r}"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo ready: project '{project.name}' with {project.clips.count()} clips and "
+                f"{project.queries.count()} queries. Logins: researcher, annotator1, annotator2 / password {password!r}"
+            )
+        )
 
     def _user(self, username: str, password: str, role: str) -> User:
         user = User.objects.filter(username=username).first()

@@ -1,0 +1,515 @@
+"""Unit tests of the reward-model core (trainer/reward): torch only, no Django.
+
+The synthetic problem: 200 clips of 20 steps with 4 Gaussian features and a hidden, mostly linear
+per-step reward; pairs are labelled by the true return difference (hard labels, plus a share of
+soft labels and ties). Small networks keep the whole file to a few seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.reward import (
+    CHECKPOINT_FORMAT_VERSION,
+    BradleyTerryLoss,
+    CheckpointError,
+    FeatureLayout,
+    PreferenceDataset,
+    RewardModelConfig,
+    RunningNormalizer,
+    TrainingResult,
+    apply_label_noise,
+    from_bytes,
+    load_checkpoint,
+    pairwise_accuracy,
+    save_checkpoint,
+    split_pairs,
+    to_bytes,
+    train_reward_model,
+    weights_from_bytes,
+    weights_to_bytes,
+)
+
+N_CLIPS, CLIP_LENGTH, FEATURE_DIM = 200, 20, 4
+TRUE_WEIGHTS = np.array([1.0, -0.6, 0.4, 0.0])
+
+# Small and quick, but otherwise the real training path (ensemble of 3, bootstrap, early stopping).
+FAST_CONFIG = RewardModelConfig(hidden_sizes=(64, 64), batch_size=64, max_epochs=40, patience=5, num_threads=1)
+
+
+def true_step_reward(features: np.ndarray) -> np.ndarray:
+    """Mostly linear hidden reward, with a mild non-linearity the MLP has to pick up."""
+    return features @ TRUE_WEIGHTS + 0.3 * np.sin(2.0 * features[..., 3])
+
+
+def make_problem(seed: int = 0, n_pairs: int = 800) -> tuple[PreferenceDataset, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(N_CLIPS, CLIP_LENGTH, FEATURE_DIM)).astype(np.float32)
+    true_returns = true_step_reward(features).sum(axis=1)
+    first = rng.integers(0, N_CLIPS, size=n_pairs)
+    second = (first + rng.integers(1, N_CLIPS, size=n_pairs)) % N_CLIPS
+    pairs = np.stack([first, second], axis=1)
+    difference = true_returns[first] - true_returns[second]
+    targets = (difference > 0).astype(np.float32)
+    # A quarter of the labels are soft (a labeller's confidence), and near-equal returns are ties.
+    soft = rng.random(n_pairs) < 0.25
+    targets[soft] = 1.0 / (1.0 + np.exp(-difference[soft] / 2.0))
+    targets[np.abs(difference) < 0.2] = 0.5
+    layout = FeatureLayout(feature_dim=FEATURE_DIM, obs_dim=3, action_dim=1)
+    return PreferenceDataset(features, pairs, targets, layout=layout), true_returns
+
+
+@pytest.fixture(scope="module")
+def problem() -> tuple[PreferenceDataset, np.ndarray]:
+    return make_problem()
+
+
+@pytest.fixture(scope="module")
+def trained(problem: tuple[PreferenceDataset, np.ndarray]) -> TrainingResult:
+    dataset, true_returns = problem
+    return train_reward_model(dataset, FAST_CONFIG, true_returns=true_returns)
+
+
+def state_dicts_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    state_a, state_b = a.state_dict(), b.state_dict()
+    return state_a.keys() == state_b.keys() and all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+# --- reproducibility ---------------------------------------------------------------------------
+def test_same_seed_gives_bitwise_identical_weights_and_leaves_global_rng_alone(problem):
+    dataset, _ = problem
+    config = FAST_CONFIG.replace(max_epochs=3, hidden_sizes=(32, 32))
+    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()
+
+    first = train_reward_model(dataset, config)
+    torch.manual_seed(12345)  # global RNG state must not matter
+    np.random.seed(999)
+    second = train_reward_model(dataset, config)
+
+    assert state_dicts_equal(first.model, second.model)
+    assert [row.val_loss for row in first.history] == [row.val_loss for row in second.history]
+    assert np.array_equal(first.val_pair_indices, second.val_pair_indices)
+
+    other_seed = train_reward_model(dataset, config.replace(seed=1))
+    assert not state_dicts_equal(first.model, other_seed.model)
+
+    # Training from an explicit rng equal to the default one is the same run.
+    from_rng = train_reward_model(dataset, config, rng=np.random.default_rng(config.seed))
+    assert state_dicts_equal(first.model, from_rng.model)
+
+    torch.manual_seed(12345)
+    np.random.seed(999)
+    reference_torch, reference_numpy = torch.random.get_rng_state(), np.random.get_state()
+    train_reward_model(dataset, config)
+    assert torch.equal(torch.random.get_rng_state(), reference_torch)
+    assert np.array_equal(np.random.get_state()[1], reference_numpy[1])
+    del torch_state, numpy_state
+
+
+def test_training_restores_torch_thread_setting(problem):
+    dataset, _ = problem
+    before = torch.get_num_threads()
+    result = train_reward_model(dataset, FAST_CONFIG.replace(max_epochs=1, hidden_sizes=(8,), num_threads=1))
+    assert result.metrics["num_threads"] == 1
+    assert torch.get_num_threads() == before
+
+
+def test_members_differ(trained):
+    first, second = trained.model.members[0], trained.model.members[1]
+    assert not torch.equal(first.layers[0].weight, second.layers[0].weight)
+
+
+# --- learning quality --------------------------------------------------------------------------
+def test_training_beats_untrained_model_and_ranks_clips(trained):
+    metrics = trained.metrics
+    assert metrics["val_accuracy"] >= 0.85
+    assert metrics["val_accuracy"] > metrics["initial_val_accuracy"] + 0.1
+    assert metrics["val_loss"] < metrics["initial_val_loss"]
+    assert metrics["correlation_clip_set"] == "held_out"
+    assert metrics["correlation_clips"] >= 10
+    assert metrics["spearman"] >= 0.9
+    assert metrics["pearson"] >= 0.85
+    history = trained.history
+    assert len(history) == metrics["epochs_run"]
+    assert all(math.isfinite(row.train_loss) and 0 <= row.train_accuracy <= 1 for row in history)
+    assert all(len(row.member_val_losses) == FAST_CONFIG.ensemble_size for row in history)
+
+
+def test_correlation_falls_back_to_all_clips_and_ignores_unknown_returns(problem):
+    dataset, true_returns = problem
+    partly_known = true_returns.copy()
+    partly_known[: N_CLIPS // 2] = np.nan
+    result = train_reward_model(
+        dataset, FAST_CONFIG.replace(max_epochs=2, hidden_sizes=(16,), val_fraction=0.005), true_returns=partly_known
+    )
+    # 4 validation pairs: at most 8 held-out clips, too few, so every clip with a known return.
+    assert result.metrics["correlation_clip_set"] == "all"
+    assert result.metrics["correlation_clips"] == N_CLIPS // 2
+    assert math.isfinite(result.metrics["spearman"])
+
+
+def test_normalized_reward_is_standardised_over_training_clips(trained, problem):
+    dataset, _ = problem
+    train_clips = np.unique(dataset.pairs[trained.train_pair_indices])
+    normalized = trained.model.normalized_reward(dataset.clip_features[train_clips])
+    assert normalized.shape == (len(train_clips), CLIP_LENGTH)
+    assert abs(float(normalized.mean())) < 1e-3
+    assert abs(float(normalized.std()) - 1.0) < 1e-3
+    # The reward is the ensemble mean, and a clip's score is its sum over steps.
+    rewards = trained.model.reward(dataset.clip_features[:5])
+    np.testing.assert_allclose(rewards.sum(axis=1), trained.model.predict_returns(dataset.clip_features[:5]), rtol=1e-5)
+
+
+# --- loss --------------------------------------------------------------------------------------
+def test_bradley_terry_loss_matches_the_formula_with_soft_targets():
+    loss = BradleyTerryLoss()
+    returns_a, returns_b = torch.tensor([2.0, 0.0, -1.0]), torch.tensor([0.5, 0.0, 1.0])
+    targets, weights = torch.tensor([1.0, 0.5, 0.3]), torch.tensor([1.0, 2.0, 0.5])
+    probability = torch.sigmoid(returns_a - returns_b)
+    cross_entropy = -(targets * probability.log() + (1 - targets) * (1 - probability).log())
+    expected = (weights * cross_entropy).sum() / weights.sum()
+    assert torch.allclose(loss(returns_a, returns_b, targets, weights), expected)
+
+    # A tie (target 0.5) is best explained by equal returns: zero gradient at R_a = R_b.
+    tied = torch.zeros(1, requires_grad=True)
+    loss(tied, torch.zeros(1), torch.tensor([0.5]), torch.ones(1)).backward()
+    assert tied.grad is not None and tied.grad.abs().item() < 1e-7
+    # A soft target y is fitted exactly when sigmoid(R_a - R_b) = y.
+    y = 0.8
+    best_diff = math.log(y / (1 - y))
+    diff = torch.tensor([best_diff], requires_grad=True)
+    loss(diff, torch.zeros(1), torch.tensor([y]), torch.ones(1)).backward()
+    assert diff.grad is not None and diff.grad.abs().item() < 1e-6
+
+
+def test_zero_weight_pair_contributes_nothing_and_weights_act_like_counts():
+    loss = BradleyTerryLoss(label_noise=0.1)
+    returns_a = torch.tensor([1.0, -2.0, 0.3], requires_grad=True)
+    returns_b = torch.tensor([0.0, 1.0, 3.0])
+    targets = torch.tensor([1.0, 0.0, 1.0])
+    with_zero = loss(returns_a, returns_b, targets, torch.tensor([1.0, 1.0, 0.0]))
+    without = loss(returns_a[:2], returns_b[:2], targets[:2], torch.ones(2))
+    assert with_zero.item() == pytest.approx(without.item(), abs=1e-7)
+    with_zero.backward()
+    assert returns_a.grad is not None and returns_a.grad[2].item() == 0.0
+
+    doubled = loss(returns_a, returns_b, targets, torch.tensor([2.0, 1.0, 1.0]))
+    duplicated = loss(
+        torch.cat([returns_a, returns_a[:1]]),
+        torch.cat([returns_b, returns_b[:1]]),
+        torch.cat([targets, targets[:1]]),
+        torch.ones(4),
+    )
+    assert doubled.item() == pytest.approx(duplicated.item(), rel=1e-6)
+    # All-zero weights: a zero loss, not NaN.
+    assert loss(returns_a, returns_b, targets, torch.zeros(3)).item() == 0.0
+
+
+def test_label_noise_formula_and_stability():
+    probability = np.array([0.0, 0.25, 0.5, 1.0])
+    np.testing.assert_allclose(apply_label_noise(probability, 0.2), [0.1, 0.3, 0.5, 0.9])
+    np.testing.assert_allclose(apply_label_noise(probability, 0.0), probability)
+
+    epsilon = 0.2
+    loss = BradleyTerryLoss(label_noise=epsilon)
+    diff = torch.tensor([1.5, -0.7])
+    targets = torch.tensor([1.0, 0.25])
+    noisy = epsilon / 2 + (1 - epsilon) * torch.sigmoid(diff)
+    expected = -(targets * noisy.log() + (1 - targets) * (1 - noisy).log()).mean()
+    assert loss(diff, torch.zeros(2), targets, torch.ones(2)).item() == pytest.approx(expected.item(), rel=1e-6)
+
+    # A confidently wrong prediction costs at most -log(ε/2) with noise, and stays finite.
+    far = torch.tensor([-300.0], requires_grad=True)
+    value = loss(far, torch.zeros(1), torch.ones(1), torch.ones(1))
+    assert value.item() == pytest.approx(-math.log(epsilon / 2), rel=1e-5)
+    value.backward()
+    assert far.grad is not None and torch.isfinite(far.grad).all()
+    assert BradleyTerryLoss()(far, torch.zeros(1), torch.ones(1), torch.ones(1)).item() == pytest.approx(300.0)
+    with pytest.raises(ValueError, match="label_noise"):
+        BradleyTerryLoss(label_noise=1.0)
+
+
+def test_pairwise_accuracy_ignores_ties():
+    assert pairwise_accuracy(np.array([1.0, -1.0, 5.0, 0.0]), np.array([1.0, 1.0, 0.5, 0.0])) == pytest.approx(2 / 3)
+    assert math.isnan(pairwise_accuracy(np.array([1.0]), np.array([0.5])))
+
+
+# --- early stopping ----------------------------------------------------------------------------
+def test_early_stopping_on_plateau_restores_best_epoch(problem):
+    dataset, _ = problem
+    # Labels unrelated to the clips: the validation loss can only get worse once the model starts
+    # memorising the training labels, so training must stop early.
+    rng = np.random.default_rng(3)
+    noise_labels = dataclasses.replace(dataset, targets=rng.integers(0, 2, dataset.n_pairs).astype(np.float32))
+    config = FAST_CONFIG.replace(max_epochs=100, patience=4, learning_rate=3e-3, val_fraction=0.25)
+    calls: list[tuple[float, str]] = []
+    result = train_reward_model(
+        noise_labels, config, progress=lambda fraction, message: calls.append((fraction, message))
+    )
+
+    metrics, history = result.metrics, result.history
+    assert metrics["stopped_early"]
+    assert metrics["epochs_run"] < config.max_epochs
+    best_epoch = int(np.argmin([row.val_loss for row in history])) + 1
+    assert metrics["best_epoch"] == best_epoch
+    assert metrics["epochs_run"] == best_epoch + config.patience
+    assert metrics["val_loss"] == history[best_epoch - 1].val_loss
+
+    # The returned weights are those of the best epoch: recomputing its validation loss agrees.
+    val_pairs = noise_labels.pairs[result.val_pair_indices]
+    returns = result.model.predict_returns(noise_labels.clip_features)
+    recomputed = BradleyTerryLoss()(
+        torch.from_numpy(returns[val_pairs[:, 0]]),
+        torch.from_numpy(returns[val_pairs[:, 1]]),
+        torch.from_numpy(noise_labels.targets[result.val_pair_indices]),
+        torch.ones(len(val_pairs)),
+    )
+    assert recomputed.item() == pytest.approx(metrics["val_loss"], rel=1e-4)
+
+    # Progress: once per epoch, increasing fractions, the last one 1.0.
+    assert len(calls) == metrics["epochs_run"]
+    fractions = [fraction for fraction, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert "early stop" in calls[-1][1]
+
+
+def test_without_validation_trains_all_epochs_and_keeps_last(problem):
+    dataset, _ = problem
+    calls: list[float] = []
+    result = train_reward_model(
+        dataset,
+        FAST_CONFIG.replace(val_fraction=0.0, max_epochs=3, hidden_sizes=(16,)),
+        progress=lambda fraction, _: calls.append(fraction),
+    )
+    assert result.metrics["epochs_run"] == 3 and result.metrics["best_epoch"] == 3
+    assert len(result.val_pair_indices) == 0 and math.isnan(result.metrics["val_loss"])
+    assert calls == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+# --- ensemble uncertainty ------------------------------------------------------------------------
+def test_preference_probability_and_disagreement_shapes(trained, problem):
+    dataset, _ = problem
+    model = trained.model
+    mean, std = model.preference_probability(dataset.clip_features[0], dataset.clip_features[1])
+    assert mean.shape == () and std.shape == ()
+    assert 0.0 <= float(mean) <= 1.0 and float(std) >= 0.0
+
+    pairs = dataset.pairs[:50]
+    batch_mean, batch_std = model.preference_probability(
+        dataset.clip_features[pairs[:, 0]], dataset.clip_features[pairs[:, 1]]
+    )
+    pair_mean, pair_std = model.pair_preference_probabilities(dataset.clip_features, pairs)
+    disagreement = model.disagreement(dataset.clip_features, pairs)
+    assert batch_mean.shape == batch_std.shape == disagreement.shape == (50,)
+    np.testing.assert_allclose(pair_mean, batch_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(disagreement, pair_std, rtol=1e-6)
+    assert (disagreement >= 0).all()
+    # A clip compared with itself: every member says exactly 0.5.
+    same_mean, same_std = model.preference_probability(dataset.clip_features[:3], dataset.clip_features[:3])
+    np.testing.assert_array_equal(same_mean, 0.5)
+    np.testing.assert_array_equal(same_std, 0.0)
+
+
+def test_disagreement_grows_away_from_the_training_data():
+    # Feature 3 never varies in training, so no member learns what it does (their random initial
+    # weights on it are never trained): pairs that differ only in feature 3 lie outside the data.
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(120, 10, 4)).astype(np.float32)
+    features[..., 3] = 0.0
+    returns = features[..., :3].sum(axis=(1, 2))
+    pairs = rng.integers(0, 120, size=(400, 2))
+    targets = (returns[pairs[:, 0]] > returns[pairs[:, 1]]).astype(np.float32)
+    dataset = PreferenceDataset(features, pairs, targets)
+    model = train_reward_model(dataset, FAST_CONFIG.replace(max_epochs=30, hidden_sizes=(32, 32))).model
+
+    in_distribution = model.disagreement(features, pairs)
+    # Moderate shifts: very far out, all members may saturate to the same P = 0 or 1, where the
+    # spread of P (unlike the spread of R_a - R_b) shrinks again.
+    out_of_distribution = []
+    for shift in (1.0, 2.0, 3.0):
+        shifted = features.copy()
+        shifted[..., 3] = shift
+        both = np.concatenate([features, shifted])
+        same_clip_shifted = np.stack([np.arange(120), np.arange(120) + 120], axis=1)
+        out_of_distribution.append(model.disagreement(both, same_clip_shifted).mean())
+    assert np.mean(out_of_distribution) > 2 * np.median(in_distribution)
+    assert np.mean(out_of_distribution) > in_distribution.mean()
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+def test_checkpoint_files_round_trip(trained, problem, tmp_path: Path):
+    dataset, _ = problem
+    paths = save_checkpoint(trained, tmp_path / "run", extra={"project": "demo"})
+    assert paths.weights.name.endswith(".safetensors") and paths.metadata.name.endswith(".json")
+
+    loaded = load_checkpoint(tmp_path / "run")
+    model, metadata = loaded.model, loaded.metadata
+    assert state_dicts_equal(model, trained.model)
+    np.testing.assert_array_equal(
+        model.predict_member_returns(dataset.clip_features), trained.model.predict_member_returns(dataset.clip_features)
+    )
+    np.testing.assert_array_equal(
+        model.normalized_reward(dataset.clip_features[:4]), trained.model.normalized_reward(dataset.clip_features[:4])
+    )
+    assert metadata.config == trained.model.config
+    assert metadata.layout == dataset.feature_layout
+    np.testing.assert_array_equal(metadata.feature_stats.mean, trained.model.feature_stats().mean)
+    np.testing.assert_array_equal(metadata.reward_stats.std, trained.model.reward_stats().std)
+    assert metadata.extra == {"project": "demo"}
+    assert metadata.metrics["val_accuracy"] == trained.metrics["val_accuracy"]
+    assert metadata.metrics["member_seeds"] == trained.metrics["member_seeds"]
+    assert len(metadata.history) == len(trained.history)
+    assert metadata.format_version == CHECKPOINT_FORMAT_VERSION
+    assert {"torch", "numpy", "safetensors"} <= metadata.versions.keys()
+
+    # Explicit paths work too, and the JSON is strict JSON (no NaN) and human-readable.
+    explicit = save_checkpoint(
+        trained.model, weights_path=tmp_path / "w.safetensors", metadata_path=tmp_path / "m.json"
+    )
+    document = json.loads(explicit.metadata.read_text())
+    assert document["config"]["hidden_sizes"] == [64, 64]
+    assert load_checkpoint(weights_path=explicit.weights, metadata_path=explicit.metadata).metadata.metrics == {}
+
+
+def test_checkpoint_bytes_round_trip(trained, problem):
+    dataset, _ = problem
+    weights, metadata = to_bytes(trained)
+    loaded = from_bytes(weights, metadata)
+    np.testing.assert_array_equal(
+        loaded.model.predict_returns(dataset.clip_features), trained.model.predict_returns(dataset.clip_features)
+    )
+    assert to_bytes(loaded.model, metrics=trained.metrics, history=trained.history) == (weights, metadata)
+
+    state = weights_from_bytes(weights_to_bytes(trained.model))
+    assert state.keys() == trained.model.state_dict().keys()
+    assert all(torch.equal(state[name], tensor) for name, tensor in trained.model.state_dict().items())
+
+
+def test_loading_never_unpickles(trained, monkeypatch):
+    weights, metadata = to_bytes(trained)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("unpickling is not allowed when loading a checkpoint")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "Unpickler", forbidden)
+    from_bytes(weights, metadata)
+
+
+def test_loader_refuses_unknown_format_version(trained, tmp_path: Path):
+    paths = save_checkpoint(trained, tmp_path)
+    document = json.loads(paths.metadata.read_text())
+    document["format_version"] = CHECKPOINT_FORMAT_VERSION + 1
+    paths.metadata.write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match=rf"unsupported .* format version {CHECKPOINT_FORMAT_VERSION + 1}"):
+        load_checkpoint(tmp_path)
+
+    del document["format"]
+    with pytest.raises(CheckpointError, match="not a reward-model checkpoint"):
+        from_bytes(paths.weights.read_bytes(), json.dumps(document))
+
+
+def test_loader_refuses_mismatched_or_broken_files(trained, problem):
+    dataset, _ = problem
+    weights, metadata = to_bytes(trained)
+    other = train_reward_model(dataset, FAST_CONFIG.replace(max_epochs=1, hidden_sizes=(8,)))
+    other_weights, _ = to_bytes(other)
+    with pytest.raises(CheckpointError, match="do not match"):
+        from_bytes(other_weights, metadata)
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        from_bytes(weights, b"{broken")
+
+    document = json.loads(metadata)
+    document["weights_sha256"] = ""  # skip the hash check to reach the shape check
+    document["config"]["hidden_sizes"] = [8]
+    with pytest.raises(CheckpointError, match="do not fit"):
+        from_bytes(weights, json.dumps(document))
+    document["config"]["hidden_size"] = [8]
+    with pytest.raises(CheckpointError, match="unknown RewardModelConfig field"):
+        from_bytes(weights, json.dumps(document))
+
+
+# --- config and data ---------------------------------------------------------------------------
+def test_config_round_trips_through_json_and_validates():
+    config = RewardModelConfig(hidden_sizes=(32, 16), label_noise=0.1, device="auto", extra={"note": "x"})
+    restored = RewardModelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config and restored.hidden_sizes == (32, 16)
+    assert RewardModelConfig.from_dict({}) == RewardModelConfig()
+    defaults = RewardModelConfig()
+    assert (defaults.hidden_sizes, defaults.ensemble_size, defaults.learning_rate) == ((256, 256), 3, 3e-4)
+    assert defaults.resolved_device().type in {"cpu", "cuda"}
+    assert RewardModelConfig(device="auto").resolved_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+    with pytest.raises(ValueError, match=r"unknown RewardModelConfig field\(s\) \['learning_rat'\]"):
+        RewardModelConfig.from_dict({"learning_rat": 1e-3})
+    invalid = [
+        {"ensemble_size": 0},
+        {"ensemble_size": True},
+        {"hidden_sizes": (64, 0)},
+        {"val_fraction": 1.0},
+        {"label_noise": -0.1},
+        {"learning_rate": float("nan")},
+        {"batch_size": 0},
+        {"patience": -1},
+        {"device": "not-a-device"},
+        {"activation": "swish"},
+        {"num_threads": 0},
+        {"training_precision": "float16"},
+    ]
+    for changes in invalid:
+        with pytest.raises(ValueError, match="invalid RewardModelConfig"):
+            RewardModelConfig(**changes)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"ensemble_size.*val_fraction"):
+        RewardModelConfig(ensemble_size=0, val_fraction=2.0)
+
+
+def test_dataset_checks_and_defaults():
+    features = np.zeros((3, 5, 2), dtype=np.float64)
+    dataset = PreferenceDataset(features, [[0, 1], [1, 2]], [1.0, 0.5])
+    assert dataset.clip_features.dtype == np.float32 and dataset.pairs.dtype == np.int64
+    assert dataset.weights.tolist() == [1.0, 1.0]
+    assert dataset.feature_layout == FeatureLayout(feature_dim=2)
+    assert dataset.subset([1, 1]).pairs.tolist() == [[1, 2], [1, 2]]
+    with pytest.raises(ValueError, match="outside"):
+        PreferenceDataset(features, [[0, 3]], [1.0])
+    with pytest.raises(ValueError, match="targets"):
+        PreferenceDataset(features, [[0, 1]], [1.5])
+    with pytest.raises(ValueError, match="weights"):
+        PreferenceDataset(features, [[0, 1]], [1.0], [-1.0])
+    with pytest.raises(ValueError, match=r"\(n_clips, T, D\)"):
+        PreferenceDataset(np.zeros((3, 5)), [[0, 1]], [1.0])
+    with pytest.raises(ValueError, match="feature_dim"):
+        FeatureLayout(feature_dim=4, obs_dim=3, action_dim=2)
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    train, val = split_pairs(100, 0.1, np.random.default_rng(0))
+    again_train, again_val = split_pairs(100, 0.1, np.random.default_rng(0))
+    assert len(val) == 10 and np.array_equal(val, again_val) and np.array_equal(train, again_train)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(100))
+    assert len(split_pairs(5, 0.01, np.random.default_rng(0))[1]) == 1  # at least one held out
+    assert len(split_pairs(1, 0.5, np.random.default_rng(0))[0]) == 1  # training keeps one
+
+
+def test_running_normalizer_matches_batch_statistics():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(n, 2)) for n in (1, 7, 50, 13)]
+    normalizer = RunningNormalizer(shape=(2,))
+    for batch in batches:
+        normalizer.update(batch)
+    everything = np.concatenate(batches)
+    np.testing.assert_allclose(normalizer.mean, everything.mean(axis=0))
+    np.testing.assert_allclose(normalizer.var, everything.var(axis=0))
+    assert normalizer.count == len(everything)
+    restored = RunningNormalizer.from_dict(json.loads(json.dumps(normalizer.to_dict())))
+    np.testing.assert_allclose(restored.normalize(everything), normalizer.normalize(everything))
