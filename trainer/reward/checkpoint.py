@@ -80,9 +80,7 @@ class CheckpointMetadata:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CheckpointMetadata:
         if not isinstance(data, Mapping) or data.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(
-                f"not a reward-model checkpoint: metadata 'format' must be {CHECKPOINT_FORMAT!r}"
-            )
+            raise CheckpointError(f"not a reward-model checkpoint: metadata 'format' must be {CHECKPOINT_FORMAT!r}")
         version = data.get("format_version")
         if version != CHECKPOINT_FORMAT_VERSION:
             raise CheckpointError(
@@ -125,9 +123,9 @@ class LoadedCheckpoint(NamedTuple):
 def weights_to_bytes(model: RewardEnsemble) -> bytes:
     """The members' parameters as a safetensors document (CPU, contiguous, float32)."""
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
-    return safetensors.torch.save(
-        tensors, metadata={"format": CHECKPOINT_FORMAT, "format_version": str(CHECKPOINT_FORMAT_VERSION)}
-    )
+    # A single header entry: safetensors writes its metadata map in hash order, so with several
+    # keys identical models could serialise to different bytes (and different SHA-256s).
+    return safetensors.torch.save(tensors, metadata={"format": f"{CHECKPOINT_FORMAT}/{CHECKPOINT_FORMAT_VERSION}"})
 
 
 def weights_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
@@ -195,15 +193,11 @@ def parse_metadata(metadata: MetadataSource) -> CheckpointMetadata:
     return CheckpointMetadata.from_dict(data)
 
 
-def from_bytes(
-    weights: bytes, metadata: MetadataSource, *, device: str | torch.device = "cpu"
-) -> LoadedCheckpoint:
+def from_bytes(weights: bytes, metadata: MetadataSource, *, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model from the two documents; the model comes back in eval mode on ``device``."""
     parsed = parse_metadata(metadata)
     if parsed.weights_sha256 and hashlib.sha256(weights).hexdigest() != parsed.weights_sha256:
-        raise CheckpointError(
-            "the weights do not match the metadata (SHA-256 differs): mismatched checkpoint files"
-        )
+        raise CheckpointError("the weights do not match the metadata (SHA-256 differs): mismatched checkpoint files")
     state = weights_from_bytes(weights)
     model = RewardEnsemble(
         parsed.config, parsed.layout, feature_stats=parsed.feature_stats, reward_stats=parsed.reward_stats
@@ -211,9 +205,7 @@ def from_bytes(
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise CheckpointError(
-            f"weights do not fit the architecture described by the metadata: {error}"
-        ) from error
+        raise CheckpointError(f"weights do not fit the architecture described by the metadata: {error}") from error
     model.to(torch.device(device))
     model.eval()
     return LoadedCheckpoint(model, parsed)

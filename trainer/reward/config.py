@@ -101,9 +101,7 @@ class RewardModelConfig:
             self.activation in ACTIVATIONS,
             f"activation must be one of {ACTIVATIONS}, got {self.activation!r}",
         )
-        check(
-            _is_int(self.ensemble_size) and self.ensemble_size >= 1, "ensemble_size must be an integer >= 1"
-        )
+        check(_is_int(self.ensemble_size) and self.ensemble_size >= 1, "ensemble_size must be an integer >= 1")
         check(_is_positive_number(self.learning_rate), "learning_rate must be a finite number > 0")
         check(_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0")
         check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an integer >= 1")
@@ -149,9 +147,7 @@ class RewardModelConfig:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         device = torch.device(self.device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(
-                f"config.device={self.device!r} but CUDA is not available (use 'auto' or 'cpu')"
-            )
+            raise RuntimeError(f"config.device={self.device!r} but CUDA is not available (use 'auto' or 'cpu')")
         return device
 
     def replace(self, **changes: Any) -> RewardModelConfig:
@@ -171,9 +167,7 @@ class RewardModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
-                f"unknown RewardModelConfig field(s) {unknown}; valid fields are {sorted(known)}"
-            )
+            raise ValueError(f"unknown RewardModelConfig field(s) {unknown}; valid fields are {sorted(known)}")
         return cls(**dict(data))
 
 

@@ -35,9 +35,7 @@ class FeatureLayout:
         if self.feature_dim < 1:
             raise ValueError(f"feature_dim must be >= 1, got {self.feature_dim}")
         if self.feature_names is not None and len(self.feature_names) != self.feature_dim:
-            raise ValueError(
-                f"feature_names has {len(self.feature_names)} names but feature_dim is {self.feature_dim}"
-            )
+            raise ValueError(f"feature_names has {len(self.feature_names)} names but feature_dim is {self.feature_dim}")
         if self.obs_dim is not None and self.action_dim is not None:
             described = self.obs_dim + self.action_dim + len(self.factor_names)
             if described != self.feature_dim:
@@ -102,9 +100,7 @@ class PreferenceDataset:
         weights = np.ascontiguousarray(weights)
 
         if features.ndim != 3 or 0 in features.shape:
-            raise ValueError(
-                f"clip_features must have shape (n_clips, T, D) with all sizes > 0, got {features.shape}"
-            )
+            raise ValueError(f"clip_features must have shape (n_clips, T, D) with all sizes > 0, got {features.shape}")
         if not np.isfinite(features).all():
             raise ValueError("clip_features contains NaN or infinite values")
         if pairs.ndim != 2 or pairs.shape[1] != 2:

@@ -39,13 +39,9 @@ def preference_log_probabilities(
     log_p_b = F.logsigmoid(-return_diff)
     if label_noise == 0.0:
         return log_p_a, log_p_b
-    log_half_noise = torch.tensor(
-        math.log(label_noise / 2), dtype=return_diff.dtype, device=return_diff.device
-    )
+    log_half_noise = torch.tensor(math.log(label_noise / 2), dtype=return_diff.dtype, device=return_diff.device)
     log_keep = math.log1p(-label_noise)
-    return torch.logaddexp(log_half_noise, log_p_a + log_keep), torch.logaddexp(
-        log_half_noise, log_p_b + log_keep
-    )
+    return torch.logaddexp(log_half_noise, log_p_a + log_keep), torch.logaddexp(log_half_noise, log_p_b + log_keep)
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -68,9 +64,7 @@ class BradleyTerryLoss:
             raise ValueError(f"label_noise must be in [0, 1), got {label_noise}")
         self.label_noise = label_noise
 
-    def per_pair(
-        self, returns_a: torch.Tensor, returns_b: torch.Tensor, targets: torch.Tensor
-    ) -> torch.Tensor:
+    def per_pair(self, returns_a: torch.Tensor, returns_b: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Unweighted cross-entropy of every pair, shape (batch,)."""
         log_p_a, log_p_b = preference_log_probabilities(returns_a - returns_b, self.label_noise)
         return -(targets * log_p_a + (1 - targets) * log_p_b)

@@ -72,7 +72,5 @@ def evaluate_return_correlation(
     """Spearman/Pearson of predicted vs true clip returns on the held-out clips (see
     :func:`correlation_clip_indices`); ``predicted_returns`` covers all clips."""
     clips, clip_set = correlation_clip_indices(true_returns, val_pairs)
-    spearman, pearson = return_correlations(
-        np.asarray(predicted_returns)[clips], np.asarray(true_returns)[clips]
-    )
+    spearman, pearson = return_correlations(np.asarray(predicted_returns)[clips], np.asarray(true_returns)[clips])
     return ReturnCorrelation(spearman, pearson, int(clips.size), clip_set)

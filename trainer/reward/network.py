@@ -211,9 +211,7 @@ class RewardEnsemble(nn.Module):
         stats = self.reward_stats()
         return ((self.reward(features) - stats.mean) / stats.std).astype(np.float32)
 
-    def preference_probability(
-        self, features_a: ArrayLike, features_b: ArrayLike
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def preference_probability(self, features_a: ArrayLike, features_b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """P(a≻b) = sigmoid(R_a - R_b) per member -> (mean, std) over members.
 
         Accepts one clip each, (T, D) -> arrays of shape (), or aligned batches (N, T, D) -> (N,).

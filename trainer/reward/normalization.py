@@ -70,9 +70,7 @@ class RunningNormalizer:
         total = self.count + batch_count
         delta = batch_mean - self.mean
         self.mean = self.mean + delta * batch_count / total
-        combined_m2 = (
-            self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
-        )
+        combined_m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
         self.var = combined_m2 / total
         self.count = total
 

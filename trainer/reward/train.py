@@ -112,15 +112,11 @@ def train_reward_model(
         # One CPU generator per member drives its initialisation and its shuffling; CPU generators
         # make the random streams identical whatever the training device.
         generators = [torch.Generator().manual_seed(seed) for seed in member_seeds]
-        model = RewardEnsemble(
-            config, dataset.feature_layout, feature_stats=feature_stats, generators=generators
-        )
+        model = RewardEnsemble(config, dataset.feature_layout, feature_stats=feature_stats, generators=generators)
         model.to(device)
         member_pair_indices = [
             torch.from_numpy(
-                bootstrap_resample(train_indices, np.random.default_rng(seed))
-                if config.bootstrap
-                else train_indices
+                bootstrap_resample(train_indices, np.random.default_rng(seed)) if config.bootstrap else train_indices
             )
             for seed in member_seeds
         ]
@@ -203,9 +199,7 @@ def train_reward_model(
             best_epoch, best_state = len(history), _clone_state(model)
         model.load_state_dict(best_state)
         model.eval()
-        model.set_reward_stats(
-            _step_reward_stats(model, dataset.clip_features[train_clips], config.eval_batch_clips)
-        )
+        model.set_reward_stats(_step_reward_stats(model, dataset.clip_features[train_clips], config.eval_batch_clips))
 
         best = history[best_epoch - 1]
         metrics: dict[str, Any] = {
@@ -273,9 +267,7 @@ def _train_member_epoch(
         # Score each distinct clip of the batch once: all of its steps go through the MLP in one
         # (clips * T, D) pass, and clips shared by several pairs are not recomputed.
         clips, positions = torch.unique(batch_pairs, return_inverse=True)
-        with torch.autocast(
-            device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
-        ):
+        with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
             returns = clip_returns(member, normalized_clips[clips])[positions]
         loss = loss_fn(returns[:, 0], returns[:, 1], batch_targets, batch_weights)
         optimizer.zero_grad(set_to_none=True)
@@ -344,9 +336,7 @@ def _step_reward_stats(model: RewardEnsemble, clip_features: np.ndarray, chunk_c
     """Mean/std of the ensemble-mean per-step reward over every step of the given clips."""
     with torch.no_grad():
         rewards = [
-            model.member_step_rewards(
-                torch.from_numpy(clip_features[start : start + chunk_clips]).to(model.device)
-            )
+            model.member_step_rewards(torch.from_numpy(clip_features[start : start + chunk_clips]).to(model.device))
             .mean(dim=0)
             .double()
             .cpu()
@@ -356,9 +346,7 @@ def _step_reward_stats(model: RewardEnsemble, clip_features: np.ndarray, chunk_c
     return MeanStd.of(np.concatenate([r.reshape(-1) for r in rewards]), axis=None)
 
 
-def _returns_of_all_clips(
-    model: RewardEnsemble, clip_features: np.ndarray, true_returns: np.ndarray
-) -> np.ndarray:
+def _returns_of_all_clips(model: RewardEnsemble, clip_features: np.ndarray, true_returns: np.ndarray) -> np.ndarray:
     """Ensemble returns for clips with a known true return (NaN elsewhere, never computed)."""
     predicted = np.full(len(clip_features), np.nan)
     known = np.flatnonzero(np.isfinite(true_returns))
@@ -376,9 +364,7 @@ def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
-def _progress_message(
-    row: EpochMetrics, config: RewardModelConfig, stopped_early: bool, best_epoch: int
-) -> str:
+def _progress_message(row: EpochMetrics, config: RewardModelConfig, stopped_early: bool, best_epoch: int) -> str:
     message = (
         f"epoch {row.epoch}/{config.max_epochs}: train loss {row.train_loss:.4f}, "
         f"val loss {row.val_loss:.4f}, val accuracy {row.val_accuracy:.3f}"
