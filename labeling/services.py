@@ -138,10 +138,14 @@ def queries_create_random(
     n = len(clip_ids)
     if n < 2 or count <= 0:
         return 0
+    ids = clip_ids.tolist()
     existing = set(
-        Query.objects.filter(project=project, source__in=[QuerySource.RANDOM, QuerySource.ACTIVE]).values_list(
-            "clip_a_id", "clip_b_id"
-        )
+        Query.objects.filter(
+            project=project,
+            source__in=[QuerySource.RANDOM, QuerySource.ACTIVE],
+            clip_a_id__in=ids,
+            clip_b_id__in=ids,
+        ).values_list("clip_a_id", "clip_b_id")
     )
     wanted = min(count, n * (n - 1) // 2 - len(existing))
     chosen: set[tuple[int, int]] = set()

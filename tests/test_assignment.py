@@ -154,3 +154,13 @@ def test_expired_leases_are_swept(project_with_queries, annotator):
     assert assignment.leases_sweep_expired() == 0
     Lease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     assert assignment.leases_sweep_expired() == 1
+
+
+def test_new_clips_get_new_queries_even_when_the_project_has_many(project):
+    import numpy as np
+
+    old = add_fake_clips(project, 6)
+    assert queries_create_random(project=project, count=15, rng=np.random.default_rng(0), clips=old) == 15
+    new = add_fake_clips(project, 3)
+    assert queries_create_random(project=project, count=5, rng=np.random.default_rng(1), clips=new) == 3
+    assert queries_create_random(project=project, count=5, rng=np.random.default_rng(2), clips=new) == 0

@@ -111,7 +111,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="RewardModelConfig.seed")
     parser.add_argument("--threads", type=int, default=None, help="RewardModelConfig.num_threads")
-    parser.add_argument("--precision", default=defaults.training_precision, choices=["float32", "bfloat16"])
+    parser.add_argument("--precision", default=defaults.training_precision, choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--ensemble-size", type=int, default=defaults.ensemble_size)
     parser.add_argument("--max-epochs", type=int, default=defaults.max_epochs)
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")

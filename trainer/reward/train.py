@@ -132,7 +132,8 @@ def train_reward_model(
             torch.optim.AdamW(member.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
             for member in model.members
         ]
-        autocast_dtype = torch.bfloat16 if config.training_precision == "bfloat16" else None
+        training_precision = config.resolved_training_precision(device)
+        autocast_dtype = torch.bfloat16 if training_precision == "bfloat16" else None
 
         initial = _evaluate(model, normalized_clips, validation, loss_fn, config.eval_batch_clips)
         history: list[EpochMetrics] = []
@@ -222,7 +223,7 @@ def train_reward_model(
             "seed_source": seed_source,
             "device": str(device),
             "num_threads": torch.get_num_threads(),
-            "training_precision": config.training_precision,
+            "training_precision": training_precision,
             "loss": repr(loss_fn),
         }
         if true_returns is not None:
