@@ -28,6 +28,14 @@ def _project(request: AuthenticatedHttpRequest, slug: str) -> Project:
         raise Http404("no such project") from None
 
 
+def _researcher_project(request: AuthenticatedHttpRequest, slug: str) -> Project:
+    """The project, if the user is one of its researchers; annotators and outsiders get a 404."""
+    project = _project(request, slug)
+    if not selectors.is_project_researcher(project=project, user=request.user):
+        raise Http404("no such project")
+    return project
+
+
 @login_required
 @require_GET
 def home(request: AuthenticatedHttpRequest) -> HttpResponse:
@@ -62,9 +70,7 @@ def project_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
 @require_GET
 def project_jobs(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """The jobs table, polled by htmx while something runs; polling stops once everything has finished."""
-    project = _project(request, slug)
-    if not selectors.is_project_researcher(project=project, user=request.user):
-        raise Http404("no such project")
+    project = _researcher_project(request, slug)
     jobs = list(selectors.recent_jobs(project))
     context = {"project": project, "jobs": jobs, "progress": selectors.project_progress(project)}
     response = render(request, "frontend/_jobs.html", context)
@@ -77,9 +83,7 @@ def project_jobs(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def project_generate_clips(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    project = _project(request, slug)
-    if not selectors.is_project_researcher(project=project, user=request.user):
-        raise Http404("no such project")
+    project = _researcher_project(request, slug)
     try:
         rollouts = int(request.POST.get("rollouts", 8))
         queries = int(request.POST.get("queries", 50))
