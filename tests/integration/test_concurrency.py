@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -37,11 +38,17 @@ def test_concurrent_annotators_respect_overlap_and_idempotency(researcher):
 
     def work(user, seed):
         rng = random.Random(seed)
+        deadline = time.monotonic() + 90
         try:
             while True:
                 result = assignment.lease_next_query(project=project, annotator=user)
                 if result.lease is None:
-                    return
+                    if result.reason == assignment.NothingToDo.DONE:
+                        return
+                    # Others hold (or are writing to) the last queries: come back shortly, as a client would.
+                    assert time.monotonic() < deadline, "annotators starved"
+                    time.sleep(0.01)
+                    continue
                 if rng.random() < 0.1:
                     continue  # abandoned lease: the same one comes back on the next request
                 client_id = uuid.uuid4()
