@@ -27,6 +27,7 @@ import safetensors
 import safetensors.torch
 import scipy
 import torch
+from safetensors.torch import load as safetensors_load_bytes  # parses a header + raw buffers; never pickle
 
 from trainer.reward.config import RewardModelConfig
 from trainer.reward.data import FeatureLayout
@@ -131,7 +132,7 @@ def weights_to_bytes(model: RewardEnsemble) -> bytes:
 def weights_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
     """Parse a safetensors document into CPU tensors (no pickle involved)."""
     try:
-        return safetensors.torch.load(data)
+        return safetensors_load_bytes(data)
     except Exception as error:  # safetensors raises its own SafetensorError type
         raise CheckpointError(f"unreadable safetensors weights: {error}") from error
 
