@@ -491,7 +491,7 @@ def test_config_round_trips_through_json_and_validates():
     ]
     for changes in invalid:
         with pytest.raises(ValueError, match="invalid RewardModelConfig"):
-            RewardModelConfig(**changes)  # type: ignore[arg-type]
+            RewardModelConfig(**changes)
     with pytest.raises(ValueError, match=r"ensemble_size.*val_fraction"):
         RewardModelConfig(ensemble_size=0, val_fraction=2.0)
 
