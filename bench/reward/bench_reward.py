@@ -61,7 +61,7 @@ def generate_pendulum_clips(n_episodes: int, seed: int, random_share: float = 0.
     rng = np.random.default_rng(seed)
     env = gym.make("Pendulum-v1")
     features, returns, policies = [], [], []
-    for episode in range(n_episodes):
+    for _ in range(n_episodes):
         observation, _ = env.reset(seed=int(rng.integers(2**31)))
         is_random = rng.random() < random_share
         energy_gain = float(rng.uniform(0.5, 3.0))
@@ -80,7 +80,6 @@ def generate_pendulum_clips(n_episodes: int, seed: int, random_share: float = 0.
             features.append(steps[start : start + CLIP_LENGTH])
             returns.append(rewards[start : start + CLIP_LENGTH].sum())
             policies.append("random" if is_random else f"swing_up(noise={noise})")
-        del episode
     env.close()
     return PendulumClips(np.stack(features), np.asarray(returns), np.asarray(policies))
 
@@ -159,6 +158,7 @@ def main() -> None:
         "best_epoch": metrics["best_epoch"],
         "stopped_early": metrics["stopped_early"],
         "median_epoch_s": round(float(np.median(epoch_seconds)), 3),
+        "epoch_s": [round(seconds, 2) for seconds in epoch_seconds],
         "val_accuracy": round(metrics["val_accuracy"], 4),
         "val_loss": round(metrics["val_loss"], 4),
         "initial_val_accuracy": round(metrics["initial_val_accuracy"], 4),

@@ -180,6 +180,7 @@ def test_normalized_reward_is_standardised_over_training_clips(trained, problem)
     assert abs(float(normalized.mean())) < 1e-3
     assert abs(float(normalized.std()) - 1.0) < 1e-3
     # The reward is the ensemble mean, and a clip's score is its sum over steps.
+    assert trained.model.reward(dataset.clip_features[0, 0]).shape == ()  # a single step
     rewards = trained.model.reward(dataset.clip_features[:5])
     np.testing.assert_allclose(rewards.sum(axis=1), trained.model.predict_returns(dataset.clip_features[:5]), rtol=1e-5)
 
@@ -265,7 +266,7 @@ def test_early_stopping_on_plateau_restores_best_epoch(problem):
     # memorising the training labels, so training must stop early.
     rng = np.random.default_rng(3)
     noise_labels = dataclasses.replace(dataset, targets=rng.integers(0, 2, dataset.n_pairs).astype(np.float32))
-    config = FAST_CONFIG.replace(max_epochs=100, patience=4, learning_rate=3e-3, val_fraction=0.25)
+    config = FAST_CONFIG.replace(max_epochs=100, patience=4, learning_rate=3e-3, val_fraction=0.25, min_delta=0.0)
     calls: list[tuple[float, str]] = []
     result = train_reward_model(
         noise_labels, config, progress=lambda fraction, message: calls.append((fraction, message))
@@ -295,6 +296,52 @@ def test_early_stopping_on_plateau_restores_best_epoch(problem):
     fractions = [fraction for fraction, _ in calls]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert "early stop" in calls[-1][1]
+
+
+def test_min_delta_ends_a_slow_creep_but_restores_the_lowest_loss(problem):
+    dataset, _ = problem
+    base = FAST_CONFIG.replace(max_epochs=25, patience=3, hidden_sizes=(32, 32))
+    strict = train_reward_model(dataset, base.replace(min_delta=0.0))
+    lenient = train_reward_model(dataset, base.replace(min_delta=0.05))
+    # Same seed, so the runs agree epoch by epoch until the lenient one stops.
+    assert lenient.metrics["epochs_run"] < strict.metrics["epochs_run"]
+    assert [row.val_loss for row in lenient.history] == [
+        row.val_loss for row in strict.history[: lenient.metrics["epochs_run"]]
+    ]
+    losses = [row.val_loss for row in lenient.history]
+    assert lenient.metrics["best_epoch"] == int(np.argmin(losses)) + 1
+    assert lenient.metrics["val_loss"] == min(losses)
+
+
+def test_a_raising_progress_callback_cancels_training_cleanly(problem):
+    dataset, _ = problem
+    threads_before = torch.get_num_threads()
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_after_two_epochs(fraction: float, message: str) -> None:
+        if message.startswith("epoch 2/"):
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        train_reward_model(
+            dataset, FAST_CONFIG.replace(hidden_sizes=(8,), num_threads=1), progress=cancel_after_two_epochs
+        )
+    assert torch.get_num_threads() == threads_before
+
+
+def test_a_loss_that_is_never_finite_keeps_the_last_weights(problem):
+    dataset, _ = problem
+
+    def nan_on_validation(returns_a, returns_b, targets, weights):
+        loss = BradleyTerryLoss()(returns_a, returns_b, targets, weights)
+        return loss if torch.is_grad_enabled() else loss * float("nan")
+
+    result = train_reward_model(
+        dataset, FAST_CONFIG.replace(max_epochs=3, hidden_sizes=(8,)), loss_fn=nan_on_validation
+    )
+    assert result.metrics["best_epoch"] == 3 and result.metrics["epochs_run"] == 3
 
 
 def test_without_validation_trains_all_epochs_and_keeps_last(problem):
@@ -459,10 +506,11 @@ def test_loader_refuses_mismatched_or_broken_files(trained, problem):
 
 # --- config and data ---------------------------------------------------------------------------
 def test_config_round_trips_through_json_and_validates():
-    config = RewardModelConfig(hidden_sizes=(32, 16), label_noise=0.1, device="auto", extra={"note": "x"})
+    config = RewardModelConfig(hidden_sizes=(32, 16), label_noise=0.1, device="auto", num_threads=2)
     restored = RewardModelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert restored == config and restored.hidden_sizes == (32, 16)
     assert RewardModelConfig.from_dict({}) == RewardModelConfig()
+    assert hash(config) == hash(restored)  # frozen and hashable, usable as a cache key
     defaults = RewardModelConfig()
     assert (defaults.hidden_sizes, defaults.ensemble_size, defaults.learning_rate) == ((256, 256), 3, 3e-4)
     assert defaults.resolved_device().type in {"cpu", "cuda"}

@@ -61,6 +61,36 @@ class TrainingResult:
     val_pair_indices: np.ndarray = field(repr=False)
 
 
+class _EarlyStopping:
+    """Tracks two references: the lowest loss seen, whose weights are restored at the end, and the
+    last loss that beat the previous reference by more than ``min_delta``, which resets patience."""
+
+    def __init__(self, patience: int, min_delta: float) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_loss, self.best_epoch = math.inf, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.reference_loss, self.reference_epoch = math.inf, 0
+        self.stopped_early = False
+
+    def update(self, epoch: int, loss: float, model: torch.nn.Module) -> None:
+        if loss < self.best_loss:  # False for NaN: a NaN epoch is never the best
+            self.best_loss, self.best_epoch = loss, epoch
+            self.best_state = _clone_state(model)
+        if loss < self.reference_loss - self.min_delta:
+            self.reference_loss, self.reference_epoch = loss, epoch
+        elif self.patience > 0 and epoch - self.reference_epoch >= self.patience:
+            self.stopped_early = True
+
+    def restore_best(self, model: torch.nn.Module) -> int | None:
+        """Load the best weights into ``model`` and return their epoch; None (and the last
+        weights are kept) if no epoch ever had a finite loss, e.g. a custom loss returned NaN."""
+        if self.best_state is None:
+            return None
+        model.load_state_dict(self.best_state)
+        return self.best_epoch
+
+
 @dataclass(frozen=True)
 class _Validation:
     """Validation pairs resolved to unique clips, so each clip is scored once per evaluation."""
@@ -85,6 +115,7 @@ def train_reward_model(
     - ``true_returns``: optional (n_clips,) true return per clip (NaN = unknown); when given,
       Spearman/Pearson of the learned returns against it are reported on held-out clips.
     - ``progress(fraction, message)`` is called once per epoch; the last call has fraction 1.0.
+      An exception raised by it propagates and aborts training (a way to cancel a task).
     - ``rng`` replaces ``np.random.default_rng(config.seed)`` as the root of all randomness.
     - ``loss_fn`` replaces ``BradleyTerryLoss(config.label_noise)``; it is also the validation loss.
     """
@@ -137,9 +168,7 @@ def train_reward_model(
 
         initial = _evaluate(model, normalized_clips, validation, loss_fn, config.eval_batch_clips)
         history: list[EpochMetrics] = []
-        best_loss, best_epoch = math.inf, 0
-        best_state = _clone_state(model)
-        stopped_early = False
+        stopping = _EarlyStopping(config.patience, config.min_delta)
 
         for epoch in range(1, config.max_epochs + 1):
             epoch_started = time.perf_counter()
@@ -179,26 +208,18 @@ def train_reward_model(
             )
 
             # Without validation pairs there is nothing to stop on: the last epoch is the best.
-            score = val_loss if validation is not None else -epoch
-            if score < best_loss - config.min_delta:
-                best_loss, best_epoch = score, epoch
-                best_state = _clone_state(model)
-            elif config.patience > 0 and epoch - best_epoch >= config.patience:
-                stopped_early = True
-            finished = stopped_early or epoch == config.max_epochs
+            stopping.update(epoch, val_loss if validation is not None else -epoch, model)
+            finished = stopping.stopped_early or epoch == config.max_epochs
             if progress is not None:
                 progress(
                     1.0 if finished else epoch / config.max_epochs,
-                    _progress_message(history[-1], config, stopped_early, best_epoch),
+                    _progress_message(history[-1], config, stopping),
                 )
             if finished:
                 break
 
-        if best_epoch == 0:
-            # The validation loss was never finite (e.g. a custom loss returned NaN): keep the
-            # last weights rather than the untrained ones.
-            best_epoch, best_state = len(history), _clone_state(model)
-        model.load_state_dict(best_state)
+        best_epoch = stopping.restore_best(model) or len(history)
+        stopped_early = stopping.stopped_early
         model.eval()
         model.set_reward_stats(_step_reward_stats(model, dataset.clip_features[train_clips], config.eval_batch_clips))
 
@@ -365,13 +386,13 @@ def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
-def _progress_message(row: EpochMetrics, config: RewardModelConfig, stopped_early: bool, best_epoch: int) -> str:
+def _progress_message(row: EpochMetrics, config: RewardModelConfig, stopping: _EarlyStopping) -> str:
     message = (
         f"epoch {row.epoch}/{config.max_epochs}: train loss {row.train_loss:.4f}, "
         f"val loss {row.val_loss:.4f}, val accuracy {row.val_accuracy:.3f}"
     )
-    if stopped_early:
-        message += f"; early stop, restoring epoch {best_epoch}"
+    if stopping.stopped_early:
+        message += f"; early stop, restoring epoch {stopping.best_epoch}"
     return message
 
 
@@ -392,5 +413,6 @@ def _torch_runtime(config: RewardModelConfig, device: torch.device) -> Iterator[
             torch.use_deterministic_algorithms(True, warn_only=True)
         yield
     finally:
-        torch.set_num_threads(previous_threads)
+        if torch.get_num_threads() != previous_threads:
+            torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic, warn_only=previous_warn_only)
