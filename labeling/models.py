@@ -395,3 +395,25 @@ class Job(models.Model):
             status=JobStatus.FAILED, error=error, message="Failed", finished_at=timezone.now()
         )
         self.refresh_from_db()
+
+
+class FactorRanking(models.Model):
+    """An annotator's ordering of the project's reward factors; their latest one is current, older ones are kept.
+
+    ``groups`` lists factor keys level by level, most important first; a level of several keys is a tie group.
+    ``sigmas`` holds per-factor margin multipliers that differ from the factor's default.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rankings")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings")
+    groups = models.JSONField()
+    sigmas = models.JSONField(default=dict, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "annotator", "-created_at"])]
+
+    def __str__(self) -> str:
+        return " > ".join(" = ".join(group) for group in self.groups)

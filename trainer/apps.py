@@ -15,3 +15,8 @@ class TrainerConfig(AppConfig):
         for preset in PRESETS.values():
             environments.register(preset)
         ensure_broker_folders()
+        from labeling.signals import ranking_submitted
+
+        from .receivers import on_ranking_submitted
+
+        ranking_submitted.connect(on_ranking_submitted, dispatch_uid="trainer.on_ranking_submitted")

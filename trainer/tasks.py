@@ -22,3 +22,17 @@ def render_clip(clip_id: int) -> None:
     clip = Clip.objects.select_related("project", "rollout").filter(pk=clip_id).first()
     if clip is not None:
         clip_pipeline.render_clip(clip)
+
+
+@shared_task(name="trainer.build_preferences")
+def build_preferences(job_id: int) -> None:
+    from .preference_building import build_preferences as work
+
+    clip_pipeline.job_run(job_id, work)
+
+
+@shared_task(name="trainer.train_reward_model")
+def train_reward_model(job_id: int) -> None:
+    from .reward_training import train_reward_model_job
+
+    clip_pipeline.job_run(job_id, train_reward_model_job)

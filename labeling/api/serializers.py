@@ -177,3 +177,21 @@ class JobCreateSerializer(serializers.Serializer):
         params.is_valid(raise_exception=True)
         attrs["params"] = params.validated_data
         return attrs
+
+
+class RankingCreateSerializer(serializers.Serializer):
+    groups = serializers.JSONField(help_text='Levels, most important first: [["angle"], ["speed", "torque"]]')
+    sigmas = serializers.JSONField(
+        required=False, default=dict, help_text='Per-factor margin multipliers: {"angle": 0.5}'
+    )
+    comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=5000)
+
+
+class RankingSerializer(serializers.ModelSerializer):
+    annotator = serializers.CharField(source="annotator.username")
+
+    class Meta:
+        from labeling.models import FactorRanking
+
+        model = FactorRanking
+        fields = ["id", "annotator", "groups", "sigmas", "comment", "created_at"]

@@ -8,6 +8,7 @@ urlpatterns = [
     path("projects/<slug:slug>/clips/", views.ClipListView.as_view(), name="api-clips"),
     path("projects/<slug:slug>/queries/next/", views.NextQueryView.as_view(), name="api-query-next"),
     path("projects/<slug:slug>/export/judgments", views.JudgmentExportView.as_view(), name="api-export-judgments"),
+    path("projects/<slug:slug>/rankings/", views.RankingListView.as_view(), name="api-rankings"),
     path("projects/<slug:slug>/jobs/", views.JobListView.as_view(), name="api-jobs"),
     path("jobs/<int:job_id>/", views.JobDetailView.as_view(), name="api-job-detail"),
     path("queries/<int:query_id>/judgments/", views.JudgmentCreateView.as_view(), name="api-judgments"),

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.typing import AuthenticatedRequest
-from labeling import assignment, exports, selectors, services
+from labeling import assignment, exports, rankings, selectors, services
 from labeling.errors import NotFound, ServiceError
 from labeling.models import Job, JobKind, Membership, Query
 
@@ -25,6 +25,8 @@ from .serializers import (
     JudgmentSerializer,
     ProjectCreateSerializer,
     ProjectSerializer,
+    RankingCreateSerializer,
+    RankingSerializer,
 )
 
 
@@ -230,6 +232,32 @@ class JudgmentExportView(APIView):
             return error_response("invalid", "format must be jsonl or csv", 400, {"format": ["jsonl or csv"]})
         response["Content-Disposition"] = f'attachment; filename="{project.slug}-judgments.{fmt}"'
         return response
+
+
+class RankingListView(APIView):
+    @extend_schema(
+        responses=RankingSerializer(many=True), summary="Rankings: yours, or every annotator's for researchers"
+    )
+    def get(self, request: AuthenticatedRequest, slug: str) -> Response:
+        project = selectors.project_for_member(slug=slug, user=request.user)
+        visible = project.rankings.select_related("annotator")
+        if not selectors.is_project_researcher(project=project, user=request.user):
+            visible = visible.filter(annotator=request.user)
+        return Response(RankingSerializer(visible, many=True).data)
+
+    @extend_schema(
+        request=RankingCreateSerializer,
+        responses={201: RankingSerializer},
+        summary="Submit your factor ranking (becomes your current one; earlier ones are kept)",
+    )
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
+        project = selectors.project_for_member(slug=slug, user=request.user)
+        if not project.has_ranking:
+            raise _Forbidden("this project does not collect factor rankings")
+        payload = RankingCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        ranking = rankings.ranking_submit(project=project, annotator=request.user, **payload.validated_data)
+        return Response(RankingSerializer(ranking).data, status=status.HTTP_201_CREATED)
 
 
 class JobListView(APIView):

@@ -13,6 +13,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("labeling.api.urls")),
+    path("", include("trainer.urls")),
 ]
 
 urlpatterns = [

@@ -1,0 +1,212 @@
+"""Train a RewardModel version on a PreferenceSet (the Django side; the torch core is trainer.reward)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from labeling.models import Clip, Job, Project
+
+from . import rollouts
+from .models import PreferenceSet, RewardModel, RewardModelStatus
+from .preference_building import read_preference_set
+from .reward import (
+    FeatureLayout,
+    PreferenceDataset,
+    RewardModelConfig,
+    pairwise_accuracy,
+    return_correlations,
+    to_bytes,
+    train_reward_model,
+)
+
+
+def json_safe(value: Any) -> Any:
+    """Metrics may hold NaN (undefined); JSON columns cannot. NaN and ±inf become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return value
+
+
+def clip_features(clips: list[Clip]) -> tuple[np.ndarray, np.ndarray, FeatureLayout]:
+    """Per-step features [obs_t, action_t] of each clip, re-read from its rollout (each rollout loaded once)."""
+    by_rollout: dict[int, list[int]] = defaultdict(list)
+    for index, clip in enumerate(clips):
+        by_rollout[clip.rollout_id].append(index)
+    lengths = {clip.length for clip in clips}
+    if len(lengths) != 1:
+        raise ValueError(f"clips of different lengths cannot share a reward model batch: {sorted(lengths)}")
+    features: list[np.ndarray | None] = [None] * len(clips)
+    obs_dim = action_dim = 0
+    for rollout_indices in by_rollout.values():
+        rollout = clips[rollout_indices[0]].rollout
+        with rollout.data.open("rb") as handle:
+            data = rollouts.load_npz(handle.read())
+        obs_dim, action_dim = data.observations.shape[1], data.actions.shape[1]
+        for index in rollout_indices:
+            clip = clips[index]
+            features[index] = rollouts.segment_features(data, rollouts.Segment(clip.start, clip.length))
+    stacked = np.stack(features).astype(np.float32)  # type: ignore[arg-type]
+    true_returns = np.array([np.nan if c.true_return is None else c.true_return for c in clips], dtype=np.float64)
+    layout = FeatureLayout(feature_dim=stacked.shape[2], obs_dim=obs_dim, action_dim=action_dim)
+    return stacked, true_returns, layout
+
+
+def _holdout_mask(n_clips: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    if not 0.0 <= fraction < 0.9:
+        raise ValueError("holdout_clip_fraction must be in [0, 0.9)")
+    mask = np.zeros(n_clips, dtype=bool)
+    count = round(fraction * n_clips)
+    if count >= 3:
+        mask[rng.choice(n_clips, size=count, replace=False)] = True
+    return mask
+
+
+def _holdout_metrics(
+    model, features: np.ndarray, true_returns: np.ndarray, holdout: np.ndarray, pairs: np.ndarray, targets: np.ndarray
+) -> dict[str, Any]:
+    """Accuracy on labelled pairs between held-out clips, and correlation with the true return on those clips."""
+    if not holdout.any():
+        return {"holdout_clips": 0}
+    returns = np.full(len(features), np.nan)
+    returns[holdout] = model.predict_returns(features[holdout])
+    both = holdout[pairs[:, 0]] & holdout[pairs[:, 1]]
+    accuracy = (
+        pairwise_accuracy(returns[pairs[both, 0]] - returns[pairs[both, 1]], targets[both])
+        if both.any()
+        else float("nan")
+    )
+    spearman, pearson = return_correlations(returns[holdout], true_returns[holdout])
+    return {
+        "holdout_clips": int(holdout.sum()),
+        "holdout_pairs": int(both.sum()),
+        "holdout_accuracy": accuracy,
+        "holdout_spearman": spearman,
+        "holdout_pearson": pearson,
+    }
+
+
+def _next_version(project: Project) -> int:
+    return (RewardModel.objects.filter(project=project).aggregate(v=Max("version"))["v"] or 0) + 1
+
+
+def train_reward_model_job(job: Job) -> dict[str, Any]:
+    """The train_reward_model job: dataset from the preference set, ensemble training, safetensors weights."""
+    project = job.project
+    params = dict(job.params)
+    unknown = set(params) - {"preference_set", "config", "holdout_clip_fraction", "seed"}
+    if unknown:
+        raise ValueError(f"unknown train_reward_model parameters: {sorted(unknown)}")
+    preference_set = (
+        PreferenceSet.objects.filter(project=project, pk=int(params["preference_set"])).first()
+        if params.get("preference_set")
+        else PreferenceSet.objects.filter(project=project).order_by("-created_at", "-id").first()
+    )
+    if preference_set is None:
+        raise ValueError("no preference set to train on: build preferences first")
+    overrides = dict(params.get("config") or {})
+    overrides.setdefault(
+        "device", "auto" if settings.HERONRY["TORCH_DEVICE"] == "auto" else settings.HERONRY["TORCH_DEVICE"]
+    )
+    config = RewardModelConfig.from_dict({**RewardModelConfig().to_dict(), **overrides})
+
+    # A rerun after a dead worker replaces what the dead attempt left behind.
+    RewardModel.objects.filter(job=job).delete()
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                reward_model = RewardModel.objects.create(
+                    project=project,
+                    version=_next_version(project),
+                    preference_set=preference_set,
+                    job=job,
+                    config=json_safe(config.to_dict()),
+                )
+            break
+        except IntegrityError:  # another job took that version number; take the next
+            continue
+    else:
+        raise RuntimeError("could not allocate a reward model version")
+
+    try:
+        job.report(0.02, "Loading clips")
+        table = read_preference_set(preference_set)
+        clip_a = table.column("clip_a").to_numpy()
+        clip_b = table.column("clip_b").to_numpy()
+        ids = np.unique(np.concatenate([clip_a, clip_b]))
+        clips_by_id = Clip.objects.select_related("rollout").in_bulk(ids.tolist())
+        missing = [int(i) for i in ids if int(i) not in clips_by_id]
+        if missing:
+            raise ValueError(f"clips no longer exist: {missing[:10]}")
+        clips = [clips_by_id[int(i)] for i in ids]
+        features, true_returns, layout = clip_features(clips)
+        pairs = np.stack([np.searchsorted(ids, clip_a), np.searchsorted(ids, clip_b)], axis=1)
+        # Arrow hands out read-only views; torch wants writable memory.
+        targets = np.array(table.column("target").to_numpy())
+        weights = np.array(table.column("weight").to_numpy())
+        # Held-out clips: never seen in training, so the correlation with the true return measures how the
+        # reward generalises to new behaviour, not how well it fits clips it was trained on.
+        holdout = _holdout_mask(
+            len(ids),
+            float(params.get("holdout_clip_fraction", 0.1)),
+            np.random.default_rng(int(params.get("seed", config.seed))),
+        )
+        touches_holdout = holdout[pairs[:, 0]] | holdout[pairs[:, 1]]
+        dataset = PreferenceDataset(
+            clip_features=features,
+            pairs=pairs[~touches_holdout],
+            targets=targets[~touches_holdout],
+            weights=weights[~touches_holdout],
+            layout=layout,
+        )
+
+        def progress(fraction: float, message: str) -> None:
+            job.report(0.05 + 0.9 * fraction, message)
+
+        result = train_reward_model(dataset, config, true_returns=true_returns, progress=progress)
+        result.metrics.update(_holdout_metrics(result.model, features, true_returns, holdout, pairs, targets))
+        checkpoint = to_bytes(
+            result,
+            extra={
+                "project": project.slug,
+                "version": reward_model.version,
+                "preference_set": preference_set.pk,
+                "clip_ids": ids.tolist(),
+            },
+        )
+        reward_model.weights.save(
+            f"{project.slug}-v{reward_model.version}.safetensors", ContentFile(checkpoint.weights), save=False
+        )
+        reward_model.metadata.save(
+            f"{project.slug}-v{reward_model.version}.json", ContentFile(checkpoint.metadata), save=False
+        )
+        reward_model.metrics = json_safe(result.metrics)
+        reward_model.history = json_safe([dataclasses.asdict(epoch) for epoch in result.history])
+        reward_model.status = RewardModelStatus.READY
+        reward_model.save()
+    except Exception as error:
+        RewardModel.objects.filter(pk=reward_model.pk).update(status=RewardModelStatus.FAILED, error=str(error)[:5000])
+        raise
+    metrics = reward_model.metrics
+    return {
+        "reward_model": reward_model.pk,
+        "version": reward_model.version,
+        "val_accuracy": metrics.get("val_accuracy"),
+        "spearman": metrics.get("spearman"),
+        "holdout_spearman": metrics.get("holdout_spearman"),
+        "epochs": metrics.get("epochs_run"),
+    }
