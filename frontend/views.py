@@ -6,6 +6,7 @@ alone when ``request.htmx`` asks for it.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from django.contrib import messages
@@ -16,9 +17,10 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from accounts.typing import AuthenticatedHttpRequest
-from labeling import assignment, selectors, services
+from labeling import assignment, rankings, selectors, services
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError
 from labeling.models import Choice, JobKind, Project, Query
+from trainer import selectors as trainer_selectors
 
 
 def _project(request: AuthenticatedHttpRequest, slug: str) -> Project:
@@ -57,13 +59,29 @@ def project_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
     project = _project(request, slug)
     if not selectors.is_project_researcher(project=project, user=request.user):
         return redirect("label", slug=project.slug)
+    models = trainer_selectors.reward_models(project)
+    latest_ready = next((m for m in models if m.status == "ready"), None)
     context = {
         "project": project,
         "factors": project.factors.all(),
         "progress": selectors.project_progress(project),
         "jobs": selectors.recent_jobs(project),
+        "ranking_summary": trainer_selectors.ranking_summary(project),
+        "reward_models": models,
+        "training_chart": trainer_selectors.training_chart(latest_ready),
+        "chart_model": latest_ready,
     }
     return render(request, "frontend/project_detail.html", context)
+
+
+@login_required
+@require_POST
+def project_train(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    project = _researcher_project(request, slug)
+    services.job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={"sources": "auto", "train": True},
+                       created_by=request.user)
+    messages.success(request, "Building preferences; a new reward model will be trained from them.")
+    return redirect(project)
 
 
 @login_required
@@ -178,6 +196,50 @@ def label_judge(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
             messages.info(request, notice)
         return redirect("label", slug=project.slug)
     return render(request, "frontend/_compare.html", _compare_context(request, project, notice))
+
+
+@login_required
+def rank(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    """The factor-ranking board: order the factors by importance, ties allowed, optional margins."""
+    project = _project(request, slug)
+    if not project.has_ranking:
+        raise Http404("this project does not collect factor rankings")
+    factors = list(project.factors.order_by("position", "id"))
+    current = rankings.current_ranking_for(project=project, annotator=request.user)
+    groups: list[list[str]] = current.groups if current else [[f.key] for f in factors]
+    sigmas = {f.key: (current.sigmas.get(f.key, f.sigma) if current else f.sigma) for f in factors}
+    error, status = None, 200
+    if request.method == "POST":
+        try:
+            groups_posted = json.loads(request.POST.get("groups", ""))
+            sigmas_posted = {f.key: float(request.POST[f"sigma_{f.key}"]) for f in factors
+                             if request.POST.get(f"sigma_{f.key}", "").strip()}
+        except (ValueError, TypeError):
+            error, status = "The ranking could not be read; please try again.", 400
+        else:
+            try:
+                rankings.ranking_submit(project=project, annotator=request.user, groups=groups_posted,
+                                        sigmas=sigmas_posted, comment=request.POST.get("comment", ""))
+            except ServiceError as failure:
+                error, status = failure.message, 400
+            else:
+                messages.success(request, "Thank you — your ranking is saved. The reward model will be retrained.")
+                return redirect("rank", slug=project.slug)
+    extremes = selectors.factor_extremes(project)
+    for clip_pair in extremes.values():
+        for clip in clip_pair.values():
+            if clip is not None and not clip.video and clip.render_status == "pending":
+                services.send_task_by_name("trainer.render_clip", clip.pk)  # shown next time
+    by_key = {f.key: f for f in factors}
+    def examples(key: str) -> list[dict]:
+        return [{"which": which, "clip": clip, "value": clip.factor_totals.get(key)}
+                for which, clip in extremes[key].items() if clip is not None]
+
+    levels = [[{"factor": by_key[k], "sigma": sigmas[k], "examples": examples(k)} for k in group if k in by_key]
+              for group in groups]
+    context = {"project": project, "levels": [level for level in levels if level], "groups_json": json.dumps(groups),
+               "current": current, "error": error, "history_count": project.rankings.filter(annotator=request.user).count()}
+    return render(request, "frontend/rank.html", context, status=status)
 
 
 @login_required

@@ -73,3 +73,19 @@ def clips_for_project(project: Project, *, iteration: int | None = None) -> Quer
     if iteration is not None:
         clips = clips.filter(iteration=iteration)
     return clips
+
+
+def factor_extremes(project: Project) -> dict[str, dict[str, Clip | None]]:
+    """For each factor, the clips where its total is highest and lowest (so people see what a factor means)."""
+    from django.db.models import FloatField
+    from django.db.models.fields.json import KT
+    from django.db.models.functions import Cast
+
+    extremes: dict[str, dict[str, Clip | None]] = {}
+    for key in project.factors.values_list("key", flat=True):
+        ordered = Clip.objects.filter(project=project).annotate(value=Cast(KT(f"factor_totals__{key}"), FloatField()))
+        extremes[key] = {
+            "highest": ordered.order_by("-value", "id").first(),
+            "lowest": ordered.order_by("value", "id").first(),
+        }
+    return extremes

@@ -118,3 +118,49 @@ def test_media_is_served_to_members_with_range_requests(client, project_with_que
     client.logout()
     login(client, outsider)
     assert client.get(clip.video_url).status_code == 404
+
+
+def test_ranking_page_shows_factors_with_examples_and_saves_a_ranking(client, project, researcher, annotator):
+    from labeling.models import FactorRanking
+    from tests.test_rankings_and_reward_models import make_clips
+
+    make_clips(project, researcher, rollouts=2)
+    login(client, annotator)
+    url = reverse("rank", args=[project.slug])
+    page = client.get(url).content.decode()
+    assert 'data-factor-key="angle_sq"' in page and "lower is better" in page and "Highest:" in page
+    assert 'name="sigma_torque_sq"' in page
+    bad = client.post(url, {"groups": '[["angle_sq"]]'})
+    assert bad.status_code == 400 and "factors missing" in bad.content.decode()
+    good = client.post(url, {"groups": '[["torque_sq"], ["angle_sq", "angular_velocity_sq"]]', "sigma_angle_sq": "0.5",
+                             "sigma_torque_sq": "1", "comment": "ok"})
+    assert good.status_code == 302
+    ranking = FactorRanking.objects.get()
+    assert ranking.groups == [["torque_sq"], ["angle_sq", "angular_velocity_sq"]] and ranking.sigmas == {"angle_sq": 0.5}
+    again = client.get(url).content.decode()
+    assert again.index('data-factor-key="torque_sq"') < again.index('data-factor-key="angle_sq"')
+    assert client.post(url, {"groups": "not json"}).status_code == 400
+
+
+def test_dashboard_shows_rankings_agreement_reward_models_and_training_chart(client, project, researcher, annotator,
+                                                                             annotator2):
+    from labeling.rankings import ranking_submit
+    from trainer.models import PreferenceSet, RewardModel
+
+    ranking_submit(project=project, annotator=annotator, groups=[["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]])
+    ranking_submit(project=project, annotator=annotator2, groups=[["angle_sq"], ["torque_sq"], ["angular_velocity_sq"]])
+    preference_set = PreferenceSet.objects.create(project=project, sources="rankings", n_pairs=10, checksum="x")
+    RewardModel.objects.create(
+        project=project, version=1, preference_set=preference_set, status="ready",
+        metrics={"val_accuracy": 0.95, "holdout_spearman": 0.9, "epochs_run": 2},
+        history=[{"epoch": 1, "val_loss": 0.5, "val_accuracy": 0.8, "train_loss": 0.6},
+                 {"epoch": 2, "val_loss": 0.3, "val_accuracy": 0.95, "train_loss": 0.4}],
+    )
+    login(client, researcher)
+    page = client.get(reverse("project-detail", args=[project.slug])).content.decode()
+    assert "angle_sq &gt; angular_velocity_sq &gt; torque_sq" in page
+    assert "Kendall&#x27;s W" in page or "Kendall's W" in page
+    assert "v1" in page and "0.950" in page and "data-chart=" in page and "uPlot.iife.min.js" in page
+    response = client.post(reverse("project-train", args=[project.slug]))
+    assert response.status_code == 302
+    assert project.jobs.filter(kind="build_preferences").exists()
