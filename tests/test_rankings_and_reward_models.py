@@ -196,3 +196,38 @@ def test_heron_ranking_learns_pendulums_reward(project, researcher, annotator, d
     assert weights.status_code == 200
     loaded = from_bytes(b"".join(weights.streaming_content), model.metadata.read())
     assert np.isfinite(loaded.model.predict_returns(np.zeros((2, 50, 4), dtype=np.float32))).all()
+
+
+def test_reward_models_train_from_real_judgments_alone_and_from_both(project, researcher, annotator,
+                                                                     django_capture_on_commit_callbacks):
+    """Judgments alone train a model; with a ranking too, the set holds both origins, each pair keeping its own."""
+    make_clips(project, researcher, rollouts=4, queries=20, render="none")
+    from labeling.models import Clip, Query
+
+    Clip.objects.update(render_status="ready")  # this test needs no video; the page would
+    for _ in range(20):
+        lease = assignment.lease_next_query(project=project, annotator=annotator).lease
+        query = Query.objects.select_related("clip_a", "clip_b").get(pk=lease.query_id)
+        a_better = query.clip_a.true_return > query.clip_b.true_return
+        left_is_a = not lease.swapped
+        choice = "left" if a_better == left_is_a else "right"
+        assignment.judgment_submit(query_id=query.pk, annotator=annotator, choice=choice, lease_token=lease.token,
+                                   client_id=uuid.uuid4())
+    client = api_client_for(researcher)
+    url = f"/api/v1/projects/{project.slug}/reward-models/"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(url, {"sources": "judgments", "config": SMALL_MODEL}, format="json").status_code == 202
+    human_only = RewardModel.objects.get(version=1)
+    assert human_only.status == "ready", human_only.error
+    assert human_only.preference_set.counts == {"human": 20}
+
+    FactorRanking.objects.create(project=project, annotator=annotator, groups=RANKING)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(url, {"sources": "both", "config": SMALL_MODEL}, format="json").status_code == 202
+    both = RewardModel.objects.get(version=2)
+    assert both.status == "ready", both.error
+    counts = both.preference_set.counts
+    assert counts["human"] == 20 and counts["heron"] > 0
+    table = pq.read_table(io.BytesIO(both.preference_set.file.read()))
+    human_rows = [r for r in table.to_pylist() if r["origin"] == "human"]
+    assert {r["annotator"] for r in human_rows} == {annotator.username} and {r["level"] for r in human_rows} == {-1}
