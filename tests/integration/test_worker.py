@@ -129,3 +129,30 @@ def test_worker_generates_clips_from_redis_into_postgres(worker, researcher):
     for clip in rendered:
         assert Path(clip.video.path).stat().st_size > 0  # written by the worker into the shared media folder
     assert job.started_at and job.finished_at and job.progress == 1.0
+
+
+@needs_servers
+def test_a_ranking_becomes_a_reward_model_on_the_real_worker(worker, researcher, annotator):
+    from labeling.services import membership_add
+    from tests.conftest import api_client_for
+    from tests.test_rankings_and_reward_models import RANKING, make_clips
+    from trainer.models import RewardModel
+
+    project = make_project(researcher, slug="heron-worker")
+    membership_add(project=project, user=annotator)
+    make_clips(project, researcher, rollouts=4)  # in this process; the chain below runs on the worker
+    project.loop_settings = {"retrain_on_ranking": True}
+    project.save()
+    response = api_client_for(annotator).post(f"/api/v1/projects/{project.slug}/rankings/", {"groups": RANKING},
+                                              format="json")
+    assert response.status_code == 201
+
+    def trained():
+        model = RewardModel.objects.filter(project=project).first()
+        return model if model is not None and model.status != "training" else None
+
+    model = wait_for(trained, timeout=300, what="the worker to build preferences and train")
+    assert model.status == "ready", model.error
+    jobs = {job.kind: job for job in Job.objects.filter(project=project)}
+    assert jobs["build_preferences"].status == "done" and jobs["train_reward_model"].status == "done"
+    assert model.metrics["val_accuracy"] > 0.5 and model.weights.size > 0
