@@ -78,8 +78,12 @@ def project_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
 @require_POST
 def project_train(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _researcher_project(request, slug)
-    services.job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={"sources": "auto", "train": True},
-                       created_by=request.user)
+    services.job_start(
+        project=project,
+        kind=JobKind.BUILD_PREFERENCES,
+        params={"sources": "auto", "train": True},
+        created_by=request.user,
+    )
     messages.success(request, "Building preferences; a new reward model will be trained from them.")
     return redirect(project)
 
@@ -212,14 +216,22 @@ def rank(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         try:
             groups_posted = json.loads(request.POST.get("groups", ""))
-            sigmas_posted = {f.key: float(request.POST[f"sigma_{f.key}"]) for f in factors
-                             if request.POST.get(f"sigma_{f.key}", "").strip()}
+            sigmas_posted = {
+                f.key: float(request.POST[f"sigma_{f.key}"])
+                for f in factors
+                if request.POST.get(f"sigma_{f.key}", "").strip()
+            }
         except (ValueError, TypeError):
             error, status = "The ranking could not be read; please try again.", 400
         else:
             try:
-                rankings.ranking_submit(project=project, annotator=request.user, groups=groups_posted,
-                                        sigmas=sigmas_posted, comment=request.POST.get("comment", ""))
+                rankings.ranking_submit(
+                    project=project,
+                    annotator=request.user,
+                    groups=groups_posted,
+                    sigmas=sigmas_posted,
+                    comment=request.POST.get("comment", ""),
+                )
             except ServiceError as failure:
                 error, status = failure.message, 400
             else:
@@ -231,14 +243,26 @@ def rank(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
             if clip is not None and not clip.video and clip.render_status == "pending":
                 services.send_task_by_name("trainer.render_clip", clip.pk)  # shown next time
     by_key = {f.key: f for f in factors}
-    def examples(key: str) -> list[dict]:
-        return [{"which": which, "clip": clip, "value": clip.factor_totals.get(key)}
-                for which, clip in extremes[key].items() if clip is not None]
 
-    levels = [[{"factor": by_key[k], "sigma": sigmas[k], "examples": examples(k)} for k in group if k in by_key]
-              for group in groups]
-    context = {"project": project, "levels": [level for level in levels if level], "groups_json": json.dumps(groups),
-               "current": current, "error": error, "history_count": project.rankings.filter(annotator=request.user).count()}
+    def examples(key: str) -> list[dict]:
+        return [
+            {"which": which, "clip": clip, "value": clip.factor_totals.get(key)}
+            for which, clip in extremes[key].items()
+            if clip is not None
+        ]
+
+    levels = [
+        [{"factor": by_key[k], "sigma": sigmas[k], "examples": examples(k)} for k in group if k in by_key]
+        for group in groups
+    ]
+    context = {
+        "project": project,
+        "levels": [level for level in levels if level],
+        "groups_json": json.dumps(groups),
+        "current": current,
+        "error": error,
+        "history_count": project.rankings.filter(annotator=request.user).count(),
+    }
     return render(request, "frontend/rank.html", context, status=status)
 
 

@@ -132,18 +132,28 @@ def test_ranking_page_shows_factors_with_examples_and_saves_a_ranking(client, pr
     assert 'name="sigma_torque_sq"' in page
     bad = client.post(url, {"groups": '[["angle_sq"]]'})
     assert bad.status_code == 400 and "factors missing" in bad.content.decode()
-    good = client.post(url, {"groups": '[["torque_sq"], ["angle_sq", "angular_velocity_sq"]]', "sigma_angle_sq": "0.5",
-                             "sigma_torque_sq": "1", "comment": "ok"})
+    good = client.post(
+        url,
+        {
+            "groups": '[["torque_sq"], ["angle_sq", "angular_velocity_sq"]]',
+            "sigma_angle_sq": "0.5",
+            "sigma_torque_sq": "1",
+            "comment": "ok",
+        },
+    )
     assert good.status_code == 302
     ranking = FactorRanking.objects.get()
-    assert ranking.groups == [["torque_sq"], ["angle_sq", "angular_velocity_sq"]] and ranking.sigmas == {"angle_sq": 0.5}
+    assert ranking.groups == [["torque_sq"], ["angle_sq", "angular_velocity_sq"]] and ranking.sigmas == {
+        "angle_sq": 0.5
+    }
     again = client.get(url).content.decode()
     assert again.index('data-factor-key="torque_sq"') < again.index('data-factor-key="angle_sq"')
     assert client.post(url, {"groups": "not json"}).status_code == 400
 
 
-def test_dashboard_shows_rankings_agreement_reward_models_and_training_chart(client, project, researcher, annotator,
-                                                                             annotator2):
+def test_dashboard_shows_rankings_agreement_reward_models_and_training_chart(
+    client, project, researcher, annotator, annotator2
+):
     from labeling.rankings import ranking_submit
     from trainer.models import PreferenceSet, RewardModel
 
@@ -151,10 +161,15 @@ def test_dashboard_shows_rankings_agreement_reward_models_and_training_chart(cli
     ranking_submit(project=project, annotator=annotator2, groups=[["angle_sq"], ["torque_sq"], ["angular_velocity_sq"]])
     preference_set = PreferenceSet.objects.create(project=project, sources="rankings", n_pairs=10, checksum="x")
     RewardModel.objects.create(
-        project=project, version=1, preference_set=preference_set, status="ready",
+        project=project,
+        version=1,
+        preference_set=preference_set,
+        status="ready",
         metrics={"val_accuracy": 0.95, "holdout_spearman": 0.9, "epochs_run": 2},
-        history=[{"epoch": 1, "val_loss": 0.5, "val_accuracy": 0.8, "train_loss": 0.6},
-                 {"epoch": 2, "val_loss": 0.3, "val_accuracy": 0.95, "train_loss": 0.4}],
+        history=[
+            {"epoch": 1, "val_loss": 0.5, "val_accuracy": 0.8, "train_loss": 0.6},
+            {"epoch": 2, "val_loss": 0.3, "val_accuracy": 0.95, "train_loss": 0.4},
+        ],
     )
     login(client, researcher)
     page = client.get(reverse("project-detail", args=[project.slug])).content.decode()

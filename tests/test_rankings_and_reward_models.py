@@ -198,8 +198,9 @@ def test_heron_ranking_learns_pendulums_reward(project, researcher, annotator, d
     assert np.isfinite(loaded.model.predict_returns(np.zeros((2, 50, 4), dtype=np.float32))).all()
 
 
-def test_reward_models_train_from_real_judgments_alone_and_from_both(project, researcher, annotator,
-                                                                     django_capture_on_commit_callbacks):
+def test_reward_models_train_from_real_judgments_alone_and_from_both(
+    project, researcher, annotator, django_capture_on_commit_callbacks
+):
     """Judgments alone train a model; with a ranking too, the set holds both origins, each pair keeping its own."""
     make_clips(project, researcher, rollouts=4, queries=20, render="none")
     from labeling.models import Clip, Query
@@ -211,8 +212,9 @@ def test_reward_models_train_from_real_judgments_alone_and_from_both(project, re
         a_better = query.clip_a.true_return > query.clip_b.true_return
         left_is_a = not lease.swapped
         choice = "left" if a_better == left_is_a else "right"
-        assignment.judgment_submit(query_id=query.pk, annotator=annotator, choice=choice, lease_token=lease.token,
-                                   client_id=uuid.uuid4())
+        assignment.judgment_submit(
+            query_id=query.pk, annotator=annotator, choice=choice, lease_token=lease.token, client_id=uuid.uuid4()
+        )
     client = api_client_for(researcher)
     url = f"/api/v1/projects/{project.slug}/reward-models/"
     with django_capture_on_commit_callbacks(execute=True):

@@ -40,8 +40,12 @@ class RewardModelAdmin(ProjectScopedAdmin):
 @admin.action(description="Build preferences and train a reward model")
 def train_reward_model(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Project]) -> None:
     for project in queryset:
-        job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={"sources": "auto", "train": True},
-                  created_by=request.user)  # type: ignore[arg-type]
+        job_start(
+            project=project,
+            kind=JobKind.BUILD_PREFERENCES,
+            params={"sources": "auto", "train": True},
+            created_by=request.user,  # type: ignore[arg-type]
+        )
     modeladmin.message_user(request, f"Started training for {queryset.count()} project(s).", messages.SUCCESS)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 DEFAULT = [["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]]
 EXPECTED = [["torque_sq"], ["angle_sq", "angular_velocity_sq"]]
+
+
+def screenshot(page, name):
+    """Save a full-page screenshot when HERONRY_SCREENSHOTS names a folder (for looking at the layout)."""
+    folder = os.environ.get("HERONRY_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 def canonical(groups):
@@ -106,6 +116,7 @@ def test_rank_by_keyboard_only_and_submit_with_ctrl_enter(page_for, live_server,
     assert focused_key(page) == "angular_velocity_sq"
     heads = page.locator("#ranking-form .rank-level-head").all_inner_texts()
     assert len(heads) == 2 and "most important" in heads[0] and "tie" in heads[1]
+    screenshot(page, "ranking-keyboard-1280")
 
     # The previous field in tab order is angle's σ: arrows there change the number, not the ranking.
     page.keyboard.press("Shift+Tab")
@@ -199,6 +210,7 @@ def test_rank_by_drag_and_drop(page_for, live_server, project, annotator):
 def test_board_is_usable_on_a_phone(page_for, live_server, project, annotator):
     add_fake_clips(project, 4)  # example clips make the cards as tall as they get
     page = open_board(page_for, live_server, project, annotator, width=390, height=844)
+    screenshot(page, "ranking-phone-390-start")
 
     def no_horizontal_overflow():
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
@@ -225,4 +237,5 @@ def test_board_is_usable_on_a_phone(page_for, live_server, project, annotator):
     page.keyboard.press("t")
     assert board_state(page) == [["angle_sq", "torque_sq"], ["angular_velocity_sq"]]
     no_horizontal_overflow()
+    screenshot(page, "ranking-phone-390")
     assert page.errors == []

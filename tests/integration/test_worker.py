@@ -143,8 +143,9 @@ def test_a_ranking_becomes_a_reward_model_on_the_real_worker(worker, researcher,
     make_clips(project, researcher, rollouts=4)  # in this process; the chain below runs on the worker
     project.loop_settings = {"retrain_on_ranking": True}
     project.save()
-    response = api_client_for(annotator).post(f"/api/v1/projects/{project.slug}/rankings/", {"groups": RANKING},
-                                              format="json")
+    response = api_client_for(annotator).post(
+        f"/api/v1/projects/{project.slug}/rankings/", {"groups": RANKING}, format="json"
+    )
     assert response.status_code == 201
 
     def trained():
