@@ -73,3 +73,16 @@ def test_researcher_admin_is_scoped_to_their_projects(client, project, researche
     assert project.name in page.content.decode() and hidden.name not in page.content.decode()
     assert client.get("/admin/labeling/clip/").status_code == 200
     assert Project.objects.count() == 2
+
+
+def test_researcher_starts_clip_generation_and_training_from_the_admin(client, project, researcher):
+    from labeling.models import Job
+
+    client.login(username=researcher.username, password=PASSWORD)
+    for action in ("generate_clips", "train_reward_model"):
+        response = client.post("/admin/labeling/project/", {"action": action, "_selected_action": [project.pk]})
+        assert response.status_code == 302
+    assert set(Job.objects.filter(project=project).values_list("kind", flat=True)) == {
+        "generate_clips",
+        "build_preferences",
+    }
