@@ -8,7 +8,8 @@ import pytest
 from labeling.models import Clip, Job, JobKind, Query, RenderStatus
 from labeling.services import job_create
 from trainer import rollouts, video
-from trainer.clip_pipeline import generate_clips, job_run
+from trainer.clip_pipeline import generate_clips
+from trainer.jobs import job_run
 
 
 def run_job(project, researcher, **params) -> Job:

@@ -14,7 +14,8 @@ from labeling import assignment
 from labeling.models import FactorRanking, Job, JobKind
 from labeling.services import job_create
 from tests.conftest import api_client_for
-from trainer.clip_pipeline import generate_clips, job_run
+from trainer.clip_pipeline import generate_clips
+from trainer.jobs import job_run
 from trainer.models import PreferenceSet, RewardModel
 from trainer.reward import from_bytes
 

@@ -198,18 +198,3 @@ def render_clip(clip: Clip) -> bool:
         logger.exception("rendering clip %s failed", clip.pk)
         Clip.objects.filter(pk=clip.pk).update(render_status=RenderStatus.FAILED, render_error=str(error)[:2000])
         return False
-
-
-def job_run(job_id: int, work) -> None:
-    """Claim a job, run ``work(job)``, and record its result or its error. Running it twice does no harm."""
-    job = Job.objects.select_related("project").filter(pk=job_id).first()
-    if job is None or not job.claim():
-        logger.info("job %s is missing or already claimed; nothing to do", job_id)
-        return
-    try:
-        result = work(job)
-    except Exception as error:
-        logger.exception("job %s failed", job_id)
-        job.fail(f"{type(error).__name__}: {error}")
-        return
-    job.finish(result, message="Done")

@@ -8,11 +8,12 @@ from __future__ import annotations
 from celery import shared_task
 
 from . import clip_pipeline
+from .jobs import job_run
 
 
 @shared_task(name="trainer.generate_clips")
 def generate_clips(job_id: int) -> None:
-    clip_pipeline.job_run(job_id, clip_pipeline.generate_clips)
+    job_run(job_id, clip_pipeline.generate_clips)
 
 
 @shared_task(name="trainer.render_clip")
@@ -28,11 +29,11 @@ def render_clip(clip_id: int) -> None:
 def build_preferences(job_id: int) -> None:
     from .preference_building import build_preferences as work
 
-    clip_pipeline.job_run(job_id, work)
+    job_run(job_id, work)
 
 
 @shared_task(name="trainer.train_reward_model")
 def train_reward_model(job_id: int) -> None:
     from .reward_training import train_reward_model_job
 
-    clip_pipeline.job_run(job_id, train_reward_model_job)
+    job_run(job_id, train_reward_model_job)

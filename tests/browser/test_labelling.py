@@ -9,7 +9,8 @@ import pytest
 from labeling.models import JobKind, Judgment
 from labeling.services import job_create
 from tests.conftest import PASSWORD, api_client_for
-from trainer.clip_pipeline import generate_clips, job_run
+from trainer.clip_pipeline import generate_clips
+from trainer.jobs import job_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -12,7 +12,8 @@ from accounts.models import Role, User
 from accounts.services import user_create
 from labeling.models import Job, JobKind, Project, ProjectRole
 from labeling.services import job_create, membership_add, project_create
-from trainer.clip_pipeline import generate_clips, job_run
+from trainer.clip_pipeline import generate_clips
+from trainer.jobs import job_run
 
 DEMO_SLUG = "pendulum-demo"
 INSTRUCTIONS = """The pendulum should swing up and stay upright, pointing straight up, without spinning and
