@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from accounts.typing import AuthenticatedHttpRequest
-from labeling import assignment, rankings, selectors, services
+from labeling import assignment, rankings, revisions, selectors, services
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError
 from labeling.models import Choice, JobKind, Project, Query
 from trainer import selectors as trainer_selectors
@@ -135,6 +135,8 @@ def _compare_context(request: AuthenticatedHttpRequest, project: Project, notice
         "reason_message": result.message,
         "mine": selectors.annotator_progress(project=project, annotator=request.user),
     }
+    last = revisions.undoable_judgment(annotator=request.user, project_id=project.pk)
+    context["undo"] = last
     if result.lease is not None:
         lease = result.lease
         query = Query.objects.select_related("clip_a", "clip_b").get(pk=lease.query_id)
@@ -200,6 +202,48 @@ def label_judge(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
             messages.info(request, notice)
         return redirect("label", slug=project.slug)
     return render(request, "frontend/_compare.html", _compare_context(request, project, notice))
+
+
+@login_required
+@require_POST
+def label_undo(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    project = _project(request, slug)
+    notice = "Your last answer was taken back; here is the same pair again."
+    try:
+        revisions.judgment_undo(judgment_id=int(request.POST.get("judgment", "0")), annotator=request.user)
+    except ValueError:
+        return HttpResponse("Malformed request.", status=400)
+    except ServiceError as error:
+        notice = error.message
+    if not request.htmx:
+        messages.info(request, notice)
+        return redirect("label", slug=project.slug)
+    return render(request, "frontend/_compare.html", _compare_context(request, project, notice))
+
+
+@login_required
+def history(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    """The annotator's answers, newest first, each revisable; every change is kept as a revision."""
+    project = _project(request, slug)
+    if request.method == "POST":
+        try:
+            judgment = revisions.judgment_revise(
+                judgment_id=int(request.POST.get("judgment", "0")),
+                annotator=request.user,
+                choice=request.POST.get("choice", ""),
+            )
+        except ValueError:
+            return HttpResponse("Malformed request.", status=400)
+        except ServiceError as error:
+            return HttpResponse(error.message, status=error.status)
+        row = selectors.history_rows(project=project, annotator=request.user, judgment_ids=[judgment.pk])[0]
+        if request.htmx:
+            return render(
+                request, "frontend/_history_row.html", {"row": row, "project": project, "choices": Choice.choices}
+            )
+        return redirect("history", slug=project.slug)
+    rows = selectors.history_rows(project=project, annotator=request.user)
+    return render(request, "frontend/history.html", {"project": project, "rows": rows, "choices": Choice.choices})
 
 
 @login_required

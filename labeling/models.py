@@ -417,3 +417,18 @@ class FactorRanking(models.Model):
 
     def __str__(self) -> str:
         return " > ".join(" = ".join(group) for group in self.groups)
+
+
+class JudgmentRevision(models.Model):
+    """A change an annotator made to an earlier answer; the judgment holds the latest choice, this the history."""
+
+    judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="revisions")
+    previous_choice = models.CharField(max_length=16, choices=Choice.choices)
+    new_choice = models.CharField(max_length=16, choices=Choice.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["judgment", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.judgment_id}: {self.previous_choice} → {self.new_choice}"

@@ -89,3 +89,23 @@ def factor_extremes(project: Project) -> dict[str, dict[str, Clip | None]]:
             "lowest": ordered.order_by("value", "id").first(),
         }
     return extremes
+
+
+def history_rows(
+    *, project: Project, annotator: User, judgment_ids: list[int] | None = None, limit: int = 200
+) -> list[dict]:
+    """The annotator's judgments, newest first, with the clips in the order they were shown."""
+    judgments = (
+        Judgment.objects.filter(query__project=project, annotator=annotator)
+        .select_related("query__clip_a", "query__clip_b")
+        .annotate(n_revisions=Count("revisions"))
+        .order_by("-created_at", "-id")
+    )
+    if judgment_ids is not None:
+        judgments = judgments.filter(pk__in=judgment_ids)
+    rows = []
+    for judgment in judgments[:limit]:
+        query = judgment.query
+        left, right = (query.clip_b, query.clip_a) if judgment.swapped else (query.clip_a, query.clip_b)
+        rows.append({"judgment": judgment, "left": left, "right": right, "revisions": judgment.n_revisions})
+    return rows

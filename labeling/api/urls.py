@@ -12,6 +12,8 @@ urlpatterns = [
     path("projects/<slug:slug>/jobs/", views.JobListView.as_view(), name="api-jobs"),
     path("jobs/<int:job_id>/", views.JobDetailView.as_view(), name="api-job-detail"),
     path("queries/<int:query_id>/judgments/", views.JudgmentCreateView.as_view(), name="api-judgments"),
+    path("judgments/<int:judgment_id>/", views.JudgmentDetailView.as_view(), name="api-judgment-detail"),
+    path("judgments/<int:judgment_id>/undo/", views.JudgmentUndoView.as_view(), name="api-judgment-undo"),
     path("leases/<str:token>/heartbeat/", views.LeaseHeartbeatView.as_view(), name="api-lease-heartbeat"),
     path("leases/<str:token>/release/", views.LeaseReleaseView.as_view(), name="api-lease-release"),
 ]

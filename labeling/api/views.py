@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.typing import AuthenticatedRequest
-from labeling import assignment, exports, rankings, selectors, services
+from labeling import assignment, exports, rankings, revisions, selectors, services
 from labeling.errors import NotFound, ServiceError
 from labeling.models import Job, JobKind, Membership, Query
 
@@ -180,6 +180,32 @@ class JudgmentCreateView(APIView):
             JudgmentSerializer(result.judgment).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
+
+
+class JudgmentDetailView(APIView):
+    @extend_schema(
+        request=inline_serializer(
+            "JudgmentRevision", {"choice": serializers.ChoiceField(choices=["left", "right", "equal", "cant_tell"])}
+        ),
+        responses=JudgmentSerializer,
+        summary="Revise one of your answers (the earlier choice is kept as a revision)",
+    )
+    def patch(self, request: AuthenticatedRequest, judgment_id: int) -> Response:
+        choice = request.data.get("choice") if isinstance(request.data, dict) else None
+        judgment = revisions.judgment_revise(judgment_id=judgment_id, annotator=request.user, choice=str(choice))
+        return Response(JudgmentSerializer(judgment).data)
+
+
+class JudgmentUndoView(APIView):
+    @extend_schema(
+        request=None,
+        responses=_NEXT_RESPONSE,
+        summary="Take back your last answer (within 30 s); the pair comes back to you, leased",
+    )
+    def post(self, request: AuthenticatedRequest, judgment_id: int) -> Response:
+        lease = revisions.judgment_undo(judgment_id=judgment_id, annotator=request.user)
+        lease.query = Query.objects.select_related("clip_a", "clip_b").get(pk=lease.query_id)
+        return Response({"query": lease_payload(request, lease), "reason": None, "message": None})
 
 
 class LeaseHeartbeatView(APIView):
