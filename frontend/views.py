@@ -70,6 +70,7 @@ def project_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
         "reward_models": models,
         "training_chart": trainer_selectors.training_chart(latest_ready),
         "chart_model": latest_ready,
+        "quality": selectors.quality_report(project),
     }
     return render(request, "frontend/project_detail.html", context)
 

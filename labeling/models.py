@@ -49,6 +49,24 @@ class Project(models.Model):
     )
     lease_ttl_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(10)])
     loop_settings = models.JSONField(default=dict, blank=True)
+    gold_rate = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Share of served pairs that are gold questions with a known answer (0 = off).",
+    )
+    repeat_rate = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Share of answers shown again later, sides reversed, to measure self-consistency (0 = off).",
+    )
+    qualification_size = models.PositiveIntegerField(
+        default=0, help_text="Gold questions a new annotator answers before real work (0 = no qualification)."
+    )
+    qualification_threshold = models.FloatField(
+        default=0.8,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Accuracy on the qualification questions needed to go on.",
+    )
     status = models.CharField(max_length=16, choices=ProjectStatus.choices, default=ProjectStatus.ACTIVE)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -84,6 +102,7 @@ class Membership(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=ProjectRole.choices, default=ProjectRole.ANNOTATOR)
+    qualified_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -207,6 +226,28 @@ class Query(models.Model):
     status = models.CharField(max_length=16, choices=QueryStatus.choices, default=QueryStatus.OPEN)
     random_key = models.FloatField(default=_random_key)
     iteration = models.PositiveIntegerField(default=0)
+    gold_answer = models.CharField(
+        max_length=8,
+        blank=True,
+        choices=[("a", "clip A is better"), ("b", "clip B is better"), ("equal", "equal")],
+        help_text="The known answer of a gold question, in canonical terms.",
+    )
+    repeat_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="repeats",
+        help_text="For a repeat: the query whose pair it shows again, sides reversed.",
+    )
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="A repeat is asked of one annotator only.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -299,6 +340,16 @@ class Judgment(models.Model):
         left_is_a = not self.swapped
         picked_left = self.choice == Choice.LEFT
         return self.query.clip_a_id if picked_left == left_is_a else self.query.clip_b_id
+
+    @property
+    def canonical_label(self) -> str | None:
+        """ "a", "b" or "equal" in canonical clip order; None for can't tell (compared with gold answers)."""
+        if self.choice == Choice.EQUAL:
+            return "equal"
+        preferred = self.preferred_clip_id
+        if preferred is None:
+            return None
+        return "a" if preferred == self.query.clip_a_id else "b"
 
     @property
     def target_a(self) -> float | None:

@@ -264,9 +264,7 @@ def gold_accuracy(answers: Iterable[Answer], gold: Mapping[int, str]) -> dict[st
     return scores
 
 
-def self_consistency(
-    answers: Iterable[Answer], repeats: Mapping[int, int | RepeatOf]
-) -> dict[str, AnnotatorScore]:
+def self_consistency(answers: Iterable[Answer], repeats: Mapping[int, int | RepeatOf]) -> dict[str, AnnotatorScore]:
     """Per annotator, the share of repeat pairs on which they gave the same canonical answer twice.
 
     ``repeats`` maps a repeat query id to the query it repeats (an ``int`` means the same a/b
@@ -404,9 +402,7 @@ def kendall_w(ranks: npt.ArrayLike) -> float:
     return 12 * spread / denominator if denominator > 0 else math.nan
 
 
-def ranking_concordance(
-    rankings: Sequence[Sequence[Sequence[str]]], factor_keys: Sequence[str]
-) -> RankingConcordance:
+def ranking_concordance(rankings: Sequence[Sequence[Sequence[str]]], factor_keys: Sequence[str]) -> RankingConcordance:
     """Kendall's tau-b between every two factor rankings and Kendall's W over all of them.
 
     Each ranking is a list of levels, most important first, each level a list of factor keys

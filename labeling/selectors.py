@@ -109,3 +109,43 @@ def history_rows(
         left, right = (query.clip_b, query.clip_a) if judgment.swapped else (query.clip_a, query.clip_b)
         rows.append({"judgment": judgment, "left": left, "right": right, "revisions": judgment.n_revisions})
     return rows
+
+
+def quality_report(project: Project) -> dict[str, Any]:
+    """Per-annotator reliability (gold accuracy, self-consistency, agreement) and the project's α and κ."""
+    from . import quality
+    from .models import QuerySource
+
+    judgments = list(
+        Judgment.objects.filter(query__project=project)
+        .select_related("query", "annotator")
+        .only(
+            "choice",
+            "swapped",
+            "query__clip_a_id",
+            "query__clip_b_id",
+            "query__source",
+            "query__gold_answer",
+            "query__repeat_of_id",
+            "annotator__username",
+        )
+    )
+    answers = [
+        quality.Answer(query_id=j.query_id, annotator=j.annotator.username, label=j.canonical_label or "cant_tell")
+        for j in judgments
+    ]
+    gold = {j.query_id: j.query.gold_answer for j in judgments if j.query.source == QuerySource.GOLD}
+    repeats = {j.query_id: j.query.repeat_of_id for j in judgments if j.query.repeat_of_id}
+    # Agreement statistics are about the ordinary questions: several annotators answering the same pair.
+    ordinary = [
+        a for a, j in zip(answers, judgments, strict=True) if j.query.source in (QuerySource.RANDOM, QuerySource.ACTIVE)
+    ]
+    return {
+        "rows": [
+            {"row": row, "scores": [row.gold, row.self_consistency, row.agreement]}
+            for row in quality.annotator_report(answers, gold=gold, repeats=repeats)
+        ],
+        "alpha": quality.krippendorff_alpha(ordinary),
+        "kappa": quality.fleiss_kappa(ordinary),
+        "n_answers": len(answers),
+    }

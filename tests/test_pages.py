@@ -179,3 +179,20 @@ def test_dashboard_shows_rankings_agreement_reward_models_and_training_chart(
     response = client.post(reverse("project-train", args=[project.slug]))
     assert response.status_code == 302
     assert project.jobs.filter(kind="build_preferences").exists()
+
+
+def test_dashboard_shows_annotator_quality(client, project_with_queries, researcher, annotator, annotator2):
+    import uuid
+
+    from labeling import assignment
+
+    for user in (annotator, annotator2):
+        for choice in ("left", "right", "left"):
+            lease = assignment.lease_next_query(project=project_with_queries, annotator=user).lease
+            assignment.judgment_submit(
+                query_id=lease.query_id, annotator=user, choice=choice, lease_token=lease.token, client_id=uuid.uuid4()
+            )
+    login(client, researcher)
+    page = client.get(reverse("project-detail", args=[project_with_queries.slug])).content.decode()
+    assert "Krippendorff" in page and "Fleiss" in page
+    assert annotator.username in page and annotator2.username in page
