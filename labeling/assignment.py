@@ -25,8 +25,9 @@ from django.utils import timezone
 
 from accounts.models import User
 
+from . import quality_control
 from .errors import AlreadyJudged, ClientIdReused, LeaseExpired, LeaseInvalid, NotFound, QueryFull
-from .models import Choice, Job, JobStatus, Judgment, Lease, Project, Query, QueryStatus, RenderStatus
+from .models import Choice, Job, JobStatus, Judgment, Lease, Project, Query, QuerySource, QueryStatus, RenderStatus
 
 _swap_coin = random.SystemRandom()
 
@@ -39,6 +40,7 @@ class NothingToDo:
     WAITING = "waiting_for_next_iteration"
     PAIRWISE_OFF = "pairwise_feedback_off"
     PROJECT_PAUSED = "project_paused"
+    NOT_QUALIFIED = "not_qualified"
 
     MESSAGES = {
         DONE: "You have answered every question in this project. Thank you!",
@@ -46,6 +48,8 @@ class NothingToDo:
         WAITING: "New clips are being prepared for the next round. Check back soon.",
         PAIRWISE_OFF: "This project collects factor rankings only.",
         PROJECT_PAUSED: "This project is paused.",
+        NOT_QUALIFIED: "Thank you for trying the qualification questions. Your answers did not reach the accuracy "
+        "this project needs, so there is no more work for you here.",
     }
 
 
@@ -91,6 +95,14 @@ def lease_next_query(*, project: Project, annotator: User) -> NextQuery:
             held.extend(project.lease_ttl_seconds)
             return NextQuery(held, None)
 
+        # Quality control first: qualification, due repeats (sides reversed), gold questions at their rate.
+        special = quality_control.special_query_for(project=project, annotator=annotator)
+        if special.not_qualified:
+            return NextQuery(None, NothingToDo.NOT_QUALIFIED)
+        if special.query is not None:
+            swapped = special.swapped if special.swapped is not None else _swap_coin.random() < 0.5
+            return NextQuery(_lease(special.query, annotator, now=now, ttl=ttl, swapped=swapped), None)
+
         answered = Judgment.objects.filter(query=OuterRef("pk"), annotator=annotator)
         candidates = (
             Query.objects.filter(
@@ -99,6 +111,8 @@ def lease_next_query(*, project: Project, annotator: User) -> NextQuery:
                 # Only pairs whose videos exist can be shown.
                 clip_a__render_status=RenderStatus.READY,
                 clip_b__render_status=RenderStatus.READY,
+                # Gold questions and repeats are served by the quality step above, at their own rates.
+                source__in=[QuerySource.RANDOM, QuerySource.ACTIVE],
             )
             .exclude(Exists(answered))
             .annotate(live=Coalesce(_live_leases_by_others(annotator, now), Value(0)))
@@ -108,25 +122,29 @@ def lease_next_query(*, project: Project, annotator: User) -> NextQuery:
         query = candidates.select_for_update(skip_locked=True, of=("self",)).first()
         if query is None:
             return NextQuery(None, _why_nothing(project=project, annotator=annotator))
-        lease, _ = Lease.objects.update_or_create(
-            query=query,
-            annotator=annotator,
-            defaults={
-                "token": uuid.uuid4(),
-                "swapped": _swap_coin.random() < 0.5,
-                "created_at": now,
-                "heartbeat_at": now,
-                "expires_at": now + ttl,
-            },
-        )
-        lease.query = query
-        return NextQuery(lease, None)
+        return NextQuery(_lease(query, annotator, now=now, ttl=ttl, swapped=_swap_coin.random() < 0.5), None)
+
+
+def _lease(query: Query, annotator: User, *, now, ttl: timedelta, swapped: bool) -> Lease:
+    lease, _ = Lease.objects.update_or_create(
+        query=query,
+        annotator=annotator,
+        defaults={
+            "token": uuid.uuid4(),
+            "swapped": swapped,
+            "created_at": now,
+            "heartbeat_at": now,
+            "expires_at": now + ttl,
+        },
+    )
+    lease.query = query
+    return lease
 
 
 def _why_nothing(*, project: Project, annotator: User) -> str:
-    unanswered = Query.objects.filter(project=project, status=QueryStatus.OPEN).exclude(
-        Exists(Judgment.objects.filter(query=OuterRef("pk"), annotator=annotator))
-    )
+    unanswered = Query.objects.filter(
+        project=project, status=QueryStatus.OPEN, source__in=[QuerySource.RANDOM, QuerySource.ACTIVE]
+    ).exclude(Exists(Judgment.objects.filter(query=OuterRef("pk"), annotator=annotator)))
     ready = unanswered.filter(clip_a__render_status=RenderStatus.READY, clip_b__render_status=RenderStatus.READY)
     if ready.exists():
         return NothingToDo.LEASED_BY_OTHERS
@@ -216,6 +234,8 @@ def judgment_submit(
                 query.status = QueryStatus.COMPLETE
             query.save(update_fields=["answers_given", "status"])
             lease.delete()
+            judgment.query = query
+            quality_control.repeat_maybe_schedule(judgment=judgment)
             return JudgmentResult(judgment, created=True)
     except IntegrityError:
         # A concurrent duplicate slipped past the checks (only possible without row locks); the unique
