@@ -55,7 +55,7 @@ class ProjectAdmin(admin.ModelAdmin):
     search_fields = ("name", "slug", "env_id")
     prepopulated_fields = {"slug": ("name",)}
     inlines = [RewardFactorInline, MembershipInline]
-    actions = ["generate_clips"]
+    actions = ["generate_clips", "create_gold_questions"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
         return _member_projects(request) if not request.user.is_superuser else super().get_queryset(request)
@@ -75,6 +75,16 @@ class ProjectAdmin(admin.ModelAdmin):
                 created_by=request.user,  # type: ignore[arg-type]
             )
         self.message_user(request, f"Started clip generation for {queryset.count()} project(s).", messages.SUCCESS)
+
+    @admin.action(description="Create 20 gold questions (known answers from the true return)")
+    def create_gold_questions(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
+        import numpy as np
+
+        from .quality_control import gold_queries_create
+
+        for project in queryset:
+            created = gold_queries_create(project=project, count=20, rng=np.random.default_rng(project.queries.count()))
+            self.message_user(request, f"{project}: {created} gold question(s) created.", messages.SUCCESS)
 
 
 @admin.register(RewardFactor)

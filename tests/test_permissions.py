@@ -86,3 +86,16 @@ def test_researcher_starts_clip_generation_and_training_from_the_admin(client, p
         "generate_clips",
         "build_preferences",
     }
+
+
+def test_researcher_creates_gold_questions_from_the_admin(client, project, researcher):
+    from labeling.models import Query
+    from tests.conftest import add_fake_clips
+
+    add_fake_clips(project, 10)
+    client.login(username=researcher.username, password=PASSWORD)
+    response = client.post(
+        "/admin/labeling/project/", {"action": "create_gold_questions", "_selected_action": [project.pk]}
+    )
+    assert response.status_code == 302
+    assert Query.objects.filter(project=project, source="gold").count() == 20

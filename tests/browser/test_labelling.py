@@ -69,3 +69,36 @@ def test_shortcut_overlay_opens_with_question_mark(page_for, live_server, render
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
     assert page.errors == []
+
+
+def test_the_two_clips_stay_within_one_frame_during_playback_and_after_seeking(
+    page_for, live_server, rendered_project, annotator
+):
+    page = page_for(annotator, PASSWORD)
+    page.goto(f"{live_server.url}/projects/{rendered_project.slug}/label/")
+    page.wait_for_function(
+        "() => { const el = document.querySelector('[data-sync-player]');"
+        " const s = el && window.Heronry.player.state(el); return s && !s.paused && s.time > 0.2; }"
+    )
+    state = "() => window.Heronry.player.state(document.querySelector('[data-sync-player]'))"
+    frame = 1 / 30
+    drifts = []
+    for _ in range(20):  # sampled during playback
+        drifts.append(page.evaluate(state)["drift"])
+        page.wait_for_timeout(50)
+    assert max(drifts) < frame, drifts
+    # Seek with the scrubber while playing, then paused: both clips land on the same frame.
+    page.evaluate(
+        "() => { const s = document.querySelector('[data-role=scrubber]'); s.value = 400;"
+        " s.dispatchEvent(new Event('input', {bubbles: true}));"
+        " s.dispatchEvent(new Event('change', {bubbles: true})); }"
+    )
+    page.wait_for_timeout(300)
+    after_seek = [page.evaluate(state)["drift"] for _ in range(5)]
+    assert max(after_seek) < frame, after_seek
+    page.keyboard.press(" ")  # pause
+    page.keyboard.press(".")  # one frame forward
+    page.wait_for_timeout(300)
+    paused = page.evaluate(state)
+    assert paused["paused"] and paused["drift"] < frame / 2 and abs(paused["left"] - paused["right"]) < frame / 2
+    assert page.errors == []
