@@ -92,7 +92,7 @@ def test_researcher_creates_gold_questions_from_the_admin(client, project, resea
     from labeling.models import Query
     from tests.conftest import add_fake_clips
 
-    add_fake_clips(project, 10)
+    add_fake_clips(project, 30)
     client.login(username=researcher.username, password=PASSWORD)
     response = client.post(
         "/admin/labeling/project/", {"action": "create_gold_questions", "_selected_action": [project.pk]}
