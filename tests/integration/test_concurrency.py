@@ -6,16 +6,18 @@ import random
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 import numpy as np
 import pytest
 from django.db import connection, connections
 from django.db.models import Count
+from django.utils import timezone
 
 from accounts.services import user_create
 from labeling import assignment
 from labeling.errors import ServiceError
-from labeling.models import Judgment, Query
+from labeling.models import Judgment, Lease, Query
 from labeling.services import membership_add, queries_create_random
 from tests.conftest import add_fake_clips, make_project
 
@@ -23,13 +25,15 @@ pytestmark = [pytest.mark.integration]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_annotators_respect_overlap_and_idempotency(researcher):
+@pytest.mark.parametrize("n_clients, n_queries", [(8, 60), pytest.param(32, 700, marks=pytest.mark.slow)])
+def test_concurrent_annotators_respect_overlap_and_idempotency(researcher, n_clients, n_queries):
     if connection.vendor != "postgresql":
         pytest.skip("row locks (SKIP LOCKED) need PostgreSQL; set DATABASE_URL")
     project = make_project(researcher, slug="crowd", overlap=3)
-    clips = add_fake_clips(project, 20)
-    created = queries_create_random(project=project, count=60, rng=np.random.default_rng(0), clips=clips)
-    annotators = [user_create(username=f"a{i}", password="pw-123456789", role="annotator") for i in range(8)]
+    clips = add_fake_clips(project, 60)
+    created = queries_create_random(project=project, count=n_queries, rng=np.random.default_rng(0), clips=clips)
+    assert created == n_queries
+    annotators = [user_create(username=f"a{i}", password="pw-123456789", role="annotator") for i in range(n_clients)]
     for user in annotators:
         membership_add(project=project, user=user)
     accepted: list[tuple[int, int]] = []
@@ -38,7 +42,7 @@ def test_concurrent_annotators_respect_overlap_and_idempotency(researcher):
 
     def work(user, seed):
         rng = random.Random(seed)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 500
         try:
             while True:
                 result = assignment.lease_next_query(project=project, annotator=user)
@@ -49,8 +53,15 @@ def test_concurrent_annotators_respect_overlap_and_idempotency(researcher):
                     assert time.monotonic() < deadline, "annotators starved"
                     time.sleep(0.01)
                     continue
-                if rng.random() < 0.1:
-                    continue  # abandoned lease: the same one comes back on the next request
+                roll = rng.random()
+                if roll < 0.05:
+                    continue  # a reload: the same lease comes back on the next request
+                if roll < 0.10:  # the tab closed: sendBeacon releases the lease
+                    assignment.lease_release(token=result.lease.token, annotator=user)
+                    continue
+                if roll < 0.15:  # the client vanished: its lease runs out and others may take the query
+                    Lease.objects.filter(pk=result.lease.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+                    continue
                 client_id = uuid.uuid4()
                 for _ in range(rng.choice([1, 1, 2, 3])):  # retries and double submissions
                     try:
@@ -75,7 +86,7 @@ def test_concurrent_annotators_respect_overlap_and_idempotency(researcher):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=600)
     assert not errors, errors
     assert len(accepted) == len(set(accepted)) == Judgment.objects.count()
     assert Judgment.objects.count() == created * 3  # every query answered exactly overlap times
