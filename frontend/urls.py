@@ -11,6 +11,7 @@ urlpatterns = [
     path("projects/<slug:slug>/label/", views.label, name="label"),
     path("projects/<slug:slug>/rank/", views.rank, name="rank"),
     path("projects/<slug:slug>/label/judge/", views.label_judge, name="label-judge"),
+    path("projects/<slug:slug>/label/skip/", views.label_skip, name="label-skip"),
     path("projects/<slug:slug>/label/undo/", views.label_undo, name="label-undo"),
     path("projects/<slug:slug>/history/", views.history, name="history"),
     path("leases/<uuid:token>/heartbeat/", views.lease_heartbeat, name="lease-heartbeat"),

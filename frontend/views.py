@@ -142,6 +142,8 @@ def _compare_context(request: AuthenticatedHttpRequest, project: Project, notice
         lease = result.lease
         query = Query.objects.select_related("clip_a", "clip_b").get(pk=lease.query_id)
         left, right = (query.clip_b, query.clip_a) if lease.swapped else (query.clip_a, query.clip_b)
+        context["preload"] = selectors.next_clips_preview(project=project, annotator=request.user,
+                                                          exclude_query_id=query.pk)
         context.update(
             lease=lease,
             query=query,
@@ -203,6 +205,19 @@ def label_judge(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
             messages.info(request, notice)
         return redirect("label", slug=project.slug)
     return render(request, "frontend/_compare.html", _compare_context(request, project, notice))
+
+
+@login_required
+@require_POST
+def label_skip(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    project = _project(request, slug)
+    try:
+        assignment.lease_skip(token=uuid.UUID(request.POST.get("lease", "")), annotator=request.user)
+    except ValueError:
+        return HttpResponse("Malformed request.", status=400)
+    if not request.htmx:
+        return redirect("label", slug=project.slug)
+    return render(request, "frontend/_compare.html", _compare_context(request, project, "Skipped."))
 
 
 @login_required

@@ -48,6 +48,9 @@ class Project(models.Model):
         default=1, validators=[MinValueValidator(1), MaxValueValidator(50)], help_text="Judgments wanted per query."
     )
     lease_ttl_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(10)])
+    require_full_view = models.BooleanField(
+        default=False, help_text="Annotators must watch both clips to the end before they can answer."
+    )
     loop_settings = models.JSONField(default=dict, blank=True)
     gold_rate = models.FloatField(
         default=0.0,
@@ -282,6 +285,9 @@ class Lease(models.Model):
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases")
     token = models.UUIDField(default=uuid.uuid4, unique=True)
     swapped = models.BooleanField(default=False, help_text="Clip B was shown on the left.")
+    skipped = models.BooleanField(
+        default=False, help_text="The annotator skipped this pair; it is not offered to them again."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     heartbeat_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()

@@ -149,3 +149,25 @@ def quality_report(project: Project) -> dict[str, Any]:
         "kappa": quality.fleiss_kappa(ordinary),
         "n_answers": len(answers),
     }
+
+
+def next_clips_preview(*, project: Project, annotator: User, exclude_query_id: int) -> list[Clip]:
+    """The clips of the pair this annotator will most likely see next, so the page can preload their videos.
+
+    A read without locks or leases: if someone else takes that pair first, the preload was merely wasted.
+    """
+    from django.db.models import Exists, OuterRef
+
+    from .models import QuerySource, RenderStatus
+
+    query = (
+        Query.objects.filter(project=project, status=QueryStatus.OPEN,
+                             source__in=[QuerySource.RANDOM, QuerySource.ACTIVE],
+                             clip_a__render_status=RenderStatus.READY, clip_b__render_status=RenderStatus.READY)
+        .exclude(pk=exclude_query_id)
+        .exclude(Exists(Judgment.objects.filter(query=OuterRef("pk"), annotator=annotator)))
+        .select_related("clip_a", "clip_b")
+        .order_by("-priority", "random_key")
+        .first()
+    )
+    return [query.clip_a, query.clip_b] if query is not None else []

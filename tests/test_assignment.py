@@ -164,3 +164,17 @@ def test_new_clips_get_new_queries_even_when_the_project_has_many(project):
     new = add_fake_clips(project, 3)
     assert queries_create_random(project=project, count=5, rng=np.random.default_rng(1), clips=new) == 3
     assert queries_create_random(project=project, count=5, rng=np.random.default_rng(2), clips=new) == 0
+
+
+def test_a_skipped_pair_goes_to_others_and_never_back_to_the_skipper(project, annotator, annotator2):
+    import numpy as np
+
+    clips = add_fake_clips(project, 2)
+    queries_create_random(project=project, count=1, rng=np.random.default_rng(0), clips=clips)
+    lease = assignment.lease_next_query(project=project, annotator=annotator).lease
+    assert assignment.lease_skip(token=lease.token, annotator=annotator)
+    assert not assignment.lease_skip(token=lease.token, annotator=annotator2)  # not theirs
+    again = assignment.lease_next_query(project=project, annotator=annotator)
+    assert again.lease is None and again.reason == assignment.NothingToDo.DONE
+    assert assignment.lease_next_query(project=project, annotator=annotator2).lease.query_id == lease.query_id
+    assert assignment.leases_sweep_expired() == 0  # the skip is remembered, not swept

@@ -196,3 +196,18 @@ def test_dashboard_shows_annotator_quality(client, project_with_queries, researc
     page = client.get(reverse("project-detail", args=[project_with_queries.slug])).content.decode()
     assert "Krippendorff" in page and "Fleiss" in page
     assert annotator.username in page and annotator2.username in page
+
+
+def test_skip_button_preload_and_watch_to_end_option(client, project_with_queries, annotator):
+    login(client, annotator)
+    url = reverse("label", args=[project_with_queries.slug])
+    page = client.get(url).content.decode()
+    assert 'data-key="s"' in page and "<template data-preload>" in page and "data-requires-watch" not in page
+    fields = form_fields(page)
+    skipped = client.post(reverse("label-skip", args=[project_with_queries.slug]), {"lease": fields["lease"]},
+                          HTTP_HX_REQUEST="true").content.decode()
+    assert "Skipped." in skipped and form_fields(skipped)["query"] != fields["query"]
+    project_with_queries.require_full_view = True
+    project_with_queries.save()
+    page = client.get(url).content.decode()
+    assert page.count("data-requires-watch disabled") == 4

@@ -15,5 +15,6 @@ urlpatterns = [
     path("judgments/<int:judgment_id>/", views.JudgmentDetailView.as_view(), name="api-judgment-detail"),
     path("judgments/<int:judgment_id>/undo/", views.JudgmentUndoView.as_view(), name="api-judgment-undo"),
     path("leases/<str:token>/heartbeat/", views.LeaseHeartbeatView.as_view(), name="api-lease-heartbeat"),
+    path("leases/<str:token>/skip/", views.LeaseSkipView.as_view(), name="api-lease-skip"),
     path("leases/<str:token>/release/", views.LeaseReleaseView.as_view(), name="api-lease-release"),
 ]

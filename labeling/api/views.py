@@ -221,6 +221,14 @@ class LeaseHeartbeatView(APIView):
         return Response({"lease": str(lease.token), "expires_at": lease.expires_at.isoformat()})
 
 
+class LeaseSkipView(APIView):
+    @extend_schema(request=None, responses={204: None}, summary="Skip a leased pair; it is not offered to you again")
+    def post(self, request: AuthenticatedRequest, token: str) -> Response:
+        if not assignment.lease_skip(token=_uuid(token), annotator=request.user):
+            raise NotFound("no such lease")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class LeaseReleaseView(APIView):
     @extend_schema(request=None, responses={204: None}, summary="Give a leased query back")
     def post(self, request: AuthenticatedRequest, token: str) -> Response:

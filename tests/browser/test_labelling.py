@@ -102,3 +102,22 @@ def test_the_two_clips_stay_within_one_frame_during_playback_and_after_seeking(
     paused = page.evaluate(state)
     assert paused["paused"] and paused["drift"] < frame / 2 and abs(paused["left"] - paused["right"]) < frame / 2
     assert page.errors == []
+
+
+def test_answers_unlock_only_after_both_clips_were_watched_when_the_project_asks(page_for, live_server,
+                                                                                 rendered_project, annotator):
+    rendered_project.require_full_view = True
+    rendered_project.save()
+    page = page_for(annotator, PASSWORD)
+    page.goto(f"{live_server.url}/projects/{rendered_project.slug}/label/")
+    left = page.locator("button[data-key=ArrowLeft]")
+    assert left.is_disabled()
+    page.keyboard.press("ArrowLeft")  # ignored while locked
+    assert Judgment.objects.count() == 0
+    page.wait_for_selector("[data-sync-player][data-watched=true]", timeout=15_000)
+    assert left.is_enabled()
+    query = page.get_attribute("#compare", "data-query-id")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function("(q) => document.querySelector('#compare').dataset.queryId !== q", arg=query)
+    assert Judgment.objects.count() == 1
+    assert page.errors == []
