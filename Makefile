@@ -10,7 +10,7 @@ export SDL_VIDEODRIVER ?= dummy
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: install demo serve worker test test-fast lint typecheck bench clean
+.PHONY: install demo serve worker test test-fast lint typecheck bench bench-serve clean
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,10 @@ typecheck: install
 bench: install
 	$(PY) -m bench.heron.bench_heron
 	$(PY) -m bench.reward.bench_reward
+
+# The serving benchmark needs a PostgreSQL server (DATABASE_URL); it seeds its own database heronry_bench.
+bench-serve: install
+	bash bench/serve/run_all.sh
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

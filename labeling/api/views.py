@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from accounts.typing import AuthenticatedRequest
 from labeling import assignment, exports, rankings, revisions, selectors, services
 from labeling.errors import NotFound, ServiceError
-from labeling.models import Job, JobKind, Membership, Query
+from labeling.models import Choice, Job, JobKind, Membership, Query
 
 from .errors import error_response
 from .serializers import (
@@ -185,7 +185,7 @@ class JudgmentCreateView(APIView):
 class JudgmentDetailView(APIView):
     @extend_schema(
         request=inline_serializer(
-            "JudgmentRevision", {"choice": serializers.ChoiceField(choices=["left", "right", "equal", "cant_tell"])}
+            "JudgmentRevision", {"choice": serializers.ChoiceField(choices=Choice.choices)}
         ),
         responses=JudgmentSerializer,
         summary="Revise one of your answers (the earlier choice is kept as a revision)",
