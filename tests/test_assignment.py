@@ -178,3 +178,30 @@ def test_a_skipped_pair_goes_to_others_and_never_back_to_the_skipper(project, an
     assert again.lease is None and again.reason == assignment.NothingToDo.DONE
     assert assignment.lease_next_query(project=project, annotator=annotator2).lease.query_id == lease.query_id
     assert assignment.leases_sweep_expired() == 0  # the skip is remembered, not swept
+
+
+def test_higher_priority_queries_are_served_first(project, annotator):
+    import numpy as np
+
+    clips = add_fake_clips(project, 6)
+    queries_create_random(project=project, count=5, rng=np.random.default_rng(0), clips=clips)
+    urgent = Query.objects.order_by("-random_key").first()  # last in random order
+    Query.objects.filter(pk=urgent.pk).update(priority=10)
+    assert assignment.lease_next_query(project=project, annotator=annotator).lease.query_id == urgent.pk
+
+
+def test_heartbeat_extends_and_release_frees_a_lease_from_the_page(client, project_with_queries, annotator):
+    from django.urls import reverse
+
+    from tests.conftest import PASSWORD
+
+    client.login(username=annotator.username, password=PASSWORD)
+    lease = assignment.lease_next_query(project=project_with_queries, annotator=annotator).lease
+    Lease.objects.filter(pk=lease.pk).update(expires_at=timezone.now() + timedelta(seconds=5))
+    beat = client.post(reverse("lease-heartbeat", args=[lease.token]))
+    assert beat.status_code == 200
+    assert Lease.objects.get(pk=lease.pk).expires_at > timezone.now() + timedelta(seconds=60)
+    assert client.post(reverse("lease-release", args=[lease.token])).status_code == 204
+    assert not Lease.objects.filter(pk=lease.pk).exists()
+    gone = client.post(reverse("lease-heartbeat", args=[lease.token]))
+    assert gone.status_code == 409 and gone.json()["error"]["code"] == "lease_invalid"
