@@ -98,8 +98,7 @@ def project_jobs(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     context = {"project": project, "jobs": jobs, "progress": selectors.project_progress(project)}
     response = render(request, "frontend/_jobs.html", context)
     if request.htmx and all(job.is_finished for job in jobs):
-        stopped = HttpResponseStopPolling(response.content)
-        return stopped
+        return HttpResponseStopPolling(response.content)
     return response
 
 
