@@ -20,7 +20,9 @@ from accounts.typing import AuthenticatedHttpRequest
 from labeling import assignment, rankings, revisions, selectors, services
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError
 from labeling.models import Choice, JobKind, Project, Query
+from trainer import loop
 from trainer import selectors as trainer_selectors
+from trainer.models import Iteration
 
 
 def _project(request: AuthenticatedHttpRequest, slug: str) -> Project:
@@ -71,8 +73,61 @@ def project_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
         "training_chart": trainer_selectors.training_chart(latest_ready),
         "chart_model": latest_ready,
         "quality": selectors.quality_report(project),
+        **trainer_selectors.iterations_overview(project),
     }
     return render(request, "frontend/project_detail.html", context)
+
+
+@login_required
+@require_GET
+def project_iterations(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    """The loop table, polled by htmx while an iteration is unfinished."""
+    project = _researcher_project(request, slug)
+    context = {"project": project, **trainer_selectors.iterations_overview(project)}
+    response = render(request, "frontend/_iterations.html", context)
+    if request.htmx and context["active_iteration"] is None:
+        return HttpResponseStopPolling(response.content)
+    return response
+
+
+@login_required
+@require_POST
+def project_iteration_start(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    project = _researcher_project(request, slug)
+    try:
+        count = int(request.POST.get("count", 1))
+        iteration = loop.iteration_create(project=project, created_by=request.user, count=count)
+    except ValueError:
+        messages.error(request, "The number of iterations must be a whole number.")
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Iteration {iteration.number}: {iteration.message.lower()}.")
+    return redirect(project)
+
+
+@login_required
+@require_POST
+def project_iteration_action(request: AuthenticatedHttpRequest, slug: str, iteration_id: int) -> HttpResponse:
+    project = _researcher_project(request, slug)
+    iteration = Iteration.objects.filter(project=project, pk=iteration_id).select_related("project").first()
+    if iteration is None:
+        raise Http404("no such iteration")
+    actions = {
+        "pause": loop.iteration_pause,
+        "resume": loop.iteration_resume,
+        "start": lambda it: loop.iteration_resume(it, force=True),
+        "cancel": loop.iteration_cancel,
+    }
+    action = actions.get(request.POST.get("action", ""))
+    if action is None:
+        messages.error(request, "Unknown action.")
+    else:
+        try:
+            action(iteration)
+        except ServiceError as error:
+            messages.error(request, error.message)
+    return redirect(project)
 
 
 @login_required

@@ -27,6 +27,7 @@ from accounts.models import User
 
 from . import quality_control
 from .errors import AlreadyJudged, ClientIdReused, LeaseExpired, LeaseInvalid, NotFound, QueryFull
+from .signals import judgment_recorded
 from .models import (
     Choice,
     Clip,
@@ -380,9 +381,26 @@ def judgment_submit(
     Refuses (409) a second, different answer to the same query, an answer without its author's live lease,
     and any answer beyond the query's overlap.
     """
-    if connection.vendor != "postgresql":  # SQLite: the ORM version, serialised by IMMEDIATE transactions
-        return _judgment_submit_portable(query_id=query_id, annotator=annotator, choice=choice,
-                                         lease_token=lease_token, client_id=client_id, time_spent_ms=time_spent_ms)
+    submit = _judgment_submit_postgres if connection.vendor == "postgresql" else _judgment_submit_portable
+    result = submit(query_id=query_id, annotator=annotator, choice=choice,
+                    lease_token=lease_token, client_id=client_id, time_spent_ms=time_spent_ms)
+    if result.created:
+        # Listeners (the trainer starts an iteration waiting for its label budget) hear of it after commit.
+        judgment = result.judgment
+        transaction.on_commit(lambda: judgment_recorded.send(sender=Judgment, judgment=judgment))
+    return result
+
+
+def _judgment_submit_postgres(
+    *,
+    query_id: int,
+    annotator: User,
+    choice: str,
+    lease_token: uuid.UUID,
+    client_id: uuid.UUID,
+    time_spent_ms: int | None = None,
+) -> JudgmentResult:
+    # SQLite uses the ORM version below, serialised by IMMEDIATE transactions.
     if choice not in Choice.values:
         raise ValueError(f"unknown choice {choice!r}")
     try:

@@ -8,9 +8,12 @@ from django.http import HttpRequest
 
 from labeling.admin import ProjectAdmin, ProjectScopedAdmin
 from labeling.models import JobKind, Project
+from labeling.errors import ServiceError
 from labeling.services import job_start
 
-from .models import PreferenceSet, RewardModel
+from . import loop
+
+from .models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
 
 
 @admin.register(PreferenceSet)
@@ -49,5 +52,81 @@ def train_reward_model(modeladmin: admin.ModelAdmin, request: HttpRequest, query
     modeladmin.message_user(request, f"Started training for {queryset.count()} project(s).", messages.SUCCESS)
 
 
-# The trainer adds its action to labeling's project admin (labeling doesn't know the trainer exists).
-ProjectAdmin.actions = [*ProjectAdmin.actions, train_reward_model]
+def _apply(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Iteration], change, verb: str) -> None:
+    done = 0
+    for iteration in queryset.select_related("project"):
+        try:
+            change(iteration)
+            done += 1
+        except ServiceError as error:
+            modeladmin.message_user(request, f"Iteration {iteration.number}: {error.message}", messages.WARNING)
+    if done:
+        modeladmin.message_user(request, f"{verb} {done} iteration(s).", messages.SUCCESS)
+
+
+@admin.register(Iteration)
+class IterationAdmin(ProjectScopedAdmin):
+    list_display = ("project", "number", "state", "paused", "progress_bar", "message", "true_return", "labels_used")
+    list_filter = ("project", "state", "paused")
+    readonly_fields = (
+        "number", "state", "progress", "message", "error", "attempts", "heartbeat_at", "step_since", "preference_set",
+        "reward_model", "previous", "labels_used", "results", "start_after_labels", "started_at", "finished_at",
+    )
+    actions = ["pause", "resume", "start_now", "cancel"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # iterations start from the project's "Start an iteration" action, the dashboard or the API
+
+    @admin.display(description="progress")
+    def progress_bar(self, iteration: Iteration) -> str:
+        return f"{iteration.percent}%"
+
+    @admin.display(description="true return")
+    def true_return(self, iteration: Iteration) -> str:
+        policy = PolicyCheckpoint.objects.filter(iteration=iteration).first()
+        value = policy.true_return if policy else None
+        return f"{value:.1f}" if isinstance(value, float) else "—"
+
+    @admin.action(description="Pause (after the current step)")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Iteration]) -> None:
+        _apply(self, request, queryset, loop.iteration_pause, "Paused")
+
+    @admin.action(description="Resume")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Iteration]) -> None:
+        _apply(self, request, queryset, loop.iteration_resume, "Resumed")
+
+    @admin.action(description="Start now (even before the label budget is met)")
+    def start_now(self, request: HttpRequest, queryset: QuerySet[Iteration]) -> None:
+        _apply(self, request, queryset, lambda it: loop.iteration_resume(it, force=True), "Started")
+
+    @admin.action(description="Cancel")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Iteration]) -> None:
+        _apply(self, request, queryset, loop.iteration_cancel, "Cancelled")
+
+
+@admin.register(PolicyCheckpoint)
+class PolicyCheckpointAdmin(ProjectScopedAdmin):
+    list_display = ("project", "iteration", "algorithm", "timesteps", "true_return", "learned_return", "created_at")
+    list_filter = ("project", "algorithm")
+    readonly_fields = (
+        "iteration", "reward_model", "previous", "algorithm", "timesteps", "config", "model_file", "replay_buffer",
+        "evaluation", "train_seconds",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.action(description="Start an iteration of the loop")
+def start_iteration(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Project]) -> None:
+    for project in queryset:
+        try:
+            iteration = loop.iteration_create(project=project, created_by=request.user)  # type: ignore[arg-type]
+        except ServiceError as error:
+            modeladmin.message_user(request, f"{project}: {error.message}", messages.WARNING)
+        else:
+            modeladmin.message_user(request, f"{project}: iteration {iteration.number} {iteration.message.lower()}.")
+
+
+# The trainer adds its actions to labeling's project admin (labeling doesn't know the trainer exists).
+ProjectAdmin.actions = [*ProjectAdmin.actions, train_reward_model, start_iteration]

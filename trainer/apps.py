@@ -15,8 +15,9 @@ class TrainerConfig(AppConfig):
         for preset in PRESETS.values():
             environments.register(preset)
         ensure_broker_folders()
-        from labeling.signals import ranking_submitted
+        from labeling.signals import judgment_recorded, ranking_submitted
 
-        from .receivers import on_ranking_submitted
+        from .receivers import on_judgment_recorded, on_ranking_submitted
 
         ranking_submitted.connect(on_ranking_submitted, dispatch_uid="trainer.on_ranking_submitted")
+        judgment_recorded.connect(on_judgment_recorded, dispatch_uid="trainer.on_judgment_recorded")

@@ -99,7 +99,7 @@ def generate_clips(job: Job) -> dict[str, Any]:
             env_kwargs=project.env_kwargs,
         )
         new_clips.extend(
-            _store_rollout(project=project, job=job, data=data, keys=keys, columns=columns, iteration=params.iteration)
+            store_rollout(project=project, job=job, data=data, keys=keys, columns=columns, iteration=params.iteration)
         )
         job.report(0.5 * (index + 1) / params.rollouts, f"Rolled out {index + 1} of {params.rollouts} episodes")
 
@@ -118,8 +118,8 @@ def generate_clips(job: Job) -> dict[str, Any]:
     return {"rollouts": params.rollouts, "clips": len(new_clips), "queries": created, "rendered": len(to_render)}
 
 
-def _store_rollout(
-    *, project: Project, job: Job, data: rollouts.RolloutData, keys: list[str], columns: list[int], iteration: int
+def store_rollout(
+    *, project: Project, job: Job | None, data: rollouts.RolloutData, keys: list[str], columns: list[int], iteration: int
 ) -> list[Clip]:
     segments = rollouts.segments(data.n_steps, project.segment_steps)
     with transaction.atomic():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -137,10 +138,13 @@ def _human_rows(project: Project) -> dict[str, np.ndarray]:
     }
 
 
-def build_preferences(job: Job) -> dict[str, Any]:
-    """The build_preferences job: write a PreferenceSet and, if asked, queue reward-model training on it."""
-    project = job.project
-    params = PreferenceParams.from_dict(job.params)
+Report = Callable[[float, str], None]
+
+
+def preference_set_build(
+    *, project: Project, params: PreferenceParams, report: Report, job: Job | None = None, iteration: Any = None
+) -> PreferenceSet:
+    """Label pairs from the project's current rankings (HERON) and/or judgments into a new, immutable set."""
     sources = params.sources
     if sources == "auto":
         has_rankings = project.rankings.exists()
@@ -148,7 +152,7 @@ def build_preferences(job: Job) -> dict[str, Any]:
         sources = "both" if has_rankings and has_judgments else ("rankings" if has_rankings else "judgments")
     parts: list[dict[str, np.ndarray]] = []
     used: list[dict] = []
-    job.report(0.1, "Labelling pairs")
+    report(0.1, "Labelling pairs")
     if sources in ("rankings", "both"):
         heron_rows, used = _heron_rows(project, params)
         if heron_rows:
@@ -175,21 +179,31 @@ def build_preferences(job: Job) -> dict[str, Any]:
     pq.write_table(table, buffer, compression="zstd")
     raw = buffer.getvalue()
     origins, counts = np.unique(columns["origin"].astype(str), return_counts=True)
-    job.report(0.8, f"Labelled {len(table)} pairs")
+    report(0.8, f"Labelled {len(table)} pairs")
+    preference_set = PreferenceSet(
+        project=project,
+        job=job,
+        iteration=iteration,
+        sources=sources,
+        settings=asdict(params),
+        rankings=used,
+        counts={str(o): int(c) for o, c in zip(origins, counts, strict=True)},
+        n_pairs=len(table),
+        checksum=hashlib.sha256(raw).hexdigest(),
+    )
+    preference_set.file.save(f"{project.slug}-preferences.parquet", ContentFile(raw), save=False)
+    preference_set.save()
+    return preference_set
+
+
+def build_preferences(job: Job) -> dict[str, Any]:
+    """The build_preferences job: write a PreferenceSet and, if asked, queue reward-model training on it."""
+    project = job.project
+    params = PreferenceParams.from_dict(job.params)
     with transaction.atomic():
-        preference_set = PreferenceSet(
-            project=project,
-            job=job,
-            sources=sources,
-            settings=asdict(params),
-            rankings=used,
-            counts={str(o): int(c) for o, c in zip(origins, counts, strict=True)},
-            n_pairs=len(table),
-            checksum=hashlib.sha256(raw).hexdigest(),
-        )
-        preference_set.file.save(f"{project.slug}-preferences.parquet", ContentFile(raw), save=False)
-        preference_set.save()
-        result: dict[str, Any] = {"preference_set": preference_set.pk, "pairs": len(table), **preference_set.counts}
+        preference_set = preference_set_build(project=project, params=params, report=job.report, job=job)
+        result: dict[str, Any] = {"preference_set": preference_set.pk, "pairs": preference_set.n_pairs}
+        result.update(preference_set.counts)
         if params.train:
             from labeling.models import JobKind
             from labeling.services import job_start

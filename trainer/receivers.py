@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labeling.models import FactorRanking, JobKind
+from labeling.models import FactorRanking, JobKind, Judgment
 from labeling.services import job_start
 
 
@@ -18,3 +18,16 @@ def on_ranking_submitted(sender: type, ranking: FactorRanking, **kwargs: Any) ->
             created_by=ranking.annotator,
             params={"sources": "auto", "train": True},
         )
+
+
+def on_judgment_recorded(sender: type, judgment: Judgment, **kwargs: Any) -> None:
+    """A pairwise iteration waiting for its label budget starts as soon as the budget is met."""
+    from .loop import iterations_start_waiting
+    from .models import Iteration, IterationState
+
+    project_id = judgment.query.project_id
+    waiting = Iteration.objects.filter(
+        project_id=project_id, state=IterationState.QUEUED, paused=False, start_after_labels__isnull=False
+    )
+    if waiting.exists():
+        iterations_start_waiting(judgment.query.project)

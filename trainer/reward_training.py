@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -118,14 +119,51 @@ def train_reward_model_job(job: Job) -> dict[str, Any]:
     )
     if preference_set is None:
         raise ValueError("no preference set to train on: build preferences first")
-    overrides = dict(params.get("config") or {})
+    config = resolve_reward_config(params.get("config") or {})
+    # A rerun after a dead worker replaces what the dead attempt left behind.
+    RewardModel.objects.filter(job=job).delete()
+    reward_model = reward_model_train(
+        project=project,
+        preference_set=preference_set,
+        config=config,
+        report=job.report,
+        holdout_clip_fraction=float(params.get("holdout_clip_fraction", 0.1)),
+        seed=int(params.get("seed", config.seed)),
+        job=job,
+    )
+    metrics = reward_model.metrics
+    return {
+        "reward_model": reward_model.pk,
+        "version": reward_model.version,
+        "val_accuracy": metrics.get("val_accuracy"),
+        "spearman": metrics.get("spearman"),
+        "holdout_spearman": metrics.get("holdout_spearman"),
+        "epochs": metrics.get("epochs_run"),
+    }
+
+
+def resolve_reward_config(overrides: dict[str, Any]) -> RewardModelConfig:
+    """Defaults + overrides, on the configured torch device unless the overrides name one."""
+    overrides = dict(overrides)
     overrides.setdefault(
         "device", "auto" if settings.HERONRY["TORCH_DEVICE"] == "auto" else settings.HERONRY["TORCH_DEVICE"]
     )
-    config = RewardModelConfig.from_dict({**RewardModelConfig().to_dict(), **overrides})
+    return RewardModelConfig.from_dict({**RewardModelConfig().to_dict(), **overrides})
 
-    # A rerun after a dead worker replaces what the dead attempt left behind.
-    RewardModel.objects.filter(job=job).delete()
+
+def reward_model_train(
+    *,
+    project: Project,
+    preference_set: PreferenceSet,
+    config: RewardModelConfig,
+    report: Callable[[float, str], None],
+    holdout_clip_fraction: float = 0.1,
+    seed: int = 0,
+    job: Job | None = None,
+    iteration: Any = None,
+) -> RewardModel:
+    """Train a new RewardModel version on ``preference_set`` and store its weights; returns it READY (or raises,
+    leaving it FAILED with the error)."""
     for _ in range(5):
         try:
             with transaction.atomic():
@@ -134,6 +172,7 @@ def train_reward_model_job(job: Job) -> dict[str, Any]:
                     version=_next_version(project),
                     preference_set=preference_set,
                     job=job,
+                    iteration=iteration,
                     config=json_safe(config.to_dict()),
                 )
             break
@@ -143,7 +182,7 @@ def train_reward_model_job(job: Job) -> dict[str, Any]:
         raise RuntimeError("could not allocate a reward model version")
 
     try:
-        job.report(0.02, "Loading clips")
+        report(0.02, "Loading clips")
         table = read_preference_set(preference_set)
         clip_a = table.column("clip_a").to_numpy()
         clip_b = table.column("clip_b").to_numpy()
@@ -162,8 +201,8 @@ def train_reward_model_job(job: Job) -> dict[str, Any]:
         # reward generalises to new behaviour, not how well it fits clips it was trained on.
         holdout = _holdout_mask(
             len(ids),
-            float(params.get("holdout_clip_fraction", 0.1)),
-            np.random.default_rng(int(params.get("seed", config.seed))),
+            holdout_clip_fraction,
+            np.random.default_rng(seed),
         )
         touches_holdout = holdout[pairs[:, 0]] | holdout[pairs[:, 1]]
         dataset = PreferenceDataset(
@@ -175,7 +214,7 @@ def train_reward_model_job(job: Job) -> dict[str, Any]:
         )
 
         def progress(fraction: float, message: str) -> None:
-            job.report(0.05 + 0.9 * fraction, message)
+            report(0.05 + 0.9 * fraction, message)
 
         result = train_reward_model(dataset, config, true_returns=true_returns, progress=progress)
         result.metrics.update(_holdout_metrics(result.model, features, true_returns, holdout, pairs, targets))
@@ -201,12 +240,4 @@ def train_reward_model_job(job: Job) -> dict[str, Any]:
     except Exception as error:
         RewardModel.objects.filter(pk=reward_model.pk).update(status=RewardModelStatus.FAILED, error=str(error)[:5000])
         raise
-    metrics = reward_model.metrics
-    return {
-        "reward_model": reward_model.pk,
-        "version": reward_model.version,
-        "val_accuracy": metrics.get("val_accuracy"),
-        "spearman": metrics.get("spearman"),
-        "holdout_spearman": metrics.get("holdout_spearman"),
-        "epochs": metrics.get("epochs_run"),
-    }
+    return reward_model

@@ -44,3 +44,39 @@ def training_chart(model: RewardModel | None) -> str | None:
         {"label": "training loss", "values": [row.get("train_loss") for row in model.history]},
     ]
     return json.dumps({"x": epochs, "series": series, "xLabel": "epoch"})
+
+
+def iterations_overview(project: Project, limit: int = 20) -> dict[str, Any]:
+    """The dashboard's loop table and its chart of true vs learned return per iteration."""
+    from labeling.models import Judgment, QuerySource
+
+    from .models import FINISHED_STATES, Iteration, PolicyCheckpoint
+
+    iterations = list(
+        Iteration.objects.filter(project=project).select_related("reward_model").order_by("-number")[:limit]
+    )
+    policies = {p.iteration_id: p for p in PolicyCheckpoint.objects.filter(iteration__in=iterations)}
+    for iteration in iterations:
+        iteration.policy_row = policies.get(iteration.pk)  # type: ignore[attr-defined]
+    evaluated = [it for it in reversed(iterations) if it.policy_row is not None]  # type: ignore[attr-defined]
+    chart = None
+    if evaluated:
+        chart = json.dumps(
+            {
+                "x": [it.number for it in evaluated],
+                "series": [
+                    {"label": "true return", "values": [it.policy_row.true_return for it in evaluated]},  # type: ignore[attr-defined]
+                    {"label": "learned return", "values": [it.policy_row.learned_return for it in evaluated]},  # type: ignore[attr-defined]
+                ],
+                "xLabel": "iteration",
+            }
+        )
+    labels = Judgment.objects.filter(
+        query__project=project, query__source__in=[QuerySource.RANDOM, QuerySource.ACTIVE]
+    ).count()
+    return {
+        "iterations": iterations,
+        "active_iteration": next((it for it in iterations if it.state not in FINISHED_STATES), None),
+        "returns_chart": chart,
+        "labels": labels,
+    }

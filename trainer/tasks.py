@@ -37,3 +37,54 @@ def train_reward_model(job_id: int) -> None:
     from .reward_training import train_reward_model_job
 
     job_run(job_id, train_reward_model_job)
+
+
+# --- the loop: one task per step, chained by trainer.loop ---------------------------------------------------
+
+
+def _iteration_step(task, iteration_id: int, state: str) -> None:
+    from .iteration_steps import STEP_WORK
+    from .loop import StepOutcome, stale_after, step_run
+
+    outcome = step_run(iteration_id, state, STEP_WORK[state])
+    if outcome is StepOutcome.BUSY:
+        # Another delivery of this step is being worked on (or its worker died and the heartbeat is not yet
+        # stale): look again once it would be, rather than dropping a message that may be the only survivor.
+        raise task.retry(countdown=stale_after().total_seconds(), max_retries=None)
+
+
+@shared_task(name="trainer.iteration_build_preferences", bind=True)
+def iteration_build_preferences(self, iteration_id: int, state: str) -> None:
+    _iteration_step(self, iteration_id, state)
+
+
+@shared_task(name="trainer.iteration_train_reward", bind=True)
+def iteration_train_reward(self, iteration_id: int, state: str) -> None:
+    _iteration_step(self, iteration_id, state)
+
+
+@shared_task(name="trainer.iteration_train_policy", bind=True)
+def iteration_train_policy(self, iteration_id: int, state: str) -> None:
+    _iteration_step(self, iteration_id, state)
+
+
+@shared_task(name="trainer.iteration_roll_out", bind=True)
+def iteration_roll_out(self, iteration_id: int, state: str) -> None:
+    _iteration_step(self, iteration_id, state)
+
+
+@shared_task(name="trainer.iteration_render", bind=True)
+def iteration_render(self, iteration_id: int, state: str) -> None:
+    _iteration_step(self, iteration_id, state)
+
+
+@shared_task(name="trainer.iteration_publish", bind=True)
+def iteration_publish(self, iteration_id: int, state: str) -> None:
+    _iteration_step(self, iteration_id, state)
+
+
+@shared_task(name="trainer.sweep_iterations")
+def sweep_iterations() -> dict[str, int]:
+    from .loop import iterations_sweep
+
+    return iterations_sweep()

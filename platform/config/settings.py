@@ -129,6 +129,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # How long an unacknowledged task waits before Redis hands it to another worker (a worker that died
+    # mid-task). Steps claim their work, so an early redelivery of a long step just waits its turn.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1)}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -142,9 +146,14 @@ CELERY_TASK_ROUTES = {
     "trainer.generate_clips": {"queue": "render"},
     "trainer.render_clip": {"queue": "render"},
     "trainer.train_*": {"queue": "train"},
+    "trainer.iteration_train_reward": {"queue": "train"},
+    "trainer.iteration_train_policy": {"queue": "train"},
+    "trainer.iteration_roll_out": {"queue": "render"},
+    "trainer.iteration_render": {"queue": "render"},
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-expired-leases": {"task": "labeling.sweep_leases", "schedule": 60.0},
+    "sweep-iterations": {"task": "trainer.sweep_iterations", "schedule": 60.0},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -154,6 +163,8 @@ HERONRY = {
     "LEASE_TTL_SECONDS": env_int("LEASE_TTL_SECONDS", 300, minimum=10),
     "TORCH_DEVICE": env_choice("TORCH_DEVICE", "cpu", {"cpu", "cuda", "auto"}),
     "DEMO_PASSWORD": env_str("DEMO_PASSWORD", "heronry"),
+    # A loop step whose worker has not reported for this long is presumed dead and is claimed again.
+    "ITERATION_STALE_SECONDS": env_int("ITERATION_STALE_SECONDS", 120, minimum=1),
 }
 
 # --- REST API -------------------------------------------------------------------------------------------

@@ -1,0 +1,320 @@
+"""The loop: iterations' state machine, their steps, pairwise waiting, and the researcher's controls.
+
+Tasks run in-process here (eager), so starting an iteration runs its whole chain; tests with a real worker
+process are in tests/integration/test_loop_worker.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from labeling.models import Clip, FeedbackMode, Query, QuerySource, RenderStatus, Rollout
+from labeling.rankings import ranking_submit
+from trainer import loop, rollouts
+from trainer.iteration_steps import STEP_WORK
+from trainer.loop_settings import LoopSettings
+from trainer.models import Iteration, IterationState, PolicyCheckpoint, RewardModel
+
+from .conftest import api_client_for
+from .test_rankings_and_reward_models import RANKING, make_clips
+
+# Small enough to run the whole chain in seconds on a CPU.
+TINY = {
+    "retrain_on_ranking": False,
+    "reward_config": {"hidden_sizes": [16, 16], "ensemble_size": 2, "max_epochs": 3, "patience": 2},
+    "policy": {"learning_starts": 50, "batch_size": 32, "eval_episodes": 2, "net_arch": [16, 16]},
+    "policy_timesteps": 120,
+    "rollouts": 2,
+    "label_budget": 6,
+}
+
+
+@pytest.fixture
+def ranked_project(project, researcher, annotator, django_capture_on_commit_callbacks):
+    project.feedback_mode = FeedbackMode.RANKING
+    project.loop_settings = TINY
+    project.save()
+    make_clips(project, researcher, rollouts=4)
+    with django_capture_on_commit_callbacks(execute=True):
+        ranking_submit(project=project, annotator=annotator, groups=RANKING, sigmas={})
+    return project
+
+
+def run_iteration(project, researcher, django_capture_on_commit_callbacks, **kwargs) -> Iteration:
+    with django_capture_on_commit_callbacks(execute=True):
+        iteration = loop.iteration_create(project=project, created_by=researcher, **kwargs)
+    iteration.refresh_from_db()
+    return iteration
+
+
+def test_a_ranking_mode_iteration_runs_every_step_and_links_its_artefacts(
+    ranked_project, researcher, django_capture_on_commit_callbacks
+):
+    iteration = run_iteration(ranked_project, researcher, django_capture_on_commit_callbacks)
+    assert iteration.state == IterationState.DONE, iteration.error
+    assert list(iteration.results) == list(STEP_WORK)
+    # The lineage: preference set → reward model → policy → clips (ranking mode asks no pairwise questions).
+    assert iteration.preference_set.iteration == iteration
+    assert iteration.reward_model.iteration == iteration
+    assert iteration.reward_model.preference_set == iteration.preference_set
+    policy = PolicyCheckpoint.objects.get(iteration=iteration)
+    assert policy.reward_model == iteration.reward_model
+    assert policy.timesteps == TINY["policy_timesteps"]
+    assert len(policy.evaluation["true_returns"]) == 2
+    assert len(policy.evaluation["learned_returns"]) == 2
+    clips = Clip.objects.filter(project=ranked_project, iteration=1)
+    assert clips.count() == 2 * 4  # 2 rollouts of 200 steps, 50-step clips
+    assert set(Rollout.objects.filter(iteration=1).values_list("policy", flat=True)) == {
+        f"policy:{policy.pk}:0",
+        f"policy:{policy.pk}:0.1",
+    }
+    assert not Query.objects.filter(iteration=1).exists()
+    assert iteration.overall_progress == 1.0 and iteration.finished_at is not None
+
+
+def test_new_clips_resimulate_exactly_from_seed_and_actions(ranked_project, researcher, django_capture_on_commit_callbacks):
+    run_iteration(ranked_project, researcher, django_capture_on_commit_callbacks)
+    rollout = Rollout.objects.filter(project=ranked_project, iteration=1).first()
+    with rollout.data.open("rb") as handle:
+        data = rollouts.load_npz(handle.read())
+    replayed = rollouts.resimulate(data.env_id, seed=data.seed, actions=data.actions, env_kwargs=data.env_kwargs)
+    np.testing.assert_array_equal(replayed, data.observations)
+
+
+def test_the_next_iteration_continues_from_the_previous_policy(
+    ranked_project, researcher, django_capture_on_commit_callbacks
+):
+    first = run_iteration(ranked_project, researcher, django_capture_on_commit_callbacks, count=2)
+    second = Iteration.objects.get(project=ranked_project, number=2)
+    assert first.state == second.state == IterationState.DONE, (first.error, second.error)
+    assert second.previous == first
+    policy = PolicyCheckpoint.objects.get(iteration=second)
+    assert policy.previous == PolicyCheckpoint.objects.get(iteration=first)
+    assert policy.timesteps == 2 * TINY["policy_timesteps"]
+    # The second preference set includes the first iteration's clips.
+    assert second.preference_set.n_pairs > first.preference_set.n_pairs
+
+
+def test_true_reward_iterations_skip_the_reward_steps(ranked_project, researcher, django_capture_on_commit_callbacks):
+    iteration = run_iteration(
+        ranked_project, researcher, django_capture_on_commit_callbacks, overrides={"policy_reward": "true"}
+    )
+    assert iteration.state == IterationState.DONE, iteration.error
+    assert "skipped" in iteration.results["building_preferences"]
+    assert iteration.reward_model is None
+    policy = PolicyCheckpoint.objects.get(iteration=iteration)
+    assert policy.reward_model is None and policy.evaluation["learned_returns"] is None
+
+
+def _label_everything(project, annotators, django_capture_on_commit_callbacks, limit: int = 10**6) -> int:
+    """Answer open queries (up to ``limit``) by the true return (an oracle), through the API."""
+    answered = 0
+    for annotator in annotators:
+        client = api_client_for(annotator)
+        while answered < limit:
+            with django_capture_on_commit_callbacks(execute=True):
+                served = client.post(f"/api/v1/projects/{project.slug}/queries/next/", {}, format="json").json()
+                if served["query"] is None:
+                    break
+                query = served["query"]
+                left = Clip.objects.get(pk=query["left"]["id"])
+                right = Clip.objects.get(pk=query["right"]["id"])
+                choice = "left" if left.true_return >= right.true_return else "right"
+                response = client.post(
+                    f"/api/v1/queries/{query['id']}/judgments/",
+                    {"choice": choice, "lease": query["lease"], "client_id": str(uuid.uuid4())},
+                    format="json",
+                )
+                assert response.status_code == 201, response.content
+                answered += 1
+    return answered
+
+
+@pytest.fixture
+def pairwise_project(project, researcher, django_capture_on_commit_callbacks):
+    project.feedback_mode = FeedbackMode.PAIRWISE
+    project.overlap = 1
+    project.loop_settings = TINY
+    project.save()
+    make_clips(project, researcher, rollouts=3, queries=6, render="queried")
+    return project
+
+
+def test_a_pairwise_iteration_waits_for_its_budget_then_starts_by_itself_and_asks_active_questions(
+    pairwise_project, researcher, annotator, django_capture_on_commit_callbacks
+):
+    project = pairwise_project
+    iteration = run_iteration(project, researcher, django_capture_on_commit_callbacks)
+    assert iteration.state == IterationState.QUEUED and iteration.start_after_labels == 6
+    assert _label_everything(project, [annotator], django_capture_on_commit_callbacks, limit=5) == 5
+    iteration.refresh_from_db()
+    assert iteration.state == IterationState.QUEUED
+    assert _label_everything(project, [annotator], django_capture_on_commit_callbacks, limit=1) == 1
+    iteration.refresh_from_db()
+    assert iteration.state == IterationState.DONE, iteration.error
+    assert iteration.labels_used == 6
+    queries = Query.objects.filter(project=project, iteration=1)
+    assert queries.count() == 6
+    assert set(queries.values_list("source", flat=True)) == {QuerySource.ACTIVE}
+    assert all(q.uncertainty is not None for q in queries)
+    # Only the clips someone will see were rendered: the new queries' clips (and factor extremes).
+    new_clips = Clip.objects.filter(project=project, iteration=1)
+    shown = set(queries.values_list("clip_a_id", flat=True)) | set(queries.values_list("clip_b_id", flat=True))
+    for clip in new_clips:
+        if clip.pk in shown:
+            assert clip.render_status == RenderStatus.READY
+    assert new_clips.filter(render_status=RenderStatus.PENDING).exists()
+    # No clip in more than max_queries_per_clip of them.
+    counts = np.bincount([c for pair in queries.values_list("clip_a_id", "clip_b_id") for c in pair])
+    assert counts.max() <= LoopSettings().max_queries_per_clip
+
+
+def test_researchers_pause_resume_and_cancel(pairwise_project, researcher, annotator, django_capture_on_commit_callbacks):
+    project = pairwise_project
+    iteration = run_iteration(project, researcher, django_capture_on_commit_callbacks)
+    client = api_client_for(researcher)
+    url = f"/api/v1/iterations/{iteration.pk}/"
+    assert client.post(url, {"action": "pause"}, format="json").json()["paused"] is True
+    _label_everything(project, [annotator], django_capture_on_commit_callbacks)
+    iteration.refresh_from_db()
+    assert iteration.state == IterationState.QUEUED  # budget met, but paused
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(url, {"action": "resume"}, format="json")
+    body = client.get(url).json()
+    assert body["state"] == "done", body["error"]
+    response = client.post(url, {"action": "cancel"}, format="json")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
+
+    second = run_iteration(project, researcher, django_capture_on_commit_callbacks)
+    assert second.state == IterationState.QUEUED
+    body = client.post(f"/api/v1/iterations/{second.pk}/", {"action": "cancel"}, format="json").json()
+    assert body["state"] == "cancelled"
+
+
+def test_force_start_ignores_the_label_budget(pairwise_project, researcher, django_capture_on_commit_callbacks):
+    iteration = run_iteration(pairwise_project, researcher, django_capture_on_commit_callbacks)
+    client = api_client_for(researcher)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(f"/api/v1/iterations/{iteration.pk}/", {"action": "start"}, format="json")
+    body = client.get(f"/api/v1/iterations/{iteration.pk}/").json()
+    # No labels yet: building preferences fails and says why.
+    assert body["state"] == "failed"
+    assert "no preferences to build from" in body["error"]
+
+
+def test_the_api_lists_and_starts_iterations_and_checks_input(
+    ranked_project, researcher, annotator, outsider, django_capture_on_commit_callbacks
+):
+    client = api_client_for(researcher)
+    url = f"/api/v1/projects/{ranked_project.slug}/iterations/"
+    for body, field in [
+        ({"count": 0}, "count"),
+        ({"settings": {"policy_timesteps": -5}}, "settings"),
+        ({"settings": {"nonsense": 1}}, "settings"),
+        ({"settings": {"policy": {"algorithm": "dqn"}}}, "settings"),
+        ({"settings": "fast"}, "settings"),
+    ]:
+        response = client.post(url, body, format="json")
+        assert response.status_code == 400, body
+        assert field in response.json()["error"]["fields"], response.json()
+    assert not Iteration.objects.exists()
+    assert api_client_for(annotator).post(url, {}, format="json").status_code == 403
+    assert api_client_for(outsider).get(url).status_code == 404
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url, {"count": 1}, format="json")
+    assert response.status_code == 201
+    listed = client.get(url).json()
+    assert [row["number"] for row in listed] == [1]
+    row = listed[0]
+    assert row["state"] == "done" and row["overall_progress"] == 1.0
+    assert row["policy"]["evaluation"]["true_mean"] is not None
+    download = client.get(row["policy"]["download_url"])
+    assert download.status_code == 200 and download["Content-Type"] == "application/zip"
+    assert api_client_for(annotator).get(row["policy"]["download_url"]).status_code == 403
+
+
+def test_one_unfinished_iteration_at_a_time(pairwise_project, researcher, django_capture_on_commit_callbacks):
+    run_iteration(pairwise_project, researcher, django_capture_on_commit_callbacks)
+    response = api_client_for(researcher).post(f"/api/v1/projects/{pairwise_project.slug}/iterations/", {}, format="json")
+    assert response.status_code == 409
+
+
+# --- the state machine's claims, without running real steps ------------------------------------------------
+
+
+@pytest.fixture
+def started(ranked_project, researcher, monkeypatch) -> Iteration:
+    """An iteration in its first step, whose task was never sent."""
+    monkeypatch.setattr(loop, "_send_step", lambda *args: None)
+    return loop.iteration_create(project=ranked_project, created_by=researcher)
+
+
+def test_a_step_runs_once_however_often_it_is_delivered(started, monkeypatch):
+    monkeypatch.setattr(loop, "_send_step", lambda *args: None)
+    calls = []
+
+    def work(iteration, loop_settings, report):
+        calls.append(iteration.pk)
+        # A duplicate delivery while this one works finds it busy and does nothing.
+        assert loop.step_run(iteration.pk, iteration.state, work) is loop.StepOutcome.BUSY
+        return {"ok": True}
+
+    state = started.state
+    assert loop.step_run(started.pk, state, work) is loop.StepOutcome.DONE
+    assert loop.step_run(started.pk, state, work) is loop.StepOutcome.GONE  # redelivered after it finished
+    assert calls == [started.pk]
+    started.refresh_from_db()
+    assert started.state == IterationState.TRAINING_REWARD and started.results[state] == {"ok": True}
+    assert started.heartbeat_at is None and started.attempts == 0
+
+
+def test_a_step_whose_worker_died_is_claimed_again_and_gives_up_after_three_tries(started, settings):
+    state = started.state
+    stale = timezone.now() - timedelta(seconds=settings.HERONRY["ITERATION_STALE_SECONDS"] + 1)
+
+    def dies(iteration, loop_settings, report):
+        Iteration.objects.filter(pk=iteration.pk).update(heartbeat_at=stale)  # the worker vanished mid-step
+        raise loop.IterationStopped  # (how a vanished worker looks from here: nothing recorded)
+
+    for _ in range(loop.MAX_ATTEMPTS):
+        assert loop.step_run(started.pk, state, dies) is loop.StepOutcome.GONE
+    assert loop.step_run(started.pk, state, dies) is loop.StepOutcome.DONE
+    started.refresh_from_db()
+    assert started.state == IterationState.FAILED and "3 times" in started.error
+
+
+def test_the_sweep_resends_dead_steps(started, settings, monkeypatch):
+    sent = []
+    monkeypatch.setattr(loop, "send_task_by_name", lambda name, *args: sent.append((name, args)))
+    assert loop.iterations_sweep()["resent"] == 0  # entered its step just now
+    Iteration.objects.filter(pk=started.pk).update(step_since=timezone.now() - timedelta(hours=1))
+    assert loop.iterations_sweep()["resent"] == 1
+    assert sent == [(loop.STEP_TASKS[started.state], (started.pk, started.state))]
+
+
+def test_a_failing_step_fails_the_iteration_with_the_reason(started):
+    def broken(iteration, loop_settings, report):
+        raise ValueError("the reward model exploded")
+
+    assert loop.step_run(started.pk, started.state, broken) is loop.StepOutcome.DONE
+    started.refresh_from_db()
+    assert started.state == IterationState.FAILED
+    assert "the reward model exploded" in started.error and "Building preferences" in started.error
+
+
+def test_cancelling_stops_a_busy_worker_at_its_next_report(started):
+    def cancelled_meanwhile(iteration, loop_settings, report):
+        loop.iteration_cancel(Iteration.objects.get(pk=iteration.pk))
+        report(0.5, "still going")  # raises IterationStopped
+        raise AssertionError("not reached")
+
+    assert loop.step_run(started.pk, started.state, cancelled_meanwhile) is loop.StepOutcome.GONE
+    started.refresh_from_db()
+    assert started.state == IterationState.CANCELLED
+    assert not RewardModel.objects.exists()

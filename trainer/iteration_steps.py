@@ -1,0 +1,340 @@
+"""The work of each loop step (the Django side; numerics live in trainer.policy, trainer.reward, heron).
+
+Each function gets the claimed iteration, its resolved settings and a reporter (progress + heartbeat),
+starts by removing whatever a dead earlier attempt of the same step left behind (so running a step twice
+leaves one result), sets the artefact links it made on the iteration, and returns a JSON-friendly summary
+that ``trainer.loop`` stores under ``iteration.results[state]``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import gymnasium
+import numpy as np
+from django.core.files.base import ContentFile
+from django.db import transaction
+
+from labeling.models import Clip, Project, Query, QuerySource, RenderStatus, Rollout
+from labeling.selectors import factor_extremes
+
+from . import envs, rollouts
+from .clip_pipeline import store_rollout, factor_columns, render_clip
+from .loop import StepReporter
+from .loop_settings import LoopSettings
+from .models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
+from .policy import (
+    PolicySnapshot,
+    RewardFn,
+    SB3Policy,
+    ensemble_reward_fn,
+    evaluate_policy,
+    load_model,
+    train_policy,
+)
+from .preference_building import PreferenceParams, preference_set_build
+from .query_selection import select_pairs
+from .reward import RewardEnsemble, from_bytes
+from .reward_training import clip_features, json_safe, reward_model_train
+
+
+def _rng(loop_settings: LoopSettings, iteration: Iteration, purpose: int) -> np.random.Generator:
+    """Independent, reproducible streams per (loop seed, iteration, purpose)."""
+    return np.random.default_rng([loop_settings.seed, iteration.number, purpose])
+
+
+def _seed(loop_settings: LoopSettings, iteration: Iteration, purpose: int) -> int:
+    return int(_rng(loop_settings, iteration, purpose).integers(0, 2**31 - 1))
+
+
+def _skipped(loop_settings: LoopSettings) -> dict[str, Any] | None:
+    if loop_settings.policy_reward == "true":
+        return {"skipped": "the policy trains on the environment's true reward"}
+    return None
+
+
+# --- 1. labels → preference set -----------------------------------------------------------------------------
+
+
+def build_preferences(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+    if skipped := _skipped(loop_settings):
+        return skipped
+    project = iteration.project
+    RewardModel.objects.filter(iteration=iteration).delete()
+    PreferenceSet.objects.filter(iteration=iteration).delete()
+    params = PreferenceParams(
+        sources=loop_settings.preference_sources,
+        cap=loop_settings.preference_cap,
+        seed=_seed(loop_settings, iteration, 1),
+        train=False,
+    )
+    with transaction.atomic():
+        preference_set = preference_set_build(project=project, params=params, report=report, iteration=iteration)
+    iteration.preference_set = preference_set
+    iteration.labels_used = int(preference_set.counts.get("human", 0))
+    return {"preference_set": preference_set.pk, "pairs": preference_set.n_pairs, **preference_set.counts}
+
+
+# --- 2. preference set → reward model -----------------------------------------------------------------------
+
+
+def train_reward(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+    if skipped := _skipped(loop_settings):
+        return skipped
+    if iteration.preference_set is None:
+        raise ValueError("the iteration has no preference set")
+    RewardModel.objects.filter(iteration=iteration).delete()
+    from .reward_training import resolve_reward_config
+
+    config = resolve_reward_config({**loop_settings.reward_config, "seed": _seed(loop_settings, iteration, 2)})
+    reward_model = reward_model_train(
+        project=iteration.project,
+        preference_set=iteration.preference_set,
+        config=config,
+        report=report,
+        seed=config.seed,
+        iteration=iteration,
+    )
+    iteration.reward_model = reward_model
+    metrics = reward_model.metrics
+    keys = ("val_accuracy", "spearman", "holdout_spearman", "holdout_accuracy", "epochs_run")
+    return {"reward_model": reward_model.pk, "version": reward_model.version, **{k: metrics.get(k) for k in keys}}
+
+
+def _load_reward(reward_model: RewardModel) -> RewardEnsemble:
+    with reward_model.weights.open("rb") as weights, reward_model.metadata.open("rb") as metadata:
+        return from_bytes(weights.read(), metadata.read().decode()).model
+
+
+# --- 3. reward model → policy -------------------------------------------------------------------------------
+
+
+def _env_factory(project: Project):
+    preset = envs.get_preset(project.env_id)
+    kwargs = envs.effective_env_kwargs(project.env_id, project.env_kwargs)
+
+    def make() -> gymnasium.Env:
+        return envs.make_env(project.env_id, max_episode_steps=preset.episode_steps, **kwargs)
+
+    return make
+
+
+def _snapshot(checkpoint: PolicyCheckpoint) -> PolicySnapshot:
+    with checkpoint.model_file.open("rb") as handle:
+        model_zip = handle.read()
+    replay = None
+    if checkpoint.replay_buffer:
+        with checkpoint.replay_buffer.open("rb") as handle:
+            replay = handle.read()
+    return PolicySnapshot(
+        algorithm=checkpoint.algorithm,
+        model_zip=model_zip,
+        replay_buffer=replay,
+        num_timesteps=checkpoint.timesteps,
+        config=dict(checkpoint.config),
+    )
+
+
+def train_policy_step(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+    project = iteration.project
+    PolicyCheckpoint.objects.filter(iteration=iteration).delete()
+    config = loop_settings.policy_config(seed=_seed(loop_settings, iteration, 3))
+    reward_fn: RewardFn | None = None
+    raw_reward_fn: RewardFn | None = None
+    if loop_settings.policy_reward == "learned":
+        if iteration.reward_model is None:
+            raise ValueError("the iteration has no reward model")
+        ensemble = _load_reward(iteration.reward_model)
+        reward_fn = ensemble_reward_fn(ensemble, normalized=config.normalize_reward)
+        raw_reward_fn = ensemble_reward_fn(ensemble, normalized=False)
+    previous_checkpoint = PolicyCheckpoint.objects.filter(iteration=iteration.previous).first()
+    previous = _snapshot(previous_checkpoint) if previous_checkpoint is not None else None
+    env_factory = _env_factory(project)
+
+    started = time.monotonic()
+    snapshot = train_policy(
+        env_factory=env_factory,
+        config=config,
+        timesteps=loop_settings.policy_timesteps,
+        reward_fn=reward_fn,
+        previous=previous,
+        progress=lambda fraction, message: report(0.9 * fraction, message),
+    )
+    train_seconds = time.monotonic() - started
+    report(0.9, f"Evaluating on {config.eval_episodes} episodes")
+    env = env_factory()
+    try:
+        model = load_model(snapshot, env)
+        evaluation = evaluate_policy(
+            model,
+            env_factory=env_factory,
+            episodes=config.eval_episodes,
+            rng=_rng(loop_settings, iteration, 4),
+            reward_fn=raw_reward_fn,
+        )
+    finally:
+        env.close()
+    checkpoint = PolicyCheckpoint(
+        project=project,
+        iteration=iteration,
+        reward_model=iteration.reward_model if loop_settings.policy_reward == "learned" else None,
+        previous=previous_checkpoint,
+        algorithm=snapshot.algorithm,
+        timesteps=snapshot.num_timesteps,
+        config=json_safe(snapshot.config),
+        evaluation=json_safe(evaluation.to_dict()),
+        train_seconds=train_seconds,
+    )
+    name = f"{project.slug}-i{iteration.number}"
+    checkpoint.model_file.save(f"{name}.zip", ContentFile(snapshot.model_zip), save=False)
+    if snapshot.replay_buffer is not None:
+        checkpoint.replay_buffer.save(f"{name}-replay.npz", ContentFile(snapshot.replay_buffer), save=False)
+    checkpoint.save()
+    return {
+        "policy": checkpoint.pk,
+        "algorithm": checkpoint.algorithm,
+        "timesteps": checkpoint.timesteps,
+        "train_seconds": round(train_seconds, 2),
+        **checkpoint.evaluation,
+    }
+
+
+# --- 4. policy → rollouts → clips ---------------------------------------------------------------------------
+
+
+def roll_out(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+    project = iteration.project
+    # The iteration number names its clips; a dead attempt's rollouts (and their clips) go first.
+    Rollout.objects.filter(project=project, iteration=iteration.number).delete()
+    checkpoint = PolicyCheckpoint.objects.get(iteration=iteration)
+    preset = envs.get_preset(project.env_id)
+    keys = list(project.factors.order_by("position", "id").values_list("key", flat=True))
+    columns = factor_columns(project, preset)
+    rng = _rng(loop_settings, iteration, 5)
+    env = _env_factory(project)()
+    try:
+        model = load_model(_snapshot(checkpoint), env)
+    finally:
+        env.close()
+    returns = []
+    n_clips = 0
+    for index in range(loop_settings.rollouts):
+        noise = loop_settings.rollout_noise[index % len(loop_settings.rollout_noise)]
+        data = rollouts.run_rollout(
+            project.env_id,
+            policy=SB3Policy(model, name=f"policy:{checkpoint.pk}:{noise:g}", noise=noise),
+            seed=int(rng.integers(0, 2**31 - 1)),
+            steps=preset.episode_steps,
+            rng=rng,
+            env_kwargs=project.env_kwargs,
+        )
+        n_clips += len(
+            store_rollout(project=project, job=None, data=data, keys=keys, columns=columns, iteration=iteration.number)
+        )
+        returns.append(data.true_return)
+        report((index + 1) / loop_settings.rollouts, f"Rolled out {index + 1} of {loop_settings.rollouts} episodes")
+    return {
+        "rollouts": loop_settings.rollouts,
+        "clips": n_clips,
+        "rollout_true_return_mean": float(np.mean(returns)),
+    }
+
+
+# --- 5. choose the pairs to ask, render what people will see --------------------------------------------------
+
+
+def _choose_pairs(
+    iteration: Iteration, loop_settings: LoopSettings, clips: list[Clip]
+) -> tuple[list[list[Any]], str]:
+    project = iteration.project
+    if not project.has_pairwise or loop_settings.label_budget == 0 or len(clips) < 2:
+        return [], "none"
+    wanted = math.ceil(loop_settings.label_budget / max(project.overlap, 1))
+    rng = _rng(loop_settings, iteration, 6)
+    scores = None
+    method = "random"
+    if loop_settings.query_selection == "active" and iteration.reward_model is not None:
+        ensemble = _load_reward(iteration.reward_model)
+        if ensemble.ensemble_size > 1:
+            features, _, _ = clip_features(clips)
+
+            def scores(pairs: np.ndarray) -> np.ndarray:
+                return ensemble.disagreement(features, pairs)
+
+            method = "active"
+    pairs, pair_scores = select_pairs(
+        len(clips),
+        wanted,
+        rng,
+        scores=scores,
+        oversample=loop_settings.oversample,
+        max_per_clip=loop_settings.max_queries_per_clip,
+    )
+    chosen = []
+    for index, (i, j) in enumerate(pairs):
+        a, b = sorted((clips[i].pk, clips[j].pk))
+        chosen.append([a, b, None if pair_scores is None else float(pair_scores[index])])
+    return chosen, method
+
+
+def render(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+    project = iteration.project
+    clips = list(
+        Clip.objects.filter(project=project, iteration=iteration.number).select_related("rollout").order_by("id")
+    )
+    pairs, method = _choose_pairs(iteration, loop_settings, clips)
+    # Only clips a person will look at get video: those in the new queries and the factor extremes the
+    # ranking page shows. Rendering is idempotent per clip (a READY clip is skipped).
+    wanted = {a for a, _, _ in pairs} | {b for _, b, _ in pairs}
+    for extremes in factor_extremes(project).values():
+        wanted |= {clip.pk for clip in extremes.values() if clip is not None}
+    to_render = list(
+        Clip.objects.filter(pk__in=wanted).exclude(render_status=RenderStatus.READY).select_related("project", "rollout")
+    )
+    for index, clip in enumerate(to_render):
+        render_clip(clip)
+        report((index + 1) / len(to_render), f"Rendered {index + 1} of {len(to_render)} clips")
+    return {"selection": method, "pairs": pairs, "rendered": len(to_render)}
+
+
+# --- 6. publish the queries -----------------------------------------------------------------------------------
+
+
+def publish(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+    project = iteration.project
+    selection = iteration.results.get("rendering", {})
+    pairs = selection.get("pairs", [])
+    source = QuerySource.ACTIVE if selection.get("selection") == "active" else QuerySource.RANDOM
+    rng = _rng(loop_settings, iteration, 7)
+    queries = [
+        Query(
+            project=project,
+            clip_a_id=a,
+            clip_b_id=b,
+            source=source,
+            uncertainty=score,
+            answers_wanted=project.overlap,
+            iteration=iteration.number,
+            # Newer iterations' questions first: they are about the behaviour the policy has now.
+            priority=iteration.number,
+            random_key=float(rng.random()),
+        )
+        for a, b, score in pairs
+    ]
+    # Safe to run twice: the unique (clip_a, clip_b) constraint on random/active queries drops repeats.
+    Query.objects.bulk_create(queries, ignore_conflicts=True)
+    created = Query.objects.filter(project=project, iteration=iteration.number, source=source).count()
+    report(1.0, f"Published {created} queries")
+    return {"queries": created, "source": source}
+
+
+STEP_WORK = {
+    "building_preferences": build_preferences,
+    "training_reward": train_reward,
+    "training_policy": train_policy_step,
+    "rolling_out": roll_out,
+    "rendering": render,
+    "publishing": publish,
+}

@@ -1,0 +1,164 @@
+"""REST API for the loop: list and start iterations, pause / resume / cancel them, download policies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.typing import AuthenticatedRequest
+from labeling import selectors
+from labeling.api.views import require_researcher
+from labeling.errors import NotFound, ValidationFailed
+
+from . import loop
+from .models import Iteration, PolicyCheckpoint
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PolicyCheckpoint
+        fields = ["id", "algorithm", "timesteps", "reward_model", "evaluation", "train_seconds", "download_url"]
+
+    def get_download_url(self, policy: PolicyCheckpoint) -> str:
+        return f"/api/v1/policies/{policy.pk}/checkpoint"
+
+
+class IterationSerializer(serializers.ModelSerializer):
+    state_label = serializers.CharField(source="get_state_display", read_only=True)
+    overall_progress = serializers.FloatField(read_only=True)
+    policy = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Iteration
+        fields = [
+            "id",
+            "number",
+            "state",
+            "state_label",
+            "paused",
+            "progress",
+            "overall_progress",
+            "message",
+            "error",
+            "start_after_labels",
+            "follow_ups",
+            "labels_used",
+            "preference_set",
+            "reward_model",
+            "policy",
+            "previous",
+            "results",
+            "settings",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+    def get_policy(self, iteration: Iteration) -> dict[str, Any] | None:
+        policy = getattr(iteration, "policy", None) if iteration.pk else None
+        return PolicySerializer(policy).data if policy is not None else None
+
+
+class IterationCreateSerializer(serializers.Serializer):
+    count = serializers.IntegerField(
+        min_value=1, max_value=100, default=1, help_text="Iterations to run one after another."
+    )
+    settings = serializers.DictField(
+        required=False, default=dict, help_text="Loop-settings overrides for these iterations (see LoopSettings)."
+    )
+
+
+class IterationActionSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["pause", "resume", "cancel", "start"])
+
+
+def _iteration_for_researcher(request: AuthenticatedRequest, iteration_id: int) -> Iteration:
+    iteration = Iteration.objects.select_related("project").filter(pk=iteration_id).first()
+    if iteration is None:
+        raise NotFound("no such iteration")
+    project = selectors.project_for_member(slug=iteration.project.slug, user=request.user)
+    require_researcher(request, project)
+    return iteration
+
+
+def _with_policy(queryset):
+    return queryset.select_related("policy")
+
+
+class IterationListView(APIView):
+    @extend_schema(responses=IterationSerializer(many=True), summary="The loop's iterations, newest first")
+    def get(self, request: AuthenticatedRequest, slug: str) -> Response:
+        project = selectors.project_for_member(slug=slug, user=request.user)
+        require_researcher(request, project)
+        iterations = _with_policy(Iteration.objects.filter(project=project)).order_by("-number")
+        return Response(IterationSerializer(iterations, many=True).data)
+
+    @extend_schema(
+        request=IterationCreateSerializer,
+        responses={201: IterationSerializer},
+        summary="Start the next iteration (pairwise mode: it waits for its label budget, then starts itself)",
+    )
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
+        project = selectors.project_for_member(slug=slug, user=request.user)
+        require_researcher(request, project)
+        spec = IterationCreateSerializer(data=request.data)
+        spec.is_valid(raise_exception=True)
+        iteration = loop.iteration_create(
+            project=project,
+            created_by=request.user,
+            overrides=spec.validated_data["settings"],
+            count=spec.validated_data["count"],
+        )
+        return Response(IterationSerializer(iteration).data, status=status.HTTP_201_CREATED)
+
+
+class IterationDetailView(APIView):
+    @extend_schema(responses=IterationSerializer, summary="One iteration with its live progress")
+    def get(self, request: AuthenticatedRequest, iteration_id: int) -> Response:
+        return Response(IterationSerializer(_iteration_for_researcher(request, iteration_id)).data)
+
+    @extend_schema(
+        request=IterationActionSerializer,
+        responses=IterationSerializer,
+        summary="pause | resume | cancel | start (start: a waiting iteration now, whatever its label budget)",
+    )
+    def post(self, request: AuthenticatedRequest, iteration_id: int) -> Response:
+        iteration = _iteration_for_researcher(request, iteration_id)
+        spec = IterationActionSerializer(data=request.data)
+        spec.is_valid(raise_exception=True)
+        action = spec.validated_data["action"]
+        if action == "pause":
+            loop.iteration_pause(iteration)
+        elif action == "resume":
+            loop.iteration_resume(iteration)
+        elif action == "start":
+            loop.iteration_resume(iteration, force=True)
+        else:
+            loop.iteration_cancel(iteration)
+        iteration.refresh_from_db()
+        return Response(IterationSerializer(iteration).data)
+
+
+class PolicyCheckpointView(APIView):
+    @extend_schema(
+        responses={(200, "application/zip"): bytes},
+        summary="A policy's Stable-Baselines3 zip (load it with set_parameters, not .load, to avoid unpickling)",
+    )
+    def get(self, request: AuthenticatedRequest, policy_id: int) -> FileResponse:
+        policy = PolicyCheckpoint.objects.select_related("project", "iteration").filter(pk=policy_id).first()
+        if policy is None:
+            raise NotFound("no such policy")
+        project = selectors.project_for_member(slug=policy.project.slug, user=request.user)
+        require_researcher(request, project)
+        if not policy.model_file:
+            raise ValidationFailed("this policy has no checkpoint file")
+        name = f"{project.slug}-iteration-{policy.iteration.number}-{policy.algorithm}.zip"
+        return FileResponse(policy.model_file.open("rb"), content_type="application/zip", as_attachment=True, filename=name)

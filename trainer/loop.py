@@ -1,0 +1,329 @@
+"""The loop's state machine: create, start, pause, resume and cancel iterations, and run their steps.
+
+An iteration moves queued → building preferences → training reward → training policy → rolling out →
+rendering → publishing → done (or failed / cancelled). Each step is one Celery task on its queue
+(``default``, ``train`` or ``render``); a finished step hands the iteration to the next step's task after
+its transaction commits, so the tasks form a chain across queues, and pausing just means not sending the
+next link.
+
+Delivery is at least once (``acks_late`` + ``reject_on_worker_lost``; a task whose worker died comes back).
+So a step *claims* its iteration with a conditional update (state matches, not paused, nobody holding a
+fresh heartbeat); the holder heartbeats while it works; a second delivery of a step someone is still
+working on retries later instead of running it again; and a step whose worker died (stale heartbeat)
+is claimed again, by the redelivered task or by the beat sweep, and starts over, first deleting what
+the dead attempt left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from enum import Enum
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max, Q
+from django.utils import timezone
+
+from accounts.models import User
+from labeling.errors import Conflict, NotFound, ValidationFailed
+from labeling.models import Judgment, Project, QuerySource
+from labeling.services import send_task_by_name
+
+from .loop_settings import LoopSettings
+from .models import FINISHED_STATES, ITERATION_STEPS, Iteration, IterationState
+
+logger = logging.getLogger(__name__)
+
+# One task per step, each routed to its queue in settings.CELERY_TASK_ROUTES.
+STEP_TASKS: Mapping[str, str] = {
+    IterationState.BUILDING_PREFERENCES: "trainer.iteration_build_preferences",
+    IterationState.TRAINING_REWARD: "trainer.iteration_train_reward",
+    IterationState.TRAINING_POLICY: "trainer.iteration_train_policy",
+    IterationState.ROLLING_OUT: "trainer.iteration_roll_out",
+    IterationState.RENDERING: "trainer.iteration_render",
+    IterationState.PUBLISHING: "trainer.iteration_publish",
+}
+MAX_ATTEMPTS = 3  # claims of one step (its worker died each time) before the iteration fails
+
+
+def stale_after() -> timedelta:
+    return timedelta(seconds=django_settings.HERONRY["ITERATION_STALE_SECONDS"])
+
+
+def pairwise_labels(project: Project) -> int:
+    """Pairwise labels that count towards label budgets (gold and repeat answers don't)."""
+    return Judgment.objects.filter(
+        query__project=project, query__source__in=[QuerySource.RANDOM, QuerySource.ACTIVE]
+    ).count()
+
+
+def _send_step(iteration_id: int, state: str) -> None:
+    transaction.on_commit(lambda: send_task_by_name(STEP_TASKS[state], iteration_id, state))
+
+
+# --- researcher actions (services) ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def iteration_create(
+    *,
+    project: Project,
+    created_by: User | None,
+    overrides: Mapping[str, Any] | None = None,
+    count: int = 1,
+) -> Iteration:
+    """Queue the next iteration (and ``count - 1`` follow-ups, each queued when the previous one is done).
+
+    Ranking mode starts it now; pairwise mode starts it once the project holds ``number × label_budget``
+    pairwise labels (at once if it already does).
+    """
+    if not 1 <= count <= 100:
+        raise ValidationFailed("count must be between 1 and 100", fields={"count": ["between 1 and 100"]})
+    try:
+        loop_settings = LoopSettings.from_dict(project.loop_settings).merged(overrides)
+    except ValueError as error:
+        raise ValidationFailed(f"invalid loop settings: {error}", fields={"settings": [str(error)]}) from None
+    # One unfinished iteration per project at a time: each continues from the previous one's policy.
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    if project.iterations.exclude(state__in=FINISHED_STATES).exists():
+        raise Conflict("this project already has an unfinished iteration; pause, cancel or wait for it")
+    iteration = _iteration_new(project=project, loop_settings=loop_settings, follow_ups=count - 1, created_by=created_by)
+    iteration_maybe_start(iteration)
+    return iteration
+
+
+def _iteration_new(
+    *, project: Project, loop_settings: LoopSettings, follow_ups: int, created_by: User | None
+) -> Iteration:
+    number = (project.iterations.aggregate(n=Max("number"))["n"] or 0) + 1
+    previous = (
+        project.iterations.filter(state=IterationState.DONE, policy__isnull=False).order_by("-number").first()
+    )
+    waits = project.has_pairwise and loop_settings.label_budget > 0 and loop_settings.policy_reward == "learned"
+    try:
+        with transaction.atomic():
+            return Iteration.objects.create(
+                project=project,
+                number=number,
+                settings=loop_settings.to_dict(),
+                previous=previous,
+                follow_ups=follow_ups,
+                start_after_labels=number * loop_settings.label_budget if waits else None,
+                created_by=created_by,
+                message="Waiting for labels" if waits else "Queued",
+            )
+    except IntegrityError:
+        raise Conflict("another iteration was created at the same moment; try again") from None
+
+
+def iteration_maybe_start(iteration: Iteration, *, force: bool = False) -> bool:
+    """Start a queued, unpaused iteration whose label budget is met (or any queued one with ``force``)."""
+    if iteration.state != IterationState.QUEUED or iteration.paused:
+        return False
+    if not force and iteration.start_after_labels is not None:
+        if pairwise_labels(iteration.project) < iteration.start_after_labels:
+            return False
+    now = timezone.now()
+    first = ITERATION_STEPS[0]
+    started = Iteration.objects.filter(pk=iteration.pk, state=IterationState.QUEUED, paused=False).update(
+        state=first, started_at=now, step_since=now, heartbeat_at=None, progress=0.0, message="Starting"
+    )
+    if started:
+        iteration.refresh_from_db()
+        _send_step(iteration.pk, first)
+    return bool(started)
+
+
+def iteration_pause(iteration: Iteration) -> None:
+    """The current step finishes; the next one waits for resume."""
+    if iteration.is_finished:
+        raise Conflict(f"iteration {iteration.number} is already {iteration.state}")
+    Iteration.objects.filter(pk=iteration.pk).exclude(state__in=FINISHED_STATES).update(paused=True, message="Paused")
+    iteration.refresh_from_db()
+
+
+@transaction.atomic
+def iteration_resume(iteration: Iteration, *, force: bool = False) -> None:
+    """Unpause; a waiting pairwise iteration with ``force`` starts now even if its label budget isn't met."""
+    if iteration.is_finished:
+        raise Conflict(f"iteration {iteration.number} is already {iteration.state}")
+    Iteration.objects.filter(pk=iteration.pk).update(paused=False, message="Resumed")
+    iteration.refresh_from_db()
+    if iteration.state == IterationState.QUEUED:
+        iteration_maybe_start(iteration, force=force)
+    elif iteration.heartbeat_at is None:  # between steps: send the step that was held back
+        _send_step(iteration.pk, iteration.state)
+
+
+def iteration_cancel(iteration: Iteration) -> None:
+    """Stop for good; a worker busy on it notices at its next heartbeat and stops."""
+    cancelled = (
+        Iteration.objects.filter(pk=iteration.pk)
+        .exclude(state__in=FINISHED_STATES)
+        .update(state=IterationState.CANCELLED, message="Cancelled", finished_at=timezone.now(), heartbeat_at=None)
+    )
+    iteration.refresh_from_db()
+    if not cancelled:
+        raise Conflict(f"iteration {iteration.number} is already {iteration.state}")
+
+
+def iterations_start_waiting(project: Project) -> int:
+    """Start the project's waiting iterations whose label budget is now met (after each new judgment)."""
+    waiting = Iteration.objects.filter(
+        project=project, state=IterationState.QUEUED, paused=False, start_after_labels__isnull=False
+    ).select_related("project")
+    return sum(iteration_maybe_start(iteration) for iteration in waiting)
+
+
+# --- steps ------------------------------------------------------------------------------------------------
+
+
+class IterationStopped(Exception):
+    """The iteration was cancelled or taken over while this worker was on it: stop quietly."""
+
+
+class StepOutcome(Enum):
+    DONE = "done"  # ran the step (successfully or not) and recorded the result
+    BUSY = "busy"  # another worker holds a fresh claim on it: try again later
+    GONE = "gone"  # nothing to do: the iteration moved on, is paused, finished or missing
+
+
+class StepReporter:
+    """Progress of the current step, written at most every ``interval`` seconds; doubles as the heartbeat."""
+
+    def __init__(self, iteration: Iteration, state: str, interval: float = 1.0) -> None:
+        self.iteration, self.state, self.interval = iteration, state, interval
+        self._last = 0.0
+
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and fraction < 1.0:
+            return
+        self._last = now
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        alive = Iteration.objects.filter(pk=self.iteration.pk, state=self.state).update(
+            progress=fraction, message=message[:300], heartbeat_at=timezone.now()
+        )
+        if not alive:
+            raise IterationStopped(f"iteration {self.iteration.pk} left state {self.state}")
+        self.iteration.progress, self.iteration.message = fraction, message[:300]
+
+
+StepWork = Callable[[Iteration, LoopSettings, StepReporter], dict[str, Any]]
+
+
+def step_run(iteration_id: int, state: str, work: StepWork) -> StepOutcome:
+    """Claim ``state`` of the iteration, run ``work``, then hand over to the next step (or fail it)."""
+    now = timezone.now()
+    claimable = Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - stale_after())
+    claimed = Iteration.objects.filter(claimable, pk=iteration_id, state=state, paused=False).update(
+        heartbeat_at=now, attempts=F("attempts") + 1, progress=0.0, message="Started"
+    )
+    if not claimed:
+        current = Iteration.objects.filter(pk=iteration_id).first()
+        if current is not None and current.state == state and not current.paused:
+            return StepOutcome.BUSY
+        return StepOutcome.GONE
+    iteration = Iteration.objects.select_related("project").get(pk=iteration_id)
+    if iteration.attempts > MAX_ATTEMPTS:
+        _fail(iteration, state, f"{iteration.get_state_display()} was started {MAX_ATTEMPTS} times and never finished")
+        return StepOutcome.DONE
+    reporter = StepReporter(iteration, state)
+    try:
+        loop_settings = LoopSettings.from_dict(iteration.settings)
+        result = work(iteration, loop_settings, reporter)
+    except IterationStopped:
+        logger.info("iteration %s: stopped during %s", iteration_id, state)
+        return StepOutcome.GONE
+    except Exception as error:
+        logger.exception("iteration %s: %s failed", iteration_id, state)
+        _fail(iteration, state, f"{type(error).__name__}: {error}")
+        return StepOutcome.DONE
+    _advance(iteration, state, result)
+    return StepOutcome.DONE
+
+
+@transaction.atomic
+def _advance(iteration: Iteration, state: str, result: dict[str, Any]) -> None:
+    index = ITERATION_STEPS.index(state)
+    last = index == len(ITERATION_STEPS) - 1
+    next_state = IterationState.DONE if last else ITERATION_STEPS[index + 1]
+    now = timezone.now()
+    results = {**iteration.results, state: result}
+    changes: dict[str, Any] = {
+        "state": next_state,
+        "results": results,
+        "heartbeat_at": None,
+        "step_since": now,
+        "attempts": 0,
+        "progress": 0.0,
+        "message": "Done" if last else f"{IterationState(next_state).label}: queued",
+    }
+    if last:
+        changes["finished_at"] = now
+    # Every artefact link the step made travels with the transition (set on the instance by the step).
+    changes.update(
+        preference_set=iteration.preference_set,
+        reward_model=iteration.reward_model,
+        labels_used=iteration.labels_used,
+    )
+    moved = Iteration.objects.filter(pk=iteration.pk, state=state).update(**changes)
+    if not moved:  # cancelled meanwhile: keep the cancellation
+        return
+    iteration.refresh_from_db()
+    if last:
+        _queue_follow_up(iteration)
+    elif not iteration.paused:
+        _send_step(iteration.pk, next_state)
+
+
+def _fail(iteration: Iteration, state: str, error: str) -> None:
+    Iteration.objects.filter(pk=iteration.pk, state=state).update(
+        state=IterationState.FAILED,
+        error=f"{IterationState(state).label}: {error}"[:5000],
+        message="Failed",
+        heartbeat_at=None,
+        finished_at=timezone.now(),
+    )
+    iteration.refresh_from_db()
+
+
+def _queue_follow_up(iteration: Iteration) -> None:
+    if iteration.follow_ups < 1:
+        return
+    follow_up = _iteration_new(
+        project=iteration.project,
+        loop_settings=LoopSettings.from_dict(iteration.settings),
+        follow_ups=iteration.follow_ups - 1,
+        created_by=iteration.created_by,
+    )
+    iteration_maybe_start(follow_up)
+
+
+# --- the beat sweep -----------------------------------------------------------------------------------------
+
+
+def iterations_sweep() -> dict[str, int]:
+    """Resume steps whose worker died or whose task was lost, and start waiting iterations whose budget is met.
+
+    Runs from the beat schedule; the broker's redelivery usually gets there first, but with Redis that can
+    take up to its visibility timeout, and a message lost between commit and send only this finds.
+    """
+    limit = timezone.now() - stale_after()
+    dead = Iteration.objects.filter(state__in=ITERATION_STEPS, paused=False).filter(
+        Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True, step_since__lt=limit)
+    )
+    resent = 0
+    for iteration in dead:
+        send_task_by_name(STEP_TASKS[iteration.state], iteration.pk, iteration.state)
+        resent += 1
+    started = 0
+    for project in Project.objects.filter(
+        iterations__state=IterationState.QUEUED, iterations__start_after_labels__isnull=False
+    ).distinct():
+        started += iterations_start_waiting(project)
+    return {"resent": resent, "started": started}

@@ -1,0 +1,115 @@
+"""How one turn of the loop runs: a validated dataclass stored as JSON on the project and on each iteration.
+
+The project's ``loop_settings`` holds the researcher's choices; each iteration keeps the full, resolved
+copy it ran with (defaults filled in), so a result can always be traced to the exact settings that made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .policy import PolicyConfig
+from .reward import RewardModelConfig
+
+QUERY_SELECTIONS = ("active", "random")
+
+# Defaults sized for the CPU: a 64-64 ensemble trains in seconds on a few thousand pairs, and SAC with
+# these settings swings Pendulum up within ~10k steps.
+DEFAULT_REWARD_CONFIG: dict[str, Any] = {"hidden_sizes": [64, 64], "max_epochs": 60, "patience": 5}
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Everything one iteration of labels → preferences → reward → policy → clips → queries needs."""
+
+    retrain_on_ranking: bool = True
+    """A new factor ranking starts a preference-set build and reward training (outside iterations)."""
+    preference_sources: str = "auto"
+    """What the iteration's preference set is built from: "rankings", "judgments", "both", or "auto"
+    (whatever the project has)."""
+    preference_cap: int = 200_000
+    """Pair cap for HERON labelling of the clip pool."""
+    reward_config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_REWARD_CONFIG))
+    """RewardModelConfig overrides for the iteration's reward model."""
+    policy: dict[str, Any] = field(default_factory=dict)
+    """PolicyConfig overrides (algorithm, learning rate, relabel_replay_buffer, eval_episodes, ...)."""
+    policy_reward: str = "learned"
+    """What the policy is trained on: "learned" (the iteration's reward model) or "true" (the environment's
+    own reward, skipping the preference and reward steps; the ceiling a learned reward is measured against)."""
+    policy_timesteps: int = 10_000
+    """Environment steps of policy training per iteration; training continues from the previous
+    iteration's checkpoint, so the total after n iterations is n times this."""
+    rollouts: int = 8
+    """Episodes of the new policy rolled out per iteration; each is cut into clips."""
+    rollout_noise: tuple[float, ...] = (0.0, 0.1, 0.3)
+    """Gaussian action noise (relative to the action range) used in turn across the rollouts, so the
+    new clips span the policy's behaviour and its neighbourhood instead of repeating one trajectory."""
+    label_budget: int = 50
+    """Pairwise labels asked per iteration. In pairwise mode iteration n starts by itself once the
+    project holds n × label_budget pairwise labels. 0: no queries and no waiting."""
+    query_selection: str = "active"
+    """"active": the pairs the reward ensemble disagrees on most; "random": uniform pairs."""
+    oversample: int = 10
+    """Active selection scores oversample × the needed number of uniformly drawn candidate pairs."""
+    max_queries_per_clip: int = 3
+    """At most this many of an iteration's queries show the same clip."""
+    seed: int = 0
+    """Root seed of the loop; iteration n derives its seeds from (seed, n)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rollout_noise", tuple(float(x) for x in self.rollout_noise))
+        self.validate()
+
+    def validate(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        check(self.preference_sources in ("auto", "rankings", "judgments", "both"), "preference_sources must be "
+              "auto, rankings, judgments or both")
+        check(self.policy_reward in ("learned", "true"), "policy_reward must be learned or true")
+        check(isinstance(self.preference_cap, int) and self.preference_cap >= 1, "preference_cap must be >= 1")
+        check(isinstance(self.policy_timesteps, int) and 1 <= self.policy_timesteps <= 10_000_000,
+              "policy_timesteps must be between 1 and 10,000,000")
+        check(isinstance(self.rollouts, int) and 1 <= self.rollouts <= 1000, "rollouts must be between 1 and 1000")
+        check(len(self.rollout_noise) >= 1 and all(0.0 <= x <= 2.0 for x in self.rollout_noise),
+              "rollout_noise needs at least one level, each between 0 and 2")
+        check(isinstance(self.label_budget, int) and 0 <= self.label_budget <= 100_000,
+              "label_budget must be between 0 and 100,000")
+        check(self.query_selection in QUERY_SELECTIONS, f"query_selection must be one of {QUERY_SELECTIONS}")
+        check(isinstance(self.oversample, int) and 1 <= self.oversample <= 1000, "oversample must be 1 to 1000")
+        check(isinstance(self.max_queries_per_clip, int) and self.max_queries_per_clip >= 1,
+              "max_queries_per_clip must be >= 1")
+        check(isinstance(self.seed, int) and 0 <= self.seed < 2**31, "seed must be in [0, 2**31)")
+        # The nested configs are validated by their own classes, so a typo fails now, not in a worker.
+        self.reward_model_config()
+        self.policy_config()
+
+    def reward_model_config(self, **overrides: Any) -> RewardModelConfig:
+        return RewardModelConfig.from_dict({**RewardModelConfig().to_dict(), **self.reward_config, **overrides})
+
+    def policy_config(self, **overrides: Any) -> PolicyConfig:
+        return PolicyConfig.from_dict({**PolicyConfig().to_dict(), **self.policy, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["rollout_noise"] = list(self.rollout_noise)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> LoopSettings:
+        data = dict(data or {})
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown loop setting(s): {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as error:  # a wrongly typed value that the checks above did not name
+            raise ValueError(str(error)) from None
+
+    def merged(self, overrides: Mapping[str, Any] | None) -> LoopSettings:
+        """These settings with ``overrides`` applied (nested dicts replace, they don't merge)."""
+        return LoopSettings.from_dict({**self.to_dict(), **dict(overrides or {})})

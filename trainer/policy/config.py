@@ -1,0 +1,206 @@
+"""Hyper-parameters of policy training, as one validated, JSON-friendly dataclass.
+
+The config is stored verbatim in every :class:`~trainer.policy.training.PolicySnapshot`, so every
+field must be a plain JSON value (``net_arch`` becomes a list in JSON and is turned back into a tuple
+by :meth:`PolicyConfig.from_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium
+import torch
+
+ALGORITHMS = ("auto", "sac", "ppo")
+
+# numpy's global seed (which SB3's set_random_seed sets) must fit in 32 bits.
+_MAX_SEED = 2**32
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Everything that decides how a policy is built and trained on a (learned) reward."""
+
+    # --- algorithm and network -----------------------------------------------------------------
+    algorithm: str = "auto"
+    """``sac``, ``ppo``, or ``auto``: SAC for continuous (Box) action spaces, PPO for Discrete ones
+    (SB3's SAC cannot act in discrete spaces)."""
+    learning_rate: float = 1e-3
+    """Adam step size of every network (actor, critics, entropy coefficient)."""
+    net_arch: tuple[int, ...] = (64, 64)
+    """Hidden layer widths, shared by the actor and the critic(s)/value function."""
+    gamma: float = 0.99
+    """Discount factor."""
+
+    # --- SAC (off-policy) ----------------------------------------------------------------------
+    batch_size: int = 256
+    """SAC: transitions per gradient step."""
+    buffer_size: int = 100_000
+    """SAC: replay buffer capacity in transitions (the oldest are overwritten first)."""
+    learning_starts: int = 1000
+    """SAC: steps of uniformly random actions before the first gradient step. Counted in cumulative
+    timesteps, so a run continued from a snapshot does not warm up again."""
+    train_freq: int = 1
+    """SAC: environment steps between training phases."""
+    gradient_steps: int = 1
+    """SAC: gradient steps per training phase."""
+    tau: float = 0.005
+    """SAC: Polyak coefficient of the target critics' soft update."""
+    ent_coef: str | float = "auto"
+    """Entropy bonus weight. SAC: ``auto`` (learned, starting at 1), ``auto_<init>`` (learned,
+    starting at ``init``) or a fixed number > 0. PPO uses a number as given and reads the ``auto``
+    forms as 0, its usual setting (PPO has no automatic tuning)."""
+
+    # --- PPO (on-policy) -----------------------------------------------------------------------
+    ppo_n_steps: int = 1024
+    """PPO: steps collected per update. A run trains whole updates, so it rounds its timesteps up
+    to a multiple of this."""
+    ppo_n_epochs: int = 10
+    """PPO: passes over each batch of collected steps."""
+    ppo_batch_size: int = 64
+    """PPO: minibatch size (>= 2)."""
+
+    # --- learned reward ------------------------------------------------------------------------
+    normalize_reward: bool = True
+    """Train on the reward model's normalised reward (roughly zero-mean, unit-scale) instead of its
+    raw output; read by whoever builds the reward function (see
+    :func:`~trainer.policy.reward_wrapper.ensemble_reward_fn`). Evaluation always reports the raw one."""
+    relabel_replay_buffer: bool = True
+    """SAC, continuing from a snapshot with a (new) learned reward: recompute the stored rewards of
+    the whole replay buffer with it, so old transitions don't teach the stale reward."""
+
+    # --- evaluation, reproducibility and hardware ----------------------------------------------
+    eval_episodes: int = 10
+    """Episodes of deterministic play per evaluation."""
+    seed: int = 0
+    """Root of all randomness of a training run (network init, exploration, environment resets)."""
+    device: str = "cpu"
+    """Torch device, e.g. ``cpu`` or ``cuda``; ``auto`` picks CUDA when available. Small MLP
+    policies usually train faster on the CPU, where each step's tiny batches don't pay transfer costs."""
+    num_threads: int = 1
+    """Torch CPU threads while training (restored afterwards). Results are bitwise-reproducible only
+    for the same thread count; more threads rarely help networks this small."""
+
+    def __post_init__(self) -> None:
+        # Accept lists (from JSON) for net_arch but always store a hashable tuple.
+        if isinstance(self.net_arch, list | tuple):
+            object.__setattr__(self, "net_arch", tuple(self.net_arch))
+        self.validate()
+
+    # ------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ValueError describing every invalid field at once."""
+        problems: list[str] = []
+
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        check(self.algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        check(_is_positive_number(self.learning_rate), "learning_rate must be a finite number > 0")
+        check(
+            isinstance(self.net_arch, tuple) and all(_is_int(width) and width > 0 for width in self.net_arch),
+            f"net_arch must be a list of positive integers, got {self.net_arch!r}",
+        )
+        check(_is_number(self.gamma) and 0.0 <= self.gamma <= 1.0, "gamma must be in [0, 1]")
+        check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an integer >= 1")
+        check(_is_int(self.buffer_size) and self.buffer_size >= 1, "buffer_size must be an integer >= 1")
+        check(_is_int(self.learning_starts) and self.learning_starts >= 0, "learning_starts must be an integer >= 0")
+        check(_is_int(self.train_freq) and self.train_freq >= 1, "train_freq must be an integer >= 1")
+        check(_is_int(self.gradient_steps) and self.gradient_steps >= 1, "gradient_steps must be an integer >= 1")
+        check(_is_number(self.tau) and 0.0 < self.tau <= 1.0, "tau must be in (0, 1]")
+        check(
+            _is_valid_ent_coef(self.ent_coef),
+            f"ent_coef must be 'auto', 'auto_<number > 0>' or a number > 0, got {self.ent_coef!r}",
+        )
+        check(_is_int(self.ppo_n_steps) and self.ppo_n_steps >= 2, "ppo_n_steps must be an integer >= 2")
+        check(_is_int(self.ppo_n_epochs) and self.ppo_n_epochs >= 1, "ppo_n_epochs must be an integer >= 1")
+        check(_is_int(self.ppo_batch_size) and self.ppo_batch_size >= 2, "ppo_batch_size must be an integer >= 2")
+        check(isinstance(self.normalize_reward, bool), "normalize_reward must be a bool")
+        check(isinstance(self.relabel_replay_buffer, bool), "relabel_replay_buffer must be a bool")
+        check(_is_int(self.eval_episodes) and self.eval_episodes >= 1, "eval_episodes must be an integer >= 1")
+        check(_is_int(self.seed) and 0 <= self.seed < _MAX_SEED, "seed must be an integer in [0, 2**32)")
+        check(_is_int(self.num_threads) and self.num_threads >= 1, "num_threads must be an integer >= 1")
+        if isinstance(self.device, str):
+            if self.device != "auto":
+                try:
+                    torch.device(self.device)
+                except (RuntimeError, ValueError):
+                    problems.append(f"device must be 'auto' or a torch device string, got {self.device!r}")
+        else:
+            problems.append(f"device must be a string, got {self.device!r}")
+        if problems:
+            raise ValueError("invalid PolicyConfig: " + "; ".join(problems))
+
+    def resolved_algorithm(self, action_space: gymnasium.Space) -> str:
+        """``sac`` or ``ppo``: what ``algorithm`` means for ``action_space``.
+
+        Raises ValueError for action spaces the features can't describe (only Box and Discrete are
+        supported) and for SAC with a discrete action space.
+        """
+        if not isinstance(action_space, gymnasium.spaces.Box | gymnasium.spaces.Discrete):
+            raise ValueError(f"unsupported action space {action_space!r}: only Box and Discrete are supported")
+        if self.algorithm == "auto":
+            return "sac" if isinstance(action_space, gymnasium.spaces.Box) else "ppo"
+        if self.algorithm == "sac" and not isinstance(action_space, gymnasium.spaces.Box):
+            raise ValueError(f"SAC needs a continuous (Box) action space, got {action_space!r}; use 'ppo' or 'auto'")
+        return self.algorithm
+
+    def resolved_device(self) -> torch.device:
+        """The torch device to train on; ``auto`` means CUDA if available, else CPU."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"config.device={self.device!r} but CUDA is not available (use 'auto' or 'cpu')")
+        return device
+
+    def replace(self, **changes: Any) -> PolicyConfig:
+        """A copy with some fields changed (validated like any new config)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (tuples become lists)."""
+        data = dataclasses.asdict(self)
+        data["net_arch"] = list(self.net_arch)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not silently fall
+        back to a default), missing keys take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PolicyConfig field(s) {unknown}; valid fields are {sorted(known)}")
+        return cls(**dict(data))
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass; "batch_size: true" in JSON is a mistake, not 1.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _is_positive_number(value: object) -> bool:
+    return _is_number(value) and value > 0  # type: ignore[operator]
+
+
+def _is_valid_ent_coef(value: object) -> bool:
+    if isinstance(value, str):
+        if value == "auto":
+            return True
+        prefix, _, initial = value.partition("_")
+        try:
+            return prefix == "auto" and _is_positive_number(float(initial))
+        except ValueError:
+            return False
+    return _is_positive_number(value)
