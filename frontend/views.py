@@ -196,8 +196,9 @@ def _compare_context(request: AuthenticatedHttpRequest, project: Project, notice
         lease = result.lease
         query = Query.objects.select_related("clip_a", "clip_b").get(pk=lease.query_id)
         left, right = (query.clip_b, query.clip_a) if lease.swapped else (query.clip_a, query.clip_b)
-        context["preload"] = selectors.next_clips_preview(project=project, annotator=request.user,
-                                                          exclude_query_id=query.pk)
+        context["preload"] = selectors.next_clips_preview(
+            project=project, annotator=request.user, exclude_query_id=query.pk
+        )
         context.update(
             lease=lease,
             query=query,

@@ -25,9 +25,8 @@ from django.utils import timezone
 
 from accounts.models import User
 
-from . import quality_control
+from . import pending_work, quality_control
 from .errors import AlreadyJudged, ClientIdReused, LeaseExpired, LeaseInvalid, NotFound, QueryFull
-from .signals import judgment_recorded
 from .models import (
     Choice,
     Clip,
@@ -41,6 +40,7 @@ from .models import (
     QueryStatus,
     RenderStatus,
 )
+from .signals import judgment_recorded
 
 _swap_coin = random.SystemRandom()
 
@@ -325,6 +325,7 @@ def _why_nothing(*, project: Project, annotator: User) -> str:
     if (
         unanswered.exists()
         or Job.objects.filter(project=project, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists()
+        or pending_work.work_pending(project)
     ):
         return NothingToDo.WAITING
     return NothingToDo.DONE
@@ -382,8 +383,14 @@ def judgment_submit(
     and any answer beyond the query's overlap.
     """
     submit = _judgment_submit_postgres if connection.vendor == "postgresql" else _judgment_submit_portable
-    result = submit(query_id=query_id, annotator=annotator, choice=choice,
-                    lease_token=lease_token, client_id=client_id, time_spent_ms=time_spent_ms)
+    result = submit(
+        query_id=query_id,
+        annotator=annotator,
+        choice=choice,
+        lease_token=lease_token,
+        client_id=client_id,
+        time_spent_ms=time_spent_ms,
+    )
     if result.created:
         # Listeners (the trainer starts an iteration waiting for its label budget) hear of it after commit.
         judgment = result.judgment

@@ -77,7 +77,9 @@ def test_a_ranking_mode_iteration_runs_every_step_and_links_its_artefacts(
     assert iteration.overall_progress == 1.0 and iteration.finished_at is not None
 
 
-def test_new_clips_resimulate_exactly_from_seed_and_actions(ranked_project, researcher, django_capture_on_commit_callbacks):
+def test_new_clips_resimulate_exactly_from_seed_and_actions(
+    ranked_project, researcher, django_capture_on_commit_callbacks
+):
     run_iteration(ranked_project, researcher, django_capture_on_commit_callbacks)
     rollout = Rollout.objects.filter(project=ranked_project, iteration=1).first()
     with rollout.data.open("rb") as handle:
@@ -174,7 +176,9 @@ def test_a_pairwise_iteration_waits_for_its_budget_then_starts_by_itself_and_ask
     assert counts.max() <= LoopSettings().max_queries_per_clip
 
 
-def test_researchers_pause_resume_and_cancel(pairwise_project, researcher, annotator, django_capture_on_commit_callbacks):
+def test_researchers_pause_resume_and_cancel(
+    pairwise_project, researcher, annotator, django_capture_on_commit_callbacks
+):
     project = pairwise_project
     iteration = run_iteration(project, researcher, django_capture_on_commit_callbacks)
     client = api_client_for(researcher)
@@ -241,7 +245,9 @@ def test_the_api_lists_and_starts_iterations_and_checks_input(
 
 def test_one_unfinished_iteration_at_a_time(pairwise_project, researcher, django_capture_on_commit_callbacks):
     run_iteration(pairwise_project, researcher, django_capture_on_commit_callbacks)
-    response = api_client_for(researcher).post(f"/api/v1/projects/{pairwise_project.slug}/iterations/", {}, format="json")
+    response = api_client_for(researcher).post(
+        f"/api/v1/projects/{pairwise_project.slug}/iterations/", {}, format="json"
+    )
     assert response.status_code == 409
 
 
@@ -270,7 +276,7 @@ def test_a_step_runs_once_however_often_it_is_delivered(started, monkeypatch):
     assert loop.step_run(started.pk, state, work) is loop.StepOutcome.GONE  # redelivered after it finished
     assert calls == [started.pk]
     started.refresh_from_db()
-    assert started.state == IterationState.TRAINING_REWARD and started.results[state] == {"ok": True}
+    assert started.state == IterationState.TRAINING_REWARD and started.results[state] == {"ok": True, "attempts": 1}
     assert started.heartbeat_at is None and started.attempts == 0
 
 
@@ -318,3 +324,18 @@ def test_cancelling_stops_a_busy_worker_at_its_next_report(started):
     started.refresh_from_db()
     assert started.state == IterationState.CANCELLED
     assert not RewardModel.objects.exists()
+
+
+def test_annotators_are_told_to_wait_while_an_iteration_makes_new_questions(
+    pairwise_project, researcher, annotator, monkeypatch
+):
+    from labeling.assignment import NothingToDo, lease_next_query
+
+    Query.objects.filter(project=pairwise_project).delete()
+    monkeypatch.setattr(loop, "_send_step", lambda *args: None)
+    iteration = loop.iteration_create(project=pairwise_project, created_by=researcher)
+    assert lease_next_query(project=pairwise_project, annotator=annotator).reason == NothingToDo.DONE
+    Iteration.objects.filter(pk=iteration.pk).update(state=IterationState.ROLLING_OUT)
+    assert lease_next_query(project=pairwise_project, annotator=annotator).reason == NothingToDo.WAITING
+    loop.iteration_cancel(iteration)
+    assert lease_next_query(project=pairwise_project, annotator=annotator).reason == NothingToDo.DONE

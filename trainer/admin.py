@@ -7,12 +7,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from labeling.admin import ProjectAdmin, ProjectScopedAdmin
-from labeling.models import JobKind, Project
 from labeling.errors import ServiceError
+from labeling.models import JobKind, Project
 from labeling.services import job_start
 
 from . import loop
-
 from .models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
 
 
@@ -52,7 +51,9 @@ def train_reward_model(modeladmin: admin.ModelAdmin, request: HttpRequest, query
     modeladmin.message_user(request, f"Started training for {queryset.count()} project(s).", messages.SUCCESS)
 
 
-def _apply(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Iteration], change, verb: str) -> None:
+def _apply(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Iteration], change, verb: str
+) -> None:
     done = 0
     for iteration in queryset.select_related("project"):
         try:
@@ -69,8 +70,22 @@ class IterationAdmin(ProjectScopedAdmin):
     list_display = ("project", "number", "state", "paused", "progress_bar", "message", "true_return", "labels_used")
     list_filter = ("project", "state", "paused")
     readonly_fields = (
-        "number", "state", "progress", "message", "error", "attempts", "heartbeat_at", "step_since", "preference_set",
-        "reward_model", "previous", "labels_used", "results", "start_after_labels", "started_at", "finished_at",
+        "number",
+        "state",
+        "progress",
+        "message",
+        "error",
+        "attempts",
+        "heartbeat_at",
+        "step_since",
+        "preference_set",
+        "reward_model",
+        "previous",
+        "labels_used",
+        "results",
+        "start_after_labels",
+        "started_at",
+        "finished_at",
     )
     actions = ["pause", "resume", "start_now", "cancel"]
 
@@ -109,8 +124,16 @@ class PolicyCheckpointAdmin(ProjectScopedAdmin):
     list_display = ("project", "iteration", "algorithm", "timesteps", "true_return", "learned_return", "created_at")
     list_filter = ("project", "algorithm")
     readonly_fields = (
-        "iteration", "reward_model", "previous", "algorithm", "timesteps", "config", "model_file", "replay_buffer",
-        "evaluation", "train_seconds",
+        "iteration",
+        "reward_model",
+        "previous",
+        "algorithm",
+        "timesteps",
+        "config",
+        "model_file",
+        "replay_buffer",
+        "evaluation",
+        "train_seconds",
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:

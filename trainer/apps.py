@@ -21,3 +21,8 @@ class TrainerConfig(AppConfig):
 
         ranking_submitted.connect(on_ranking_submitted, dispatch_uid="trainer.on_ranking_submitted")
         judgment_recorded.connect(on_judgment_recorded, dispatch_uid="trainer.on_judgment_recorded")
+        from labeling import pending_work
+
+        from .loop import iteration_in_progress
+
+        pending_work.register("trainer.iterations", iteration_in_progress)

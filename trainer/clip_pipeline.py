@@ -119,7 +119,13 @@ def generate_clips(job: Job) -> dict[str, Any]:
 
 
 def store_rollout(
-    *, project: Project, job: Job | None, data: rollouts.RolloutData, keys: list[str], columns: list[int], iteration: int
+    *,
+    project: Project,
+    job: Job | None,
+    data: rollouts.RolloutData,
+    keys: list[str],
+    columns: list[int],
+    iteration: int,
 ) -> list[Clip]:
     segments = rollouts.segments(data.n_steps, project.segment_steps)
     with transaction.atomic():

@@ -21,7 +21,7 @@ from labeling.models import Clip, Project, Query, QuerySource, RenderStatus, Rol
 from labeling.selectors import factor_extremes
 
 from . import envs, rollouts
-from .clip_pipeline import store_rollout, factor_columns, render_clip
+from .clip_pipeline import factor_columns, render_clip, store_rollout
 from .loop import StepReporter
 from .loop_settings import LoopSettings
 from .models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
@@ -245,9 +245,7 @@ def roll_out(iteration: Iteration, loop_settings: LoopSettings, report: StepRepo
 # --- 5. choose the pairs to ask, render what people will see --------------------------------------------------
 
 
-def _choose_pairs(
-    iteration: Iteration, loop_settings: LoopSettings, clips: list[Clip]
-) -> tuple[list[list[Any]], str]:
+def _choose_pairs(iteration: Iteration, loop_settings: LoopSettings, clips: list[Clip]) -> tuple[list[list[Any]], str]:
     project = iteration.project
     if not project.has_pairwise or loop_settings.label_budget == 0 or len(clips) < 2:
         return [], "none"
@@ -291,7 +289,9 @@ def render(iteration: Iteration, loop_settings: LoopSettings, report: StepReport
     for extremes in factor_extremes(project).values():
         wanted |= {clip.pk for clip in extremes.values() if clip is not None}
     to_render = list(
-        Clip.objects.filter(pk__in=wanted).exclude(render_status=RenderStatus.READY).select_related("project", "rollout")
+        Clip.objects.filter(pk__in=wanted)
+        .exclude(render_status=RenderStatus.READY)
+        .select_related("project", "rollout")
     )
     for index, clip in enumerate(to_render):
         render_clip(clip)

@@ -161,4 +161,6 @@ class PolicyCheckpointView(APIView):
         if not policy.model_file:
             raise ValidationFailed("this policy has no checkpoint file")
         name = f"{project.slug}-iteration-{policy.iteration.number}-{policy.algorithm}.zip"
-        return FileResponse(policy.model_file.open("rb"), content_type="application/zip", as_attachment=True, filename=name)
+        return FileResponse(
+            policy.model_file.open("rb"), content_type="application/zip", as_attachment=True, filename=name
+        )

@@ -29,7 +29,7 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from accounts.models import User
-from labeling.errors import Conflict, NotFound, ValidationFailed
+from labeling.errors import Conflict, ValidationFailed
 from labeling.models import Judgment, Project, QuerySource
 from labeling.services import send_task_by_name
 
@@ -51,7 +51,7 @@ MAX_ATTEMPTS = 3  # claims of one step (its worker died each time) before the it
 
 
 def stale_after() -> timedelta:
-    return timedelta(seconds=django_settings.HERONRY["ITERATION_STALE_SECONDS"])
+    return timedelta(seconds=int(django_settings.HERONRY["ITERATION_STALE_SECONDS"]))
 
 
 def pairwise_labels(project: Project) -> int:
@@ -59,6 +59,11 @@ def pairwise_labels(project: Project) -> int:
     return Judgment.objects.filter(
         query__project=project, query__source__in=[QuerySource.RANDOM, QuerySource.ACTIVE]
     ).count()
+
+
+def iteration_in_progress(project: Project) -> bool:
+    """An iteration is between its start and its end (paused included): new questions are coming."""
+    return Iteration.objects.filter(project=project, state__in=ITERATION_STEPS).exists()
 
 
 def _send_step(iteration_id: int, state: str) -> None:
@@ -91,7 +96,9 @@ def iteration_create(
     Project.objects.select_for_update().filter(pk=project.pk).first()
     if project.iterations.exclude(state__in=FINISHED_STATES).exists():
         raise Conflict("this project already has an unfinished iteration; pause, cancel or wait for it")
-    iteration = _iteration_new(project=project, loop_settings=loop_settings, follow_ups=count - 1, created_by=created_by)
+    iteration = _iteration_new(
+        project=project, loop_settings=loop_settings, follow_ups=count - 1, created_by=created_by
+    )
     iteration_maybe_start(iteration)
     return iteration
 
@@ -100,9 +107,7 @@ def _iteration_new(
     *, project: Project, loop_settings: LoopSettings, follow_ups: int, created_by: User | None
 ) -> Iteration:
     number = (project.iterations.aggregate(n=Max("number"))["n"] or 0) + 1
-    previous = (
-        project.iterations.filter(state=IterationState.DONE, policy__isnull=False).order_by("-number").first()
-    )
+    previous = project.iterations.filter(state=IterationState.DONE, policy__isnull=False).order_by("-number").first()
     waits = project.has_pairwise and loop_settings.label_budget > 0 and loop_settings.policy_reward == "learned"
     try:
         with transaction.atomic():
@@ -124,9 +129,9 @@ def iteration_maybe_start(iteration: Iteration, *, force: bool = False) -> bool:
     """Start a queued, unpaused iteration whose label budget is met (or any queued one with ``force``)."""
     if iteration.state != IterationState.QUEUED or iteration.paused:
         return False
-    if not force and iteration.start_after_labels is not None:
-        if pairwise_labels(iteration.project) < iteration.start_after_labels:
-            return False
+    budget = iteration.start_after_labels
+    if not force and budget is not None and pairwise_labels(iteration.project) < budget:
+        return False
     now = timezone.now()
     first = ITERATION_STEPS[0]
     started = Iteration.objects.filter(pk=iteration.pk, state=IterationState.QUEUED, paused=False).update(
@@ -253,7 +258,8 @@ def _advance(iteration: Iteration, state: str, result: dict[str, Any]) -> None:
     last = index == len(ITERATION_STEPS) - 1
     next_state = IterationState.DONE if last else ITERATION_STEPS[index + 1]
     now = timezone.now()
-    results = {**iteration.results, state: result}
+    # How many claims the step took (more than one: a worker died and the step was redelivered).
+    results = {**iteration.results, state: {**result, "attempts": iteration.attempts}}
     changes: dict[str, Any] = {
         "state": next_state,
         "results": results,

@@ -68,21 +68,31 @@ class LoopSettings:
             if not ok:
                 raise ValueError(message)
 
-        check(self.preference_sources in ("auto", "rankings", "judgments", "both"), "preference_sources must be "
-              "auto, rankings, judgments or both")
+        check(
+            self.preference_sources in ("auto", "rankings", "judgments", "both"),
+            "preference_sources must be auto, rankings, judgments or both",
+        )
         check(self.policy_reward in ("learned", "true"), "policy_reward must be learned or true")
         check(isinstance(self.preference_cap, int) and self.preference_cap >= 1, "preference_cap must be >= 1")
-        check(isinstance(self.policy_timesteps, int) and 1 <= self.policy_timesteps <= 10_000_000,
-              "policy_timesteps must be between 1 and 10,000,000")
+        check(
+            isinstance(self.policy_timesteps, int) and 1 <= self.policy_timesteps <= 10_000_000,
+            "policy_timesteps must be between 1 and 10,000,000",
+        )
         check(isinstance(self.rollouts, int) and 1 <= self.rollouts <= 1000, "rollouts must be between 1 and 1000")
-        check(len(self.rollout_noise) >= 1 and all(0.0 <= x <= 2.0 for x in self.rollout_noise),
-              "rollout_noise needs at least one level, each between 0 and 2")
-        check(isinstance(self.label_budget, int) and 0 <= self.label_budget <= 100_000,
-              "label_budget must be between 0 and 100,000")
+        check(
+            len(self.rollout_noise) >= 1 and all(0.0 <= x <= 2.0 for x in self.rollout_noise),
+            "rollout_noise needs at least one level, each between 0 and 2",
+        )
+        check(
+            isinstance(self.label_budget, int) and 0 <= self.label_budget <= 100_000,
+            "label_budget must be between 0 and 100,000",
+        )
         check(self.query_selection in QUERY_SELECTIONS, f"query_selection must be one of {QUERY_SELECTIONS}")
         check(isinstance(self.oversample, int) and 1 <= self.oversample <= 1000, "oversample must be 1 to 1000")
-        check(isinstance(self.max_queries_per_clip, int) and self.max_queries_per_clip >= 1,
-              "max_queries_per_clip must be >= 1")
+        check(
+            isinstance(self.max_queries_per_clip, int) and self.max_queries_per_clip >= 1,
+            "max_queries_per_clip must be >= 1",
+        )
         check(isinstance(self.seed, int) and 0 <= self.seed < 2**31, "seed must be in [0, 2**31)")
         # The nested configs are validated by their own classes, so a typo fails now, not in a worker.
         self.reward_model_config()

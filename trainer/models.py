@@ -175,7 +175,11 @@ class PolicyCheckpoint(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="policies")
     iteration = models.OneToOneField(Iteration, on_delete=models.CASCADE, related_name="policy")
     reward_model = models.ForeignKey(
-        RewardModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="policies",
+        RewardModel,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="policies",
         help_text="Empty: trained on the environment's true reward.",
     )
     previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

@@ -6,11 +6,6 @@ test is skipped and says why.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,19 +15,9 @@ from django.db import connection
 from labeling.models import Clip, Job, JobKind, Query, RenderStatus
 from labeling.services import job_start
 from tests.conftest import make_project
+from tests.integration.workers import needs_servers, start_worker, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration]
-
-# CI sets HERONRY_REQUIRE_SERVERS=1 so that a missing server fails the run instead of skipping quietly.
-needs_servers = pytest.mark.skipif(
-    not os.environ.get("HERONRY_REQUIRE_SERVERS")
-    and not (
-        os.environ.get("DATABASE_URL", "").startswith("postgres")
-        and os.environ.get("CELERY_BROKER_URL", "").startswith("redis")
-    ),
-    reason="needs PostgreSQL (DATABASE_URL=postgres://…) and Redis (CELERY_BROKER_URL=redis://…)",
-)
 
 
 @pytest.fixture
@@ -42,62 +27,9 @@ def worker(transactional_db, settings):
 
     app.conf.task_always_eager = False
     app.control.purge()  # nothing left over from earlier runs
-    db = connection.settings_dict
-    database_url = (
-        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = (Path(settings.MEDIA_ROOT).parent / "worker.log").open("w+")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "default,render,train",
-            "--pool",
-            "solo",
-            "-n",
-            f"test-{uuid.uuid4().hex[:8]}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.seek(0)
-    print(log.read()[-5000:])  # shown if the test failed
-    log.close()
-
-
-def wait_for(predicate, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+    worker = start_worker(settings.MEDIA_ROOT)
+    yield worker.process
+    worker.stop()
 
 
 @needs_servers

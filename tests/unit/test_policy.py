@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 
 import gymnasium
 import numpy as np
@@ -238,8 +239,6 @@ def test_load_model_matches_the_in_memory_model(single_thread) -> None:
 def test_load_model_never_unpickles(first_round) -> None:
     snapshot, _ = first_round
     # A zip whose pickled "data" entry is garbage still loads: it is never read.
-    import zipfile
-
     source = zipfile.ZipFile(io.BytesIO(snapshot.model_zip))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as target:

@@ -8,8 +8,10 @@ rollout ``.npz`` files through the ORM, so the command must share the server's d
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
+import random
 import secrets
 import threading
 import time
@@ -39,7 +41,9 @@ _RETRYABLE_REASONS = frozenset({"waiting_for_next_iteration", "leased_by_others"
 _POLL_SECONDS = 0.5
 _HTTP_TIMEOUT_SECONDS = 30.0
 _TRANSPORT_RETRIES = 2  # a dropped connection is retried (every retried request is idempotent)
-_THROTTLE_RETRIES = 5  # the token endpoint is rate-limited per client address
+# The token endpoint is rate-limited per client address (API_TOKEN_RATE, 30/minute by default), so a large
+# simulated crowd logging in from one host must wait its turn: two rate windows, then give up.
+_THROTTLE_PATIENCE_SECONDS = 130.0
 _ANSWER_TO_CHOICE = {"a": "left", "b": "right", "equal": "equal"}  # the teacher compares (left, right)
 
 
@@ -71,17 +75,17 @@ class ApiClient:
     def post(self, path: str, body: dict[str, Any] | None = None, *, retry: bool = True) -> Any:
         """POST JSON and return the decoded answer (None for an empty body, e.g. 204)."""
         transport_tries = _TRANSPORT_RETRIES if retry else 0
-        throttle_tries = _THROTTLE_RETRIES
+        throttled_until = time.monotonic() + _THROTTLE_PATIENCE_SECONDS
         while True:
             try:
                 return self._send(path, body)
             except urllib.error.HTTPError as error:
-                if error.code == 429 and throttle_tries > 0:
-                    throttle_tries -= 1
-                    time.sleep(_retry_after(error))
+                if error.code == 429 and time.monotonic() < throttled_until:
+                    # Jitter, so that a crowd of annotators throttled together does not come back together.
+                    time.sleep(_retry_after(error) + random.uniform(0.0, 1.0))
                     continue
                 raise _api_error(error) from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as error:
                 if transport_tries > 0:
                     transport_tries -= 1
                     time.sleep(_POLL_SECONDS)
@@ -114,13 +118,13 @@ def _retry_after(error: urllib.error.HTTPError) -> float:
 
 
 def _api_error(error: urllib.error.HTTPError) -> ApiError:
-    """The API's error shape {"error": {"code", "message"}}, or whatever the response said otherwise."""
-    raw = error.read()
+    """The API's error shape {"error": {"code", "message"}}; anything else was not Heronry's API answering."""
     try:
-        detail = json.loads(raw)["error"]
+        detail = json.loads(error.read())["error"]
         return ApiError(error.code, str(detail["code"]), str(detail["message"]))
     except (ValueError, KeyError, TypeError):
-        return ApiError(error.code, "error", raw[:200].decode(errors="replace").strip() or str(error.reason))
+        hint = f"{error.reason}, and not from Heronry's API: is --url the server's root, e.g. http://127.0.0.1:8000?"
+        return ApiError(error.code, "error", hint)
 
 
 # --- Ground truth -------------------------------------------------------------------------------------------
@@ -246,9 +250,9 @@ def _login(run: Run, username: str) -> ApiClient:
     try:
         api.login(username, run.password)
     except ApiError as error:
-        raise SimulationError(
-            f"{username} could not log in at {run.url} ({error}); does that server use this command's database?"
-        ) from None
+        # Refused credentials usually mean the server reads another database than the one the users were set in.
+        hint = "; does that server use this command's database?" if error.status == 400 else ""
+        raise SimulationError(f"{username} could not log in at {run.url}: {error}{hint}") from None
     return api
 
 
@@ -274,14 +278,14 @@ def _label(api: ApiClient, run: Run, report: AnnotatorReport, rng: np.random.Gen
             if reason == "pairwise_feedback_off":
                 raise SimulationError(f"project {run.slug!r} collects factor rankings only; pass --ranking")
             if reason in _RETRYABLE_REASONS and time.monotonic() - idle_since < run.wait_seconds:
-                time.sleep(_POLL_SECONDS)
+                run.stop.wait(_POLL_SECONDS)  # wakes at once if another annotator failed
                 continue
             report.stopped = reason
             return
         idle_since = time.monotonic()
         if not _answer(api, run, report, query, rng):
             run.budget.give_back()  # skipped or refused: no judgment was recorded
-    report.stopped = "another annotator failed"
+    report.stopped = "stopped early (another annotator failed, or Ctrl-C)"
 
 
 def _next_query(api: ApiClient, run: Run, username: str) -> dict[str, Any]:
@@ -481,13 +485,16 @@ def _run_all(jobs: Sequence[Callable[[], None]], *, threaded: bool, stop: thread
 
     threads = [threading.Thread(target=in_thread, args=(job,), daemon=True) for job in jobs] if threaded else []
     try:
-        for thread in threads:
-            thread.start()
-        for job in [] if threaded else jobs:
-            if not stop.is_set():
+        if threaded:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        else:
+            for job in jobs:
+                if stop.is_set():
+                    break
                 guarded(job)
-        for thread in threads:
-            thread.join()
     except KeyboardInterrupt:
         stop.set()
         for thread in threads:

@@ -1,0 +1,305 @@
+"""bench/loop: the whole loop on Pendulum-v1, end to end through the platform, timed per seed.
+
+Variants (issue 4, item 7):
+  heron     one factor ranking (angle > angular velocity > torque, σ 1) submitted through the REST API,
+            then iterations in ranking mode: HERON preferences → reward model → SAC → clips;
+  pairwise  synthetic annotators (true-reward oracle, B-Pref defaults) label through the REST API;
+            each iteration waits for its label budget, trains, and asks new (active) questions;
+  true      the same SAC budget on the environment's true reward: the ceiling.
+
+Everything runs as in production: a real Celery worker (all queues, one process) against PostgreSQL and
+Redis, gunicorn serving the API the annotators use, clips made by a generate_clips job. The clock starts
+before the first job is queued and stops when the last iteration is done.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/heronry_bench CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \
+        .venv/bin/python -m bench.loop.run --variant heron --seeds 0 1 2
+
+Results are appended as JSON lines to var/bench-loop.jsonl and summarised on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+PORT = int(os.environ.get("BENCH_PORT", "8200"))
+INITIAL_ROLLOUTS = 24  # × 4 clips of 50 steps: random play and a swing-up controller at four noise levels
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "heron": {
+        "feedback_mode": "ranking",
+        "iterations": 2,
+        "loop": {"policy_timesteps": 10_000, "label_budget": 0, "preference_cap": 5_000},
+    },
+    "pairwise": {
+        "feedback_mode": "pairwise",
+        "iterations": 4,
+        "loop": {"policy_timesteps": 10_000, "label_budget": 50},
+    },
+    "true": {
+        "feedback_mode": "ranking",
+        "iterations": 2,
+        "loop": {"policy_timesteps": 10_000, "label_budget": 0, "policy_reward": "true"},
+    },
+}
+
+
+def _setup_django() -> None:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _start(command: list[str], log: Path, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", **env},
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _wait_for_server() -> None:
+    import urllib.request
+
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{PORT}/api/v1/schema/", timeout=2)
+            return
+        except Exception:
+            time.sleep(0.3)
+    raise RuntimeError("gunicorn did not come up")
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def run_one(variant: str, seed: int) -> dict[str, Any]:
+    from django.core.management import call_command
+
+    from accounts.models import Role, User
+    from accounts.services import user_create
+    from labeling.models import Job, JobKind
+    from labeling.services import job_start, project_create
+    from trainer import loop
+    from trainer.models import Iteration, PolicyCheckpoint
+
+    spec = VARIANTS[variant]
+    researcher = User.objects.filter(username="bench-researcher").first() or user_create(
+        username="bench-researcher", password="bench-password-1", role=Role.RESEARCHER
+    )
+    slug = f"loop-{variant}-s{seed}-{int(time.time())}"
+    project = project_create(
+        created_by=researcher,
+        name=slug,
+        slug=slug,
+        env_id="Pendulum-v1",
+        overlap=1,
+        feedback_mode=spec["feedback_mode"],
+    )
+    project.loop_settings = {"retrain_on_ranking": False, "seed": seed, **spec["loop"]}
+    project.save()
+    budget = spec["loop"]["label_budget"]
+
+    started = time.monotonic()
+    job = job_start(
+        project=project,
+        kind=JobKind.GENERATE_CLIPS,
+        created_by=researcher,
+        params={"rollouts": INITIAL_ROLLOUTS, "queries": budget, "seed": seed, "render": "queried"},
+    )
+    _wait(lambda: Job.objects.get(pk=job.pk).is_finished, 600, "the initial clips")
+    job.refresh_from_db()
+    if job.status != "done":
+        raise RuntimeError(f"generate_clips failed: {job.error}")
+    clips_done = time.monotonic()
+
+    annotators: threading.Thread | None = None
+    url = f"http://127.0.0.1:{PORT}"
+    if variant == "heron":
+        call_command(
+            "simulate_annotators",
+            project=slug,
+            url=url,
+            annotators=1,
+            ranking="angle_sq > angular_velocity_sq > torque_sq",
+            seed=seed,
+        )
+    first = loop.iteration_create(project=project, created_by=researcher, count=spec["iterations"])
+    if variant == "pairwise":
+        labels = spec["iterations"] * budget
+
+        def annotate() -> None:
+            call_command(
+                "simulate_annotators",
+                project=slug,
+                url=url,
+                annotators=2,
+                labels=labels,
+                wait_seconds=900,
+                seed=seed,
+            )
+
+        annotators = threading.Thread(target=annotate, daemon=True)
+        annotators.start()
+
+    def all_done():
+        iterations = list(Iteration.objects.filter(project=project).order_by("number"))
+        if len(iterations) == spec["iterations"] and all(it.is_finished for it in iterations):
+            return iterations
+        failed = [it for it in iterations if it.state in ("failed", "cancelled")]
+        if failed:
+            raise RuntimeError(f"iteration {failed[0].number} {failed[0].state}: {failed[0].error}")
+        return None
+
+    iterations = _wait(all_done, 3600, "the iterations")
+    wall = time.monotonic() - started
+    if annotators is not None:
+        annotators.join(timeout=60)
+    rows = []
+    for it in iterations:
+        policy = PolicyCheckpoint.objects.get(iteration=it)
+        rows.append(
+            {
+                "iteration": it.number,
+                "labels": it.labels_used,
+                "timesteps": policy.timesteps,
+                "true_mean": policy.evaluation["true_mean"],
+                "true_std": policy.evaluation["true_std"],
+                "learned_mean": policy.evaluation.get("learned_mean"),
+                "train_seconds": round(policy.train_seconds, 1),
+                "reward_val_accuracy": it.results.get("training_reward", {}).get("val_accuracy"),
+                "reward_holdout_spearman": it.results.get("training_reward", {}).get("holdout_spearman"),
+                "step_seconds": None,
+            }
+        )
+    final = rows[-1]
+    reached = [row["labels"] for row in rows if row["true_mean"] >= -200]
+    return {
+        "variant": variant,
+        "seed": seed,
+        "project": slug,
+        "first_iteration": first.number,
+        "wall_seconds": round(wall, 1),
+        "initial_clips_seconds": round(clips_done - started, 1),
+        "final_true_mean": final["true_mean"],
+        "final_true_std": final["true_std"],
+        "final_timesteps": final["timesteps"],
+        "final_labels": final["labels"],
+        "labels_to_minus_200": min(reached) if variant == "pairwise" and reached else None,
+        "iterations": rows,
+        "settings": {"initial_rollouts": INITIAL_ROLLOUTS, **spec},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", choices=sorted(VARIANTS), required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-loop.jsonl")
+    args = parser.parse_args()
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get(
+        "CELERY_BROKER_URL", ""
+    ).startswith("redis"):
+        sys.exit("bench/loop needs DATABASE_URL=postgres://… and CELERY_BROKER_URL=redis://…")
+    _setup_django()
+    from config.celery import app
+
+    app.control.purge()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    logs = ROOT / "var" / "bench-loop-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    media = os.environ.get("MEDIA_ROOT", str(ROOT / "var" / "bench-media"))
+    common_env = {"MEDIA_ROOT": media}
+    os.environ["MEDIA_ROOT"] = media
+    worker = _start(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "default,render,train",
+            "--pool",
+            "solo",
+            "-n",
+            f"bench-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ],
+        logs / "worker.log",
+        **common_env,
+    )
+    server = _start(
+        [
+            str(ROOT / ".venv" / "bin" / "gunicorn"),
+            "config.wsgi:application",
+            "-b",
+            f"127.0.0.1:{PORT}",
+            "-w",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        logs / "gunicorn.log",
+        API_TOKEN_RATE="1000/minute",
+        **common_env,
+    )
+    try:
+        _wait_for_server()
+        for seed in args.seeds:
+            result = run_one(args.variant, seed)
+            with args.out.open("a") as handle:
+                handle.write(json.dumps(result) + "\n")
+            print(
+                f"{args.variant} seed {seed}: true return {result['final_true_mean']:.1f} ± "
+                f"{result['final_true_std']:.1f} after {result['final_timesteps']} steps, "
+                f"{result['final_labels']} labels, {result['wall_seconds']:.0f} s end to end",
+                flush=True,
+            )
+            for row in result["iterations"]:
+                print(f"    {row}", flush=True)
+    finally:
+        _stop(server)
+        _stop(worker)
+
+
+if __name__ == "__main__":
+    main()
