@@ -51,7 +51,9 @@ MAX_ATTEMPTS = 3  # claims of one step (its worker died each time) before the it
 
 
 def stale_after() -> timedelta:
-    return timedelta(seconds=int(django_settings.HERONRY["ITERATION_STALE_SECONDS"]))
+    seconds = django_settings.HERONRY["ITERATION_STALE_SECONDS"]
+    assert isinstance(seconds, int)  # parsed strictly in settings
+    return timedelta(seconds=seconds)
 
 
 def pairwise_labels(project: Project) -> int:
