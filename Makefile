@@ -10,7 +10,7 @@ export SDL_VIDEODRIVER ?= dummy
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: install demo serve worker test test-fast lint typecheck bench bench-serve clean
+.PHONY: install demo serve worker test test-fast lint typecheck bench bench-serve bench-loop clean
 
 install: $(VENV)/.installed
 
@@ -62,6 +62,15 @@ bench: install
 # The serving benchmark needs a PostgreSQL server (DATABASE_URL); it seeds its own database heronry_bench.
 bench-serve: install
 	bash bench/serve/run_all.sh
+
+# The loop end to end (needs PostgreSQL and Redis): HERON ranking, pairwise oracle, true-reward ceiling; 3 seeds each.
+LOOP_DB ?= postgres://postgres@127.0.0.1:5432/heronry_loop
+LOOP_BROKER ?= redis://127.0.0.1:6379/3
+bench-loop: install
+	-createdb -h 127.0.0.1 -U postgres heronry_loop 2>/dev/null
+	for variant in heron pairwise true; do \
+	  DATABASE_URL=$(LOOP_DB) CELERY_BROKER_URL=$(LOOP_BROKER) $(PY) -m bench.loop.run --variant $$variant --seeds 0 1 2 || exit 1; \
+	done
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -339,3 +339,75 @@ def test_annotators_are_told_to_wait_while_an_iteration_makes_new_questions(
     assert lease_next_query(project=pairwise_project, annotator=annotator).reason == NothingToDo.WAITING
     loop.iteration_cancel(iteration)
     assert lease_next_query(project=pairwise_project, annotator=annotator).reason == NothingToDo.DONE
+
+
+# --- the dashboard ------------------------------------------------------------------------------------------
+
+
+def test_the_dashboard_starts_iterations_shows_their_progress_and_controls_them(
+    client, ranked_project, researcher, annotator, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    from .test_pages import login
+
+    login(client, researcher)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("project-iteration-start", args=[ranked_project.slug]), {"count": "1"})
+    assert response.status_code == 302
+    iteration = Iteration.objects.get(project=ranked_project)
+    assert iteration.state == IterationState.DONE, iteration.error
+    page = client.get(reverse("project-detail", args=[ranked_project.slug])).content.decode()
+    assert "The loop" in page and "Policy return per iteration" in page and 'data-chart="' in page
+    fragment = client.get(reverse("project-iterations", args=[ranked_project.slug]), HTTP_HX_REQUEST="true")
+    assert fragment.status_code == 286  # nothing unfinished: htmx stops polling
+
+    # A running iteration: progress shows, polling goes on, and the researcher can pause and cancel it.
+    running = Iteration.objects.create(
+        project=ranked_project, number=2, state=IterationState.TRAINING_POLICY, progress=0.5, message="Step 5000"
+    )
+    fragment = client.get(reverse("project-iterations", args=[ranked_project.slug]), HTTP_HX_REQUEST="true")
+    assert fragment.status_code == 200
+    html = fragment.content.decode()
+    assert "Step 5000" in html and f'value="{running.percent}"' in html and "Training policy" in html
+    action = reverse("project-iteration-action", args=[ranked_project.slug, running.pk])
+    client.post(action, {"action": "pause"})
+    running.refresh_from_db()
+    assert running.paused
+    client.post(action, {"action": "cancel"})
+    running.refresh_from_db()
+    assert running.state == IterationState.CANCELLED
+    # Annotators can't see or control the loop.
+    client.logout()
+    login(client, annotator)
+    assert client.post(action, {"action": "resume"}).status_code == 404
+    assert client.get(reverse("project-iterations", args=[ranked_project.slug])).status_code == 404
+
+
+def test_the_admin_starts_pauses_resumes_and_cancels_iterations(
+    client, pairwise_project, researcher, monkeypatch
+):
+    from .conftest import PASSWORD
+
+    monkeypatch.setattr(loop, "_send_step", lambda *args: None)
+    client.login(username=researcher.username, password=PASSWORD)
+    response = client.post(
+        "/admin/labeling/project/", {"action": "start_iteration", "_selected_action": [pairwise_project.pk]}
+    )
+    assert response.status_code == 302
+    iteration = Iteration.objects.get(project=pairwise_project)
+    assert iteration.state == IterationState.QUEUED and iteration.start_after_labels == TINY["label_budget"]
+    listing = client.get("/admin/trainer/iteration/")
+    assert listing.status_code == 200 and "Waiting for labels" in listing.content.decode()
+
+    def act(action: str) -> Iteration:
+        client.post("/admin/trainer/iteration/", {"action": action, "_selected_action": [iteration.pk]})
+        iteration.refresh_from_db()
+        return iteration
+
+    assert act("pause").paused
+    assert not act("resume").paused
+    assert act("start_now").state == IterationState.BUILDING_PREFERENCES
+    assert act("cancel").state == IterationState.CANCELLED
+    assert client.get("/admin/trainer/iteration/add/").status_code == 403
+    assert client.get("/admin/trainer/policycheckpoint/").status_code == 200

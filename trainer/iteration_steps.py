@@ -22,7 +22,7 @@ from labeling.selectors import factor_extremes
 
 from . import envs, rollouts
 from .clip_pipeline import factor_columns, render_clip, store_rollout
-from .loop import StepReporter
+from .loop import StepReporter, pairwise_labels
 from .loop_settings import LoopSettings
 from .models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
 from .policy import (
@@ -327,7 +327,12 @@ def publish(iteration: Iteration, loop_settings: LoopSettings, report: StepRepor
     Query.objects.bulk_create(queries, ignore_conflicts=True)
     created = Query.objects.filter(project=project, iteration=iteration.number, source=source).count()
     report(1.0, f"Published {created} queries")
-    return {"queries": created, "source": source}
+    return {
+        "queries": created,
+        "source": source,
+        "overlap": project.overlap,
+        "labels_before": pairwise_labels(project),  # the next iteration waits for these questions' answers
+    }
 
 
 STEP_WORK = {

@@ -119,12 +119,23 @@ def _iteration_new(
                 settings=loop_settings.to_dict(),
                 previous=previous,
                 follow_ups=follow_ups,
-                start_after_labels=number * loop_settings.label_budget if waits else None,
+                start_after_labels=_label_target(previous, loop_settings) if waits else None,
                 created_by=created_by,
                 message="Waiting for labels" if waits else "Queued",
             )
     except IntegrityError:
         raise Conflict("another iteration was created at the same moment; try again") from None
+
+
+def _label_target(previous: Iteration | None, loop_settings: LoopSettings) -> int:
+    """The pairwise label count at which a new iteration starts: the first waits for ``label_budget`` labels
+    (the questions of the initial clip pool); a later one until the questions the previous iteration asked
+    are answered, up to the budget (it may have found fewer pairs worth asking than the budget)."""
+    if previous is None or "publishing" not in previous.results:
+        return loop_settings.label_budget
+    published = previous.results["publishing"]
+    asked = int(published.get("queries", 0)) * int(published.get("overlap", 1))
+    return int(published.get("labels_before", 0)) + min(loop_settings.label_budget, asked)
 
 
 def iteration_maybe_start(iteration: Iteration, *, force: bool = False) -> bool:

@@ -48,13 +48,14 @@ class LoopSettings:
     """Gaussian action noise (relative to the action range) used in turn across the rollouts, so the
     new clips span the policy's behaviour and its neighbourhood instead of repeating one trajectory."""
     label_budget: int = 50
-    """Pairwise labels asked per iteration. In pairwise mode iteration n starts by itself once the
-    project holds n × label_budget pairwise labels. 0: no queries and no waiting."""
+    """Pairwise labels asked per iteration. In pairwise mode the first iteration starts by itself once the
+    project holds this many pairwise labels, each later one once the previous iteration's questions are
+    answered (up to this many). 0: no questions and no waiting."""
     query_selection: str = "active"
     """"active": the pairs the reward ensemble disagrees on most; "random": uniform pairs."""
     oversample: int = 10
     """Active selection scores oversample × the needed number of uniformly drawn candidate pairs."""
-    max_queries_per_clip: int = 3
+    max_queries_per_clip: int = 4
     """At most this many of an iteration's queries show the same clip."""
     seed: int = 0
     """Root seed of the loop; iteration n derives its seeds from (seed, n)."""

@@ -148,6 +148,7 @@ def run_one(variant: str, seed: int) -> dict[str, Any]:
     clips_done = time.monotonic()
 
     annotators: threading.Thread | None = None
+    annotator_errors: list[BaseException] = []
     url = f"http://127.0.0.1:{PORT}"
     if variant == "heron":
         call_command(
@@ -163,20 +164,25 @@ def run_one(variant: str, seed: int) -> dict[str, Any]:
         labels = spec["iterations"] * budget
 
         def annotate() -> None:
-            call_command(
-                "simulate_annotators",
-                project=slug,
-                url=url,
-                annotators=2,
-                labels=labels,
-                wait_seconds=900,
-                seed=seed,
-            )
+            try:
+                call_command(
+                    "simulate_annotators",
+                    project=slug,
+                    url=url,
+                    annotators=2,
+                    labels=labels,
+                    wait_seconds=900,
+                    seed=seed,
+                )
+            except BaseException as error:  # reported by the waiting loop below instead of hanging it
+                annotator_errors.append(error)
 
         annotators = threading.Thread(target=annotate, daemon=True)
         annotators.start()
 
     def all_done():
+        if annotator_errors:
+            raise RuntimeError(f"the simulated annotators failed: {annotator_errors[0]}")
         iterations = list(Iteration.objects.filter(project=project).order_by("number"))
         if len(iterations) == spec["iterations"] and all(it.is_finished for it in iterations):
             return iterations
@@ -235,6 +241,7 @@ def main() -> None:
         "CELERY_BROKER_URL", ""
     ).startswith("redis"):
         sys.exit("bench/loop needs DATABASE_URL=postgres://… and CELERY_BROKER_URL=redis://…")
+    media = os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "bench-media"))  # before Django reads it
     _setup_django()
     from config.celery import app
 
@@ -242,9 +249,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     logs = ROOT / "var" / "bench-loop-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    media = os.environ.get("MEDIA_ROOT", str(ROOT / "var" / "bench-media"))
     common_env = {"MEDIA_ROOT": media}
-    os.environ["MEDIA_ROOT"] = media
     worker = _start(
         [
             sys.executable,

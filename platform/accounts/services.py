@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
+from django.db.models import Q
 
 from .models import Role, User
 
@@ -11,16 +12,16 @@ RESEARCHERS_GROUP = "Researchers"
 # Models a researcher manages through the Django admin (rows are further scoped to their own projects).
 _RESEARCHER_MODELS = {
     "labeling": ["project", "rewardfactor", "membership", "rollout", "clip", "query", "judgment", "lease", "job"],
+    "trainer": ["preferenceset", "rewardmodel", "iteration", "policycheckpoint"],
 }
 
 
 def researchers_group() -> Group:
     group, _ = Group.objects.get_or_create(name=RESEARCHERS_GROUP)
-    perms = Permission.objects.filter(
-        content_type__app_label__in=list(_RESEARCHER_MODELS),
-        content_type__model__in=[m for models in _RESEARCHER_MODELS.values() for m in models],
-    )
-    group.permissions.set(perms)
+    wanted = Q()
+    for app_label, models in _RESEARCHER_MODELS.items():
+        wanted |= Q(content_type__app_label=app_label, content_type__model__in=models)
+    group.permissions.set(Permission.objects.filter(wanted))
     return group
 
 
