@@ -384,9 +384,7 @@ def test_the_dashboard_starts_iterations_shows_their_progress_and_controls_them(
     assert client.get(reverse("project-iterations", args=[ranked_project.slug])).status_code == 404
 
 
-def test_the_admin_starts_pauses_resumes_and_cancels_iterations(
-    client, pairwise_project, researcher, monkeypatch
-):
+def test_the_admin_starts_pauses_resumes_and_cancels_iterations(client, pairwise_project, researcher, monkeypatch):
     from .conftest import PASSWORD
 
     monkeypatch.setattr(loop, "_send_step", lambda *args: None)
