@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import socket
 import threading
-import time
 from datetime import timedelta
 
 import numpy as np
@@ -265,7 +264,7 @@ def test_two_annotators_label_every_open_query_as_the_oracle_says(live_server, l
     queries = list(labelled_project.queries.all())
     judgments = sim_judgments(labelled_project)
     assert {j.annotator.username for j in judgments} == {"sim-annotator-1", "sim-annotator-2"}
-    assert len(judgments) == 2 * len(queries) == 20  # overlap 2: each annotator answers every query
+    assert len(judgments) == 2 * len(queries) == 20, output  # overlap 2: each annotator answers every query
     assert all(q.status == "complete" for q in queries)
     assert {j.swapped for j in judgments} == {False, True}  # both screen orders were met (P(not) = 2^-19)
     teacher = BPrefTeacher()
@@ -361,31 +360,29 @@ def test_errors_are_clear_messages(live_server, labelled_project):
 
 
 def test_waits_for_work_that_is_not_there_yet(live_server, labelled_project, annotator):
-    """With --wait-seconds a pair leased by a person is polled for until their lease lapses, then answered."""
+    """A pair leased by a person: without --wait-seconds the annotator gives up after a short grace; with it, the
+    annotator polls until the lease lapses and then answers."""
     Project.objects.filter(pk=labelled_project.pk).update(overlap=1)
     labelled_project.queries.update(answers_wanted=1)
     first, *others = labelled_project.queries.order_by("-priority", "random_key")
     for query in others:
         query.delete()
-    now = timezone.now()
-    Lease.objects.create(query=first, annotator=annotator, expires_at=now + timedelta(seconds=1.5))
+    lease = Lease.objects.create(query=first, annotator=annotator, expires_at=timezone.now() + timedelta(minutes=5))
 
     output = simulate(live_server, labelled_project, annotators=1)
-    assert "stopped: leased_by_others" in output  # --wait-seconds 0: stop at the first "nothing to do"
+    assert "stopped: leased_by_others" in output
     assert not sim_judgments(labelled_project)
 
-    started = time.monotonic()
-    output = simulate(live_server, labelled_project, annotators=1, wait_seconds=10)
-    assert 1.0 < time.monotonic() - started < 8.0
+    lease.expires_at = timezone.now() + timedelta(seconds=1.5)
+    lease.save()
+    output = simulate(live_server, labelled_project, annotators=1, wait_seconds=30)
     assert [j.query_id for j in sim_judgments(labelled_project)] == [first.pk]
     assert "sim-annotator-1: 1 labels (0 equal), 0 skipped, 0 conflicts; stopped: done" in output
 
 
 def test_gives_up_waiting_after_wait_seconds(live_server, labelled_project):
     labelled_project.clips.update(render_status=RenderStatus.PENDING)  # clips not ready: "waiting" for them
-    started = time.monotonic()
     output = simulate(live_server, labelled_project, annotators=1, wait_seconds=1)
-    assert 1.0 <= time.monotonic() - started < 6.0
     assert "stopped: waiting_for_next_iteration" in output
 
 

@@ -42,6 +42,9 @@ def train_reward_model(job_id: int) -> None:
 # --- the loop: one task per step, chained by trainer.loop ---------------------------------------------------
 
 
+# acks_late and reject_on_worker_lost are stated on each step task as well as in the settings: a step is
+# acknowledged only after it finished and is handed to another worker if its worker dies, which is safe
+# because every step claims its iteration before working.
 def _iteration_step(task, iteration_id: int, state: str) -> None:
     from .iteration_steps import STEP_WORK
     from .loop import StepOutcome, stale_after, step_run
@@ -53,32 +56,32 @@ def _iteration_step(task, iteration_id: int, state: str) -> None:
         raise task.retry(countdown=stale_after().total_seconds(), max_retries=None)
 
 
-@shared_task(name="trainer.iteration_build_preferences", bind=True)
+@shared_task(name="trainer.iteration_build_preferences", bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_build_preferences(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 
 
-@shared_task(name="trainer.iteration_train_reward", bind=True)
+@shared_task(name="trainer.iteration_train_reward", bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_train_reward(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 
 
-@shared_task(name="trainer.iteration_train_policy", bind=True)
+@shared_task(name="trainer.iteration_train_policy", bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_train_policy(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 
 
-@shared_task(name="trainer.iteration_roll_out", bind=True)
+@shared_task(name="trainer.iteration_roll_out", bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_roll_out(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 
 
-@shared_task(name="trainer.iteration_render", bind=True)
+@shared_task(name="trainer.iteration_render", bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_render(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 
 
-@shared_task(name="trainer.iteration_publish", bind=True)
+@shared_task(name="trainer.iteration_publish", bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_publish(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 

@@ -39,6 +39,7 @@ from trainer.rollouts import load_npz
 # Reasons (labeling.assignment.NothingToDo) that mean "not yet" rather than "never": worth polling for.
 _RETRYABLE_REASONS = frozenset({"waiting_for_next_iteration", "leased_by_others", "project_paused"})
 _POLL_SECONDS = 0.5
+_LEASED_GRACE_SECONDS = 5.0
 _HTTP_TIMEOUT_SECONDS = 30.0
 _TRANSPORT_RETRIES = 2  # a dropped connection is retried (every retried request is idempotent)
 # The token endpoint is rate-limited per client address (API_TOKEN_RATE, 30/minute by default), so a large
@@ -277,7 +278,10 @@ def _label(api: ApiClient, run: Run, report: AnnotatorReport, rng: np.random.Gen
             reason = str(response.get("reason"))
             if reason == "pairwise_feedback_off":
                 raise SimulationError(f"project {run.slug!r} collects factor rankings only; pass --ranking")
-            if reason in _RETRYABLE_REASONS and time.monotonic() - idle_since < run.wait_seconds:
+            # "leased_by_others" is often a moment's state (another annotator is mid-answer on the last pair,
+            # its row locked), so it gets a few seconds' grace even when --wait-seconds is 0.
+            patience = max(run.wait_seconds, _LEASED_GRACE_SECONDS if reason == "leased_by_others" else 0.0)
+            if reason in _RETRYABLE_REASONS and time.monotonic() - idle_since < patience:
                 run.stop.wait(_POLL_SECONDS)  # wakes at once if another annotator failed
                 continue
             report.stopped = reason
