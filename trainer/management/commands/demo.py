@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.models import Role, User
-from accounts.services import user_create
+from accounts.services import researchers_group, user_create
 from labeling.models import Job, JobKind, Project, ProjectRole
 from labeling.services import job_create, membership_add, project_create
 from trainer.clip_pipeline import generate_clips
@@ -34,6 +34,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, rollouts: int, queries: int, seed: int, **options: Any) -> None:
         password = str(settings.HERONRY["DEMO_PASSWORD"])
         with transaction.atomic():
+            researchers_group()  # brings an older demo database's admin rights up to date
             researcher = self._user("researcher", password, Role.RESEARCHER)
             annotators = [self._user(f"annotator{i}", password, Role.ANNOTATOR) for i in (1, 2)]
             project = Project.objects.filter(slug=DEMO_SLUG).first()
@@ -46,6 +47,10 @@ class Command(BaseCommand):
                     instructions=INSTRUCTIONS,
                     overlap=2,
                 )
+                # Small enough that a loop iteration takes about a minute on a laptop CPU: it starts by itself
+                # after 20 labels and trains SAC for 5 000 steps.
+                project.loop_settings = {"label_budget": 20, "policy_timesteps": 5_000}
+                project.save(update_fields=["loop_settings"])
             for annotator in annotators:
                 membership_add(project=project, user=annotator, role=ProjectRole.ANNOTATOR)
 
