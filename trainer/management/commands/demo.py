@@ -47,9 +47,9 @@ class Command(BaseCommand):
                     instructions=INSTRUCTIONS,
                     overlap=2,
                 )
-                # Small enough that a loop iteration takes about a minute on a laptop CPU: it starts by itself
-                # after 20 labels and trains SAC for 5 000 steps.
-                project.loop_settings = {"label_budget": 20, "policy_timesteps": 5_000}
+                # Small enough that a loop iteration takes a minute or two on a laptop CPU: it starts by itself
+                # after 20 labels and trains SAC for 10 000 steps.
+                project.loop_settings = {"label_budget": 20, "policy_timesteps": 10_000}
                 project.save(update_fields=["loop_settings"])
             for annotator in annotators:
                 membership_add(project=project, user=annotator, role=ProjectRole.ANNOTATOR)
