@@ -409,3 +409,14 @@ def test_the_admin_starts_pauses_resumes_and_cancels_iterations(client, pairwise
     assert act("cancel").state == IterationState.CANCELLED
     assert client.get("/admin/trainer/iteration/add/").status_code == 403
     assert client.get("/admin/trainer/policycheckpoint/").status_code == 200
+
+
+def test_projects_without_a_simulator_cannot_start_the_loop(researcher):
+    from .conftest import make_project
+
+    project = make_project(researcher, slug="uploads")
+    project.env_id = "external"
+    project.save()
+    response = api_client_for(researcher).post(f"/api/v1/projects/{project.slug}/iterations/", {}, format="json")
+    assert response.status_code == 400 and "simulator" in response.json()["error"]["message"]
+    assert not Iteration.objects.exists()

@@ -33,6 +33,7 @@ from labeling.errors import Conflict, ValidationFailed
 from labeling.models import Judgment, Project, QuerySource
 from labeling.services import send_task_by_name
 
+from . import envs
 from .loop_settings import LoopSettings
 from .models import FINISHED_STATES, ITERATION_STEPS, Iteration, IterationState
 
@@ -88,6 +89,10 @@ def iteration_create(
     Ranking mode starts it now; pairwise mode starts it once the project holds ``number × label_budget``
     pairwise labels (at once if it already does).
     """
+    if project.env_id not in envs.PRESETS:
+        raise ValidationFailed(
+            f"the loop trains policies in a simulator; {project.env_id!r} has none (uploaded rollouts only)"
+        )
     if not 1 <= count <= 100:
         raise ValidationFailed("count must be between 1 and 100", fields={"count": ["between 1 and 100"]})
     try:

@@ -43,7 +43,7 @@ def training_chart(model: RewardModel | None) -> str | None:
         {"label": "validation accuracy", "values": [row.get("val_accuracy") for row in model.history]},
         {"label": "training loss", "values": [row.get("train_loss") for row in model.history]},
     ]
-    return json.dumps({"x": epochs, "series": series, "xLabel": "epoch"})
+    return json.dumps({"x": epochs, "series": series, "xLabel": "epoch", "xIntegers": True})
 
 
 def iterations_overview(project: Project, limit: int = 20) -> dict[str, Any]:
@@ -55,20 +55,23 @@ def iterations_overview(project: Project, limit: int = 20) -> dict[str, Any]:
     iterations = list(
         Iteration.objects.filter(project=project).select_related("reward_model").order_by("-number")[:limit]
     )
-    policies = {p.iteration_id: p for p in PolicyCheckpoint.objects.filter(iteration__in=iterations)}
+    policies = {
+        p.iteration_id: p for p in PolicyCheckpoint.objects.filter(iteration__in=iterations).select_related("iteration")
+    }
     for iteration in iterations:
         iteration.policy_row = policies.get(iteration.pk)  # type: ignore[attr-defined]
-    evaluated = [it for it in reversed(iterations) if it.policy_row is not None]  # type: ignore[attr-defined]
+    evaluated = [policies[it.pk] for it in reversed(iterations) if it.pk in policies]
     chart = None
     if evaluated:
         chart = json.dumps(
             {
-                "x": [it.number for it in evaluated],
+                "x": [policy.iteration.number for policy in evaluated],
                 "series": [
-                    {"label": "true return", "values": [it.policy_row.true_return for it in evaluated]},  # type: ignore[attr-defined]
-                    {"label": "learned return", "values": [it.policy_row.learned_return for it in evaluated]},  # type: ignore[attr-defined]
+                    {"label": "true return", "values": [policy.true_return for policy in evaluated]},
+                    {"label": "learned return (model units)", "values": [p.learned_return for p in evaluated]},
                 ],
                 "xLabel": "iteration",
+                "xIntegers": True,
             }
         )
     labels = Judgment.objects.filter(

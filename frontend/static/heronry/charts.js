@@ -3,7 +3,7 @@
  * vendor/uplot/uPlot.iife.min.js (+ uPlot.min.css) loaded first.
  * Exposes window.Heronry.charts.
  *
- *   Heronry.charts.line(el, {x: [...], series: [{label, values}], time?, height?})
+ *   Heronry.charts.line(el, {x: [...], series: [{label, values}], time?, height?, xIntegers?})
  *   <div data-chart='{"x": [1,2,3], "series": [{"label": "reward", "values": [0.1,0.4,0.3]}]}'></div>
  *
  * x is numeric (steps); set "time": true for unix-second timestamps. Height:
@@ -48,8 +48,10 @@
         height,
         scales: { x: { time: !!opts.time } },
         axes: [
-          Object.assign({ label: opts.xLabel || undefined }, axis),
-          Object.assign({ label: opts.yLabel || undefined }, axis),
+          // Whole-number x (epochs, iterations): no ticks between them.
+          Object.assign({ label: opts.xLabel || undefined }, axis, opts.xIntegers ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {}),
+          // Wide enough for negative thousands ("-1,500") without clipping the sign.
+          Object.assign({ label: opts.yLabel || undefined, size: 64 }, axis),
         ],
         series: [{ label: opts.xLabel || 'x' }].concat(
           series.map((s, i) => ({
