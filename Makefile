@@ -71,6 +71,9 @@ bench-loop: install
 	for variant in heron pairwise true; do \
 	  DATABASE_URL=$(LOOP_DB) CELERY_BROKER_URL=$(LOOP_BROKER) $(PY) -m bench.loop.run --variant $$variant --seeds 0 1 2 || exit 1; \
 	done
+	for labels in 10 20 30; do \
+	  DATABASE_URL=$(LOOP_DB) CELERY_BROKER_URL=$(LOOP_BROKER) $(PY) -m bench.loop.run --variant pairwise --iterations 1 --label-budget $$labels --seeds 0 1 2 || exit 1; \
+	done
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

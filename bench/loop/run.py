@@ -107,7 +107,7 @@ def _wait(predicate, timeout: float, what: str):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def run_one(variant: str, seed: int) -> dict[str, Any]:
+def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any]:
     from django.core.management import call_command
 
     from accounts.models import Role, User
@@ -117,7 +117,11 @@ def run_one(variant: str, seed: int) -> dict[str, Any]:
     from trainer import loop
     from trainer.models import Iteration, PolicyCheckpoint
 
-    spec = VARIANTS[variant]
+    spec = {**VARIANTS[variant]}
+    if "iterations" in overrides:
+        spec["iterations"] = overrides["iterations"]
+    if "label_budget" in overrides:
+        spec["loop"] = {**spec["loop"], "label_budget": overrides["label_budget"]}
     researcher = User.objects.filter(username="bench-researcher").first() or user_create(
         username="bench-researcher", password="bench-password-1", role=Role.RESEARCHER
     )
@@ -235,6 +239,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=sorted(VARIANTS), required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--iterations", type=int, help="override the variant's number of iterations")
+    parser.add_argument("--label-budget", type=int, help="override the variant's labels per iteration")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-loop.jsonl")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get(
@@ -290,7 +296,12 @@ def main() -> None:
     try:
         _wait_for_server()
         for seed in args.seeds:
-            result = run_one(args.variant, seed)
+            overrides = {
+                key: value
+                for key, value in (("iterations", args.iterations), ("label_budget", args.label_budget))
+                if value is not None
+            }
+            result = run_one(args.variant, seed, overrides)
             with args.out.open("a") as handle:
                 handle.write(json.dumps(result) + "\n")
             print(
