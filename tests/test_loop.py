@@ -420,3 +420,24 @@ def test_projects_without_a_simulator_cannot_start_the_loop(researcher):
     response = api_client_for(researcher).post(f"/api/v1/projects/{project.slug}/iterations/", {}, format="json")
     assert response.status_code == 400 and "simulator" in response.json()["error"]["message"]
     assert not Iteration.objects.exists()
+
+
+@pytest.mark.slow
+def test_the_loop_runs_on_mujoco_too(researcher, annotator, django_capture_on_commit_callbacks):
+    """HalfCheetah-v5 (MuJoCo, 6-D actions): a HERON ranking turns into a policy and rendered example clips."""
+    from labeling.services import project_create
+
+    project = project_create(
+        created_by=researcher, name="Cheetah", slug="cheetah", env_id="HalfCheetah-v5", feedback_mode="ranking"
+    )
+    project.loop_settings = TINY
+    project.save()
+    make_clips(project, researcher, rollouts=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        ranking_submit(project=project, annotator=annotator, groups=[["forward_velocity"], ["control_cost"]], sigmas={})
+    iteration = run_iteration(project, researcher, django_capture_on_commit_callbacks)
+    assert iteration.state == IterationState.DONE, iteration.error
+    policy = PolicyCheckpoint.objects.get(iteration=iteration)
+    assert policy.algorithm == "sac" and policy.timesteps == TINY["policy_timesteps"]
+    assert Clip.objects.filter(project=project, iteration=1).count() == 2 * 4
+    assert Clip.objects.filter(project=project, render_status=RenderStatus.READY).exists()  # the factor extremes
