@@ -69,6 +69,7 @@ def _apply(
 class IterationAdmin(ProjectScopedAdmin):
     list_display = ("project", "number", "state", "paused", "progress_bar", "message", "true_return", "labels_used")
     list_filter = ("project", "state", "paused")
+    list_select_related = ("project", "policy")
     readonly_fields = (
         "number",
         "state",
@@ -98,7 +99,7 @@ class IterationAdmin(ProjectScopedAdmin):
 
     @admin.display(description="true return")
     def true_return(self, iteration: Iteration) -> str:
-        policy = PolicyCheckpoint.objects.filter(iteration=iteration).first()
+        policy = getattr(iteration, "policy", None)  # selected with the list (list_select_related)
         value = policy.true_return if policy else None
         return f"{value:.1f}" if isinstance(value, float) else "—"
 

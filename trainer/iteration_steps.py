@@ -37,7 +37,7 @@ from .policy import (
 from .preference_building import PreferenceParams, preference_set_build
 from .query_selection import select_pairs
 from .reward import RewardEnsemble, from_bytes
-from .reward_training import clip_features, json_safe, reward_model_train
+from .reward_training import clip_features, json_safe, resolve_reward_config, reward_model_train
 
 
 def _rng(loop_settings: LoopSettings, iteration: Iteration, purpose: int) -> np.random.Generator:
@@ -86,8 +86,6 @@ def train_reward(iteration: Iteration, loop_settings: LoopSettings, report: Step
     if iteration.preference_set is None:
         raise ValueError("the iteration has no preference set")
     RewardModel.objects.filter(iteration=iteration).delete()
-    from .reward_training import resolve_reward_config
-
     config = resolve_reward_config({**loop_settings.reward_config, "seed": _seed(loop_settings, iteration, 2)})
     reward_model = reward_model_train(
         project=iteration.project,

@@ -144,10 +144,6 @@ class Iteration(models.Model):
         return self.state in FINISHED_STATES
 
     @property
-    def is_running(self) -> bool:
-        return self.state in ITERATION_STEPS
-
-    @property
     def step_index(self) -> int:
         """Steps completed: 0 while queued, len(ITERATION_STEPS) when done."""
         if self.state == IterationState.DONE:

@@ -48,8 +48,7 @@ def training_chart(model: RewardModel | None) -> str | None:
 
 def iterations_overview(project: Project, limit: int = 20) -> dict[str, Any]:
     """The dashboard's loop table and its chart of true vs learned return per iteration."""
-    from labeling.models import Judgment, QuerySource
-
+    from .loop import pairwise_labels
     from .models import FINISHED_STATES, Iteration, PolicyCheckpoint
 
     iterations = list(
@@ -74,9 +73,7 @@ def iterations_overview(project: Project, limit: int = 20) -> dict[str, Any]:
                 "xIntegers": True,
             }
         )
-    labels = Judgment.objects.filter(
-        query__project=project, query__source__in=[QuerySource.RANDOM, QuerySource.ACTIVE]
-    ).count()
+    labels = pairwise_labels(project)
     return {
         "iterations": iterations,
         "active_iteration": next((it for it in iterations if it.state not in FINISHED_STATES), None),
