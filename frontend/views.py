@@ -113,13 +113,7 @@ def project_iteration_action(request: AuthenticatedHttpRequest, slug: str, itera
     iteration = Iteration.objects.filter(project=project, pk=iteration_id).select_related("project").first()
     if iteration is None:
         raise Http404("no such iteration")
-    actions = {
-        "pause": loop.iteration_pause,
-        "resume": loop.iteration_resume,
-        "start": lambda it: loop.iteration_resume(it, force=True),
-        "cancel": loop.iteration_cancel,
-    }
-    action = actions.get(request.POST.get("action", ""))
+    action = loop.ITERATION_ACTIONS.get(request.POST.get("action", ""))
     if action is None:
         messages.error(request, "Unknown action.")
     else:

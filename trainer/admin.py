@@ -113,7 +113,7 @@ class IterationAdmin(ProjectScopedAdmin):
 
     @admin.action(description="Start now (even before the label budget is met)")
     def start_now(self, request: HttpRequest, queryset: QuerySet[Iteration]) -> None:
-        _apply(self, request, queryset, lambda it: loop.iteration_resume(it, force=True), "Started")
+        _apply(self, request, queryset, loop.iteration_start_now, "Started")
 
     @admin.action(description="Cancel")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Iteration]) -> None:

@@ -63,7 +63,7 @@ class IterationSerializer(serializers.ModelSerializer):
         ]
 
     def get_policy(self, iteration: Iteration) -> dict[str, Any] | None:
-        policy = getattr(iteration, "policy", None) if iteration.pk else None
+        policy = getattr(iteration, "policy", None)
         return PolicySerializer(policy).data if policy is not None else None
 
 
@@ -77,7 +77,7 @@ class IterationCreateSerializer(serializers.Serializer):
 
 
 class IterationActionSerializer(serializers.Serializer):
-    action = serializers.ChoiceField(choices=["pause", "resume", "cancel", "start"])
+    action = serializers.ChoiceField(choices=list(loop.ITERATION_ACTIONS))
 
 
 def _iteration_for_researcher(request: AuthenticatedRequest, iteration_id: int) -> Iteration:
@@ -89,16 +89,12 @@ def _iteration_for_researcher(request: AuthenticatedRequest, iteration_id: int) 
     return iteration
 
 
-def _with_policy(queryset):
-    return queryset.select_related("policy")
-
-
 class IterationListView(APIView):
     @extend_schema(responses=IterationSerializer(many=True), summary="The loop's iterations, newest first")
     def get(self, request: AuthenticatedRequest, slug: str) -> Response:
         project = selectors.project_for_member(slug=slug, user=request.user)
         require_researcher(request, project)
-        iterations = _with_policy(Iteration.objects.filter(project=project)).order_by("-number")
+        iterations = Iteration.objects.filter(project=project).select_related("policy").order_by("-number")
         return Response(IterationSerializer(iterations, many=True).data)
 
     @extend_schema(
@@ -134,15 +130,7 @@ class IterationDetailView(APIView):
         iteration = _iteration_for_researcher(request, iteration_id)
         spec = IterationActionSerializer(data=request.data)
         spec.is_valid(raise_exception=True)
-        action = spec.validated_data["action"]
-        if action == "pause":
-            loop.iteration_pause(iteration)
-        elif action == "resume":
-            loop.iteration_resume(iteration)
-        elif action == "start":
-            loop.iteration_resume(iteration, force=True)
-        else:
-            loop.iteration_cancel(iteration)
+        loop.ITERATION_ACTIONS[spec.validated_data["action"]](iteration)
         iteration.refresh_from_db()
         return Response(IterationSerializer(iteration).data)
 

@@ -194,11 +194,27 @@ def iteration_cancel(iteration: Iteration) -> None:
         raise Conflict(f"iteration {iteration.number} is already {iteration.state}")
 
 
-def iterations_start_waiting(project: Project) -> int:
-    """Start the project's waiting iterations whose label budget is now met (after each new judgment)."""
+def iteration_start_now(iteration: Iteration) -> None:
+    """Unpause and, if it is waiting for its label budget, start it anyway."""
+    iteration_resume(iteration, force=True)
+
+
+# What a researcher can do to an iteration (the API, the dashboard and the admin all go through this).
+ITERATION_ACTIONS: Mapping[str, Callable[[Iteration], None]] = {
+    "pause": iteration_pause,
+    "resume": iteration_resume,
+    "start": iteration_start_now,
+    "cancel": iteration_cancel,
+}
+
+
+def iterations_start_waiting(project_id: int | None = None) -> int:
+    """Start waiting iterations whose label budget is now met (one project's after a judgment, or all)."""
     waiting = Iteration.objects.filter(
-        project=project, state=IterationState.QUEUED, paused=False, start_after_labels__isnull=False
+        state=IterationState.QUEUED, paused=False, start_after_labels__isnull=False
     ).select_related("project")
+    if project_id is not None:
+        waiting = waiting.filter(project_id=project_id)
     return sum(iteration_maybe_start(iteration) for iteration in waiting)
 
 
@@ -345,9 +361,5 @@ def iterations_sweep() -> dict[str, int]:
     for iteration in dead:
         send_task_by_name(STEP_TASKS[iteration.state], iteration.pk, iteration.state)
         resent += 1
-    started = 0
-    for project in Project.objects.filter(
-        iterations__state=IterationState.QUEUED, iterations__start_after_labels__isnull=False
-    ).distinct():
-        started += iterations_start_waiting(project)
+    started = iterations_start_waiting()
     return {"resent": resent, "started": started}

@@ -23,11 +23,5 @@ def on_ranking_submitted(sender: type, ranking: FactorRanking, **kwargs: Any) ->
 def on_judgment_recorded(sender: type, judgment: Judgment, **kwargs: Any) -> None:
     """A pairwise iteration waiting for its label budget starts as soon as the budget is met."""
     from .loop import iterations_start_waiting
-    from .models import Iteration, IterationState
 
-    project_id = judgment.query.project_id
-    waiting = Iteration.objects.filter(
-        project_id=project_id, state=IterationState.QUEUED, paused=False, start_after_labels__isnull=False
-    )
-    if waiting.exists():
-        iterations_start_waiting(judgment.query.project)
+    iterations_start_waiting(judgment.query.project_id)

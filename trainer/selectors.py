@@ -49,25 +49,20 @@ def training_chart(model: RewardModel | None) -> str | None:
 def iterations_overview(project: Project, limit: int = 20) -> dict[str, Any]:
     """The dashboard's loop table and its chart of true vs learned return per iteration."""
     from .loop import pairwise_labels
-    from .models import FINISHED_STATES, Iteration, PolicyCheckpoint
+    from .models import FINISHED_STATES, Iteration
 
     iterations = list(
-        Iteration.objects.filter(project=project).select_related("reward_model").order_by("-number")[:limit]
+        Iteration.objects.filter(project=project).select_related("reward_model", "policy").order_by("-number")[:limit]
     )
-    policies = {
-        p.iteration_id: p for p in PolicyCheckpoint.objects.filter(iteration__in=iterations).select_related("iteration")
-    }
-    for iteration in iterations:
-        iteration.policy_row = policies.get(iteration.pk)  # type: ignore[attr-defined]
-    evaluated = [policies[it.pk] for it in reversed(iterations) if it.pk in policies]
+    evaluated = [it for it in reversed(iterations) if getattr(it, "policy", None) is not None]
     chart = None
     if evaluated:
         chart = json.dumps(
             {
-                "x": [policy.iteration.number for policy in evaluated],
+                "x": [it.number for it in evaluated],
                 "series": [
-                    {"label": "true return", "values": [policy.true_return for policy in evaluated]},
-                    {"label": "learned return (model units)", "values": [p.learned_return for p in evaluated]},
+                    {"label": "true return", "values": [it.policy.true_return for it in evaluated]},
+                    {"label": "learned return (model units)", "values": [it.policy.learned_return for it in evaluated]},
                 ],
                 "xLabel": "iteration",
                 "xIntegers": True,
