@@ -385,10 +385,8 @@ def test_the_dashboard_starts_iterations_shows_their_progress_and_controls_them(
 
 
 def test_the_admin_starts_pauses_resumes_and_cancels_iterations(client, pairwise_project, researcher, monkeypatch):
-    from .conftest import PASSWORD
-
     monkeypatch.setattr(loop, "_send_step", lambda *args: None)
-    client.login(username=researcher.username, password=PASSWORD)
+    client.force_login(researcher)
     response = client.post(
         "/admin/labeling/project/", {"action": "start_iteration", "_selected_action": [pairwise_project.pk]}
     )

@@ -28,7 +28,7 @@ def test_outsider_cannot_see_a_project_even_exists(project, outsider):
 
 
 def test_outsider_cannot_open_the_labelling_page(client, project, outsider):
-    client.login(username=outsider.username, password=PASSWORD)
+    client.force_login(outsider)
     assert client.get(reverse("label", args=[project.slug])).status_code == 404
     assert client.get(reverse("project-detail", args=[project.slug])).status_code == 404
 
@@ -59,7 +59,7 @@ def test_only_the_projects_researchers_export(project_with_queries, annotator, r
 
 
 def test_annotator_is_redirected_from_the_dashboard_to_labelling(client, project, annotator):
-    client.login(username=annotator.username, password=PASSWORD)
+    client.force_login(annotator)
     response = client.get(reverse("project-detail", args=[project.slug]))
     assert response.status_code == 302 and response["Location"] == reverse("label", args=[project.slug])
 
@@ -67,7 +67,7 @@ def test_annotator_is_redirected_from_the_dashboard_to_labelling(client, project
 def test_researcher_admin_is_scoped_to_their_projects(client, project, researcher, db):
     other_owner = user_create(username="olga", password=PASSWORD, role="researcher")
     hidden = make_project(other_owner, slug="hidden")
-    client.login(username=researcher.username, password=PASSWORD)
+    client.force_login(researcher)
     page = client.get("/admin/labeling/project/")
     assert page.status_code == 200
     assert project.name in page.content.decode() and hidden.name not in page.content.decode()
@@ -78,7 +78,7 @@ def test_researcher_admin_is_scoped_to_their_projects(client, project, researche
 def test_researcher_starts_clip_generation_and_training_from_the_admin(client, project, researcher):
     from labeling.models import Job
 
-    client.login(username=researcher.username, password=PASSWORD)
+    client.force_login(researcher)
     for action in ("generate_clips", "train_reward_model"):
         response = client.post("/admin/labeling/project/", {"action": action, "_selected_action": [project.pk]})
         assert response.status_code == 302
@@ -93,7 +93,7 @@ def test_researcher_creates_gold_questions_from_the_admin(client, project, resea
     from tests.conftest import add_fake_clips
 
     add_fake_clips(project, 30)
-    client.login(username=researcher.username, password=PASSWORD)
+    client.force_login(researcher)
     response = client.post(
         "/admin/labeling/project/", {"action": "create_gold_questions", "_selected_action": [project.pk]}
     )

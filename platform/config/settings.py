@@ -7,6 +7,7 @@ CELERY_BROKER_URL (Redis) and the host names; it then gets the hardened settings
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -40,6 +41,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "axes",
+    "csp",
     "accounts",
     "labeling",
     "trainer",
@@ -48,7 +51,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Refuses oversized bodies with a JSON 413 before anything reads them.
+    "labeling.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -56,6 +62,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lock-out response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -72,6 +80,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
             ],
         },
     },
@@ -82,6 +91,11 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
+# django-axes first: it refuses logins of locked-out usernames and addresses before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -117,6 +131,60 @@ STORAGES = {
 MEDIA_SERVING = env_choice("MEDIA_SERVING", "django", {"django", "x-accel"})
 MEDIA_ACCEL_PREFIX = env_str("MEDIA_ACCEL_PREFIX", "/protected-media/")
 
+# --- Bounded input ---------------------------------------------------------------------------------------
+# A request body larger than this is refused with 413 before it is read (uploads get their own limit).
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1_048_576, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+# Nested JSON deeper than this is refused with 400 (Python's parser would recurse until it fails).
+MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 32, minimum=2)
+
+# --- Client addresses, logins ---------------------------------------------------------------------------
+# How many reverse proxies the deployment puts in front of Django (docker/: nginx = 1). The client address is
+# the socket's with 0, else the entry that many places from the right of X-Forwarded-For: the part a client
+# can write itself is never trusted.
+NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0)
+# django-axes: after LOGIN_FAILURE_LIMIT wrong passwords a username, and separately an address, is locked out
+# of the login form, the admin login and the token endpoint for LOGIN_COOLOFF_MINUTES.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "accounts.client_ip.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+
+# --- Content-Security-Policy (django-csp) ---------------------------------------------------------------
+# Pages load scripts, styles, images and video only from this origin; no inline script, no plugins, no
+# framing. Media responses carry their own, stricter `sandbox` policy (labeling/media.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "media-src": ["'self'"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# --- Cache (rate limits, login lock-outs' counters) ------------------------------------------------------
+# Empty: per-process memory (fine for the demo's single web process); production shares one Redis cache so
+# every web worker counts the same requests.
+CACHE_URL = env_str("CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 # --- Celery -------------------------------------------------------------------------------------------
 # The embedded default broker is kombu's file-system transport: a real worker process, no server to run.
 BROKER_DIR = VAR_DIR / "broker"
@@ -127,6 +195,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        # kombu's exchange table; its default is the working directory.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
@@ -178,10 +248,20 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": _RENDERERS,
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["labeling.api.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "labeling.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"token": env_str("API_TOKEN_RATE", "30/minute")},
+    # Per-user limits on the writes that start expensive work (labeling/api/throttles.py maps routes to
+    # scopes); judgments and leases are not limited: annotators work fast.
+    "DEFAULT_THROTTLE_CLASSES": ["labeling.api.throttles.ActionRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "token": env_str("API_TOKEN_RATE", "30/minute"),
+        "rankings": env_str("RANKING_RATE", "20/hour"),
+        "runs": env_str("RUN_START_RATE", "30/hour"),
+        "exports": env_str("EXPORT_RATE", "60/hour"),
+        "uploads": env_str("UPLOAD_RATE", "600/hour"),
+    },
+    "NUM_PROXIES": NUM_PROXIES,
     # ?format= selects an export format, not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
 }
