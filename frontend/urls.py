@@ -1,5 +1,7 @@
 from django.urls import path
 
+import labeling.converters  # noqa: F401  (registers the bounded <id:...> path converter)
+
 from . import views
 
 urlpatterns = [
@@ -10,7 +12,7 @@ urlpatterns = [
     path("projects/<slug:slug>/iterations/", views.project_iterations, name="project-iterations"),
     path("projects/<slug:slug>/iterations/start/", views.project_iteration_start, name="project-iteration-start"),
     path(
-        "projects/<slug:slug>/iterations/<int:iteration_id>/",
+        "projects/<slug:slug>/iterations/<id:iteration_id>/",
         views.project_iteration_action,
         name="project-iteration-action",
     ),

@@ -13,13 +13,15 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from accounts.typing import AuthenticatedHttpRequest
 from labeling import assignment, rankings, revisions, selectors, services
-from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError
+from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError, ValidationFailed
 from labeling.models import Choice, JobKind, Project, Query
+from labeling.parsing import loads_bounded, parse_float, parse_int
+from labeling.ratelimits import rate_limited
 from trainer import loop
 from trainer import selectors as trainer_selectors
 from trainer.models import Iteration
@@ -91,11 +93,16 @@ def project_iterations(request: AuthenticatedHttpRequest, slug: str) -> HttpResp
 
 
 @login_required
+@rate_limited("runs")
 @require_POST
 def project_iteration_start(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _researcher_project(request, slug)
     try:
-        count = int(request.POST.get("count", 1))
+        count = parse_int(request.POST.get("count", "1"), name="count", minimum=1, maximum=100)
+    except ValidationFailed:
+        messages.error(request, "The number of iterations must be a whole number from 1 to 100.")
+        return redirect(project)
+    try:
         iteration = loop.iteration_create(project=project, created_by=request.user, count=count)
     except ValueError:
         messages.error(request, "The number of iterations must be a whole number.")
@@ -125,6 +132,7 @@ def project_iteration_action(request: AuthenticatedHttpRequest, slug: str, itera
 
 
 @login_required
+@rate_limited("runs")
 @require_POST
 def project_train(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _researcher_project(request, slug)
@@ -152,18 +160,16 @@ def project_jobs(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
+@rate_limited("runs")
 @require_POST
 def project_generate_clips(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _researcher_project(request, slug)
-    try:
-        rollouts = int(request.POST.get("rollouts", 8))
-        queries = int(request.POST.get("queries", 50))
-        seed = int(request.POST.get("seed", 0))
-    except ValueError:
-        messages.error(request, "Rollouts, queries and seed must be whole numbers.")
-        return redirect(project)
-    if not (1 <= rollouts <= 1000 and 0 <= queries <= 100_000 and seed >= 0):
-        messages.error(request, "Use 1–1000 rollouts, 0–100000 queries and a non-negative seed.")
+    try:  # the same bounds as the API's GenerateClipsSerializer
+        rollouts = parse_int(request.POST.get("rollouts", "8"), name="rollouts", minimum=1, maximum=1000)
+        queries = parse_int(request.POST.get("queries", "50"), name="queries", minimum=0, maximum=100_000)
+        seed = parse_int(request.POST.get("seed", "0"), name="seed", minimum=0, maximum=2**31 - 1)
+    except ValidationFailed:
+        messages.error(request, "Use 1–1000 rollouts, 0–100000 queries and a seed from 0 to 2147483647.")
         return redirect(project)
     services.job_start(
         project=project,
@@ -224,15 +230,16 @@ def label_judge(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _project(request, slug)
     notice = ""
     try:
-        query_id = int(request.POST["query"])
+        query_id = parse_int(request.POST["query"], name="query", minimum=1)
         lease_token = uuid.UUID(request.POST["lease"])
         client_id = uuid.UUID(request.POST["client_id"])
         choice = request.POST["choice"]
         if choice not in Choice.values:
             raise ValueError(choice)
         spent = request.POST.get("time_spent_ms")
-        time_spent_ms = min(max(int(float(spent)), 0), 86_400_000) if spent else None
-    except (KeyError, ValueError):
+        # The page's own timer: finite, then clamped to [0, 24 h] (a sleeping tab is no reason to refuse).
+        time_spent_ms = int(min(max(parse_float(spent, name="time_spent_ms"), 0), 86_400_000)) if spent else None
+    except (KeyError, ValueError, ValidationFailed):
         return HttpResponse("Malformed answer.", status=400)
     if not Query.objects.filter(pk=query_id, project=project).exists():
         raise Http404("no such query")
@@ -275,9 +282,11 @@ def label_undo(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _project(request, slug)
     notice = "Your last answer was taken back; here is the same pair again."
     try:
-        revisions.judgment_undo(judgment_id=int(request.POST.get("judgment", "0")), annotator=request.user)
-    except ValueError:
+        judgment_id = parse_int(request.POST.get("judgment", ""), name="judgment", minimum=1)
+    except ValidationFailed:
         return HttpResponse("Malformed request.", status=400)
+    try:
+        revisions.judgment_undo(judgment_id=judgment_id, annotator=request.user)
     except ServiceError as error:
         notice = error.message
     if not request.htmx:
@@ -287,18 +296,19 @@ def label_undo(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
+@require_http_methods(["GET", "HEAD", "POST"])
 def history(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """The annotator's answers, newest first, each revisable; every change is kept as a revision."""
     project = _project(request, slug)
     if request.method == "POST":
         try:
-            judgment = revisions.judgment_revise(
-                judgment_id=int(request.POST.get("judgment", "0")),
-                annotator=request.user,
-                choice=request.POST.get("choice", ""),
-            )
-        except ValueError:
+            judgment_id = parse_int(request.POST.get("judgment", ""), name="judgment", minimum=1)
+        except ValidationFailed:
             return HttpResponse("Malformed request.", status=400)
+        try:
+            judgment = revisions.judgment_revise(
+                judgment_id=judgment_id, annotator=request.user, choice=request.POST.get("choice", "")
+            )
         except ServiceError as error:
             return HttpResponse(error.message, status=error.status)
         row = selectors.history_rows(project=project, annotator=request.user, judgment_ids=[judgment.pk])[0]
@@ -312,6 +322,8 @@ def history(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
+@rate_limited("rankings")
+@require_http_methods(["GET", "HEAD", "POST"])
 def rank(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """The factor-ranking board: order the factors by importance, ties allowed, optional margins."""
     project = _project(request, slug)
@@ -324,13 +336,13 @@ def rank(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     error, status = None, 200
     if request.method == "POST":
         try:
-            groups_posted = json.loads(request.POST.get("groups", ""))
+            groups_posted = loads_bounded(request.POST.get("groups", ""))  # depth-limited, finite numbers
             sigmas_posted = {
-                f.key: float(request.POST[f"sigma_{f.key}"])
+                f.key: parse_float(request.POST[f"sigma_{f.key}"], name=f"sigma_{f.key}")
                 for f in factors
                 if request.POST.get(f"sigma_{f.key}", "").strip()
             }
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, ValidationFailed):
             error, status = "The ranking could not be read; please try again.", 400
         else:
             try:

@@ -13,12 +13,15 @@ constraints as the last line of defence.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery, Value, signals
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -26,7 +29,15 @@ from django.utils import timezone
 from accounts.models import User
 
 from . import pending_work, quality_control
-from .errors import AlreadyJudged, ClientIdReused, LeaseExpired, LeaseInvalid, NotFound, QueryFull
+from .errors import (
+    AlreadyJudged,
+    ClientIdReused,
+    DatabaseUnavailable,
+    LeaseExpired,
+    LeaseInvalid,
+    NotFound,
+    QueryFull,
+)
 from .models import (
     Choice,
     Clip,
@@ -43,6 +54,24 @@ from .models import (
 from .signals import judgment_recorded
 
 _swap_coin = random.SystemRandom()
+logger = logging.getLogger(__name__)
+
+
+_CONNECTION_ERRORS = (OperationalError, InterfaceError)
+
+
+@contextlib.contextmanager
+def _connection_loss_is_retryable(what: str) -> Iterator[None]:
+    """A broken database connection becomes a clear, retryable 503 instead of a 500; the connection is closed,
+    so the rest of the request (and the next one) reconnects — Django reconnects a closed connection, never a
+    broken one."""
+    try:
+        yield
+    except _CONNECTION_ERRORS as error:
+        logger.warning("database connection lost while %s: %s", what, error)
+        if not connection.in_atomic_block:
+            connection.close()
+        raise DatabaseUnavailable(f"the database connection was lost while {what}; please try again") from error
 
 
 class NothingToDo:
@@ -90,6 +119,11 @@ def _live_leases_by_others(annotator: User, now) -> Subquery:
 
 def lease_next_query(*, project: Project, annotator: User) -> NextQuery:
     """Lease the annotator's next query, or say why there is none. One short transaction."""
+    with _connection_loss_is_retryable("choosing your next query"):
+        return _lease_next_query(project=project, annotator=annotator)
+
+
+def _lease_next_query(*, project: Project, annotator: User) -> NextQuery:
     if not project.has_pairwise:
         return NextQuery(None, NothingToDo.PAIRWISE_OFF)
     if project.status == "paused":
@@ -383,19 +417,32 @@ def judgment_submit(
     and any answer beyond the query's overlap.
     """
     submit = _judgment_submit_postgres if connection.vendor == "postgresql" else _judgment_submit_portable
-    result = submit(
-        query_id=query_id,
-        annotator=annotator,
-        choice=choice,
-        lease_token=lease_token,
-        client_id=client_id,
-        time_spent_ms=time_spent_ms,
-    )
+    with _connection_loss_is_retryable("recording your answer (send it again with the same client_id)"):
+        result = submit(
+            query_id=query_id,
+            annotator=annotator,
+            choice=choice,
+            lease_token=lease_token,
+            client_id=client_id,
+            time_spent_ms=time_spent_ms,
+        )
     if result.created:
         # Listeners (the trainer starts an iteration waiting for its label budget) hear of it after commit.
         judgment = result.judgment
-        transaction.on_commit(lambda: judgment_recorded.send(sender=Judgment, judgment=judgment))
+        transaction.on_commit(lambda: _announce_judgment(judgment))
     return result
+
+
+def _announce_judgment(judgment: Judgment) -> None:
+    """Tell listeners; the judgment is committed by now, so losing the database here must not turn the answer
+    into an error (the client would be told it failed). What the listeners would have done, the trainer's beat
+    sweep catches up on (it starts iterations whose label budget is met)."""
+    try:
+        judgment_recorded.send(sender=Judgment, judgment=judgment)
+    except _CONNECTION_ERRORS as error:
+        logger.warning("judgment %s is recorded, but its listeners lost the database: %s", judgment.pk, error)
+        if not connection.in_atomic_block:
+            connection.close()
 
 
 def _judgment_submit_postgres(

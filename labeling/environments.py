@@ -3,14 +3,76 @@
 `labeling` must not import `trainer`, yet project creation needs each environment's reward factors. The
 trainer app therefore registers its presets here when Django starts (trainer.apps), and labeling reads them
 through this small protocol. ``external`` (uploaded rollouts) is always available.
+
+Environment constructor arguments (``env_kwargs``) are data, never paths: each environment declares an
+allow-list of :class:`KwargSpec` (type and range per argument); anything else is refused at project creation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 EXTERNAL = "external"
+
+# Strings that could name a file: separators, a home or drive prefix, or a file extension.
+_PATH_LIKE = re.compile(r"[/\\]|^~|^[A-Za-z]:|\.(xml|json|ya?ml|txt|py|so|dll|pkl|npz|mjb|urdf|stl|obj)$", re.I)
+
+
+@dataclass(frozen=True)
+class KwargSpec:
+    """One allowed constructor argument: its type (``float``, ``int``, ``bool`` or ``choice``) and range."""
+
+    kind: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not acceptable for this argument, or None."""
+        if self.kind == "bool":
+            return None if isinstance(value, bool) else "must be true or false"
+        if self.kind == "choice":
+            if isinstance(value, str) and _PATH_LIKE.search(value):
+                return "file paths are not allowed"
+            return None if value in self.choices else f"must be one of {list(self.choices)}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "must be a number" if self.kind == "float" else "must be a whole number"
+        if self.kind == "int" and not isinstance(value, int):
+            return "must be a whole number"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        low = -math.inf if self.minimum is None else self.minimum
+        high = math.inf if self.maximum is None else self.maximum
+        if not low <= value <= high:
+            return f"must be between {low:g} and {high:g}"
+        return None
+
+
+def env_kwargs_problems(env_id: str, env_kwargs: Any) -> dict[str, list[str]]:
+    """Every problem of ``env_kwargs`` for ``env_id``, as API field errors keyed ``env_kwargs.<key>``."""
+    if not isinstance(env_kwargs, Mapping):
+        return {"env_kwargs": ["must be an object"]}
+    definition = get(env_id)
+    allowed: Mapping[str, KwargSpec] = getattr(definition, "allowed_kwargs", None) or {}
+    problems: dict[str, list[str]] = {}
+    for key, value in env_kwargs.items():
+        name = f"env_kwargs.{str(key)[:64]}"
+        spec = allowed.get(key) if isinstance(key, str) else None
+        if spec is None:
+            if isinstance(value, str) and _PATH_LIKE.search(value):
+                problems[name] = ["file paths are not allowed"]
+            else:
+                names = ", ".join(sorted(allowed)) or "none"
+                problems[name] = [f"not an allowed argument for {env_id} (allowed: {names})"]
+            continue
+        problem = spec.problem(value)
+        if problem:
+            problems[name] = [problem]
+    return problems
 
 
 class FactorDefinition(Protocol):
@@ -45,6 +107,8 @@ class EnvironmentDefinition(Protocol):
     def render_height(self) -> int: ...
     @property
     def factors(self) -> Sequence[FactorDefinition]: ...
+    @property
+    def allowed_kwargs(self) -> Mapping[str, KwargSpec]: ...
 
 
 _REGISTRY: dict[str, EnvironmentDefinition] = {}

@@ -48,3 +48,14 @@ class LeaseExpired(Conflict):
 
 class QueryFull(Conflict):
     code = "query_full"
+
+
+class DatabaseUnavailable(ServiceError):
+    """The database connection broke in the middle of the request (a restart, a failover, a killed backend).
+
+    The transaction was rolled back (or, if the connection broke during COMMIT, may have gone through): the
+    client should send the same request again; a judgment retried with its client_id is never recorded twice.
+    """
+
+    code = "database_unavailable"
+    status = 503

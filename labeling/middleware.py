@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_MAX_LENGTH_DIGITS = 15
 
 
 def _too_large(limit: int) -> JsonResponse:
@@ -22,10 +27,13 @@ def _too_large(limit: int) -> JsonResponse:
 
 
 class RequestSizeLimitMiddleware:
-    """Refuse a body whose declared length is over ``MAX_REQUEST_BYTES`` with a JSON 413, unread.
+    """Every request body is at most ``MAX_REQUEST_BYTES``; a larger one gets a JSON 413, never a 400 or 500.
 
-    Bodies without a declared length (chunked) are still capped by Django's DATA_UPLOAD_MAX_MEMORY_SIZE when
-    read; the API's error handler answers those with the same 413.
+    - A declared Content-Length over the cap is refused before anything reads the body.
+    - A body that comes without one (chunked, on ASGI) or lies about it is read with Django's cap
+      (DATA_UPLOAD_MAX_MEMORY_SIZE) before the CSRF check would read it, and Django's RequestDataTooBig
+      becomes the same 413 — also when a view reads the body itself (``process_exception``). DRF's JSON
+      parser reads its stream with the same cap (labeling/api/parsers.py).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -35,7 +43,7 @@ class RequestSizeLimitMiddleware:
         limit = settings.MAX_REQUEST_BYTES
         declared = request.META.get("CONTENT_LENGTH") or ""
         if declared:
-            if not (declared.isascii() and declared.isdigit()) or len(declared) > 15:
+            if not (declared.isascii() and declared.isdigit()) or len(declared) > _MAX_LENGTH_DIGITS:
                 return JsonResponse(
                     {"error": {"code": "invalid", "message": "Content-Length is not a number", "fields": {}}},
                     status=400,
@@ -43,3 +51,24 @@ class RequestSizeLimitMiddleware:
             if int(declared) > limit:
                 return _too_large(limit)
         return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
+    ) -> HttpResponse | None:
+        if request.method not in _METHODS_WITH_BODY:
+            return None
+        try:
+            if request.content_type == "multipart/form-data":
+                # Uploads stream to their handlers; read them here only where the CSRF check would anyway.
+                if not getattr(view_func, "csrf_exempt", False):
+                    request.POST  # noqa: B018
+            else:
+                request.body  # noqa: B018  (capped read; DRF and form parsing reuse it)
+        except RequestDataTooBig:
+            return _too_large(settings.MAX_REQUEST_BYTES)
+        return None
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, RequestDataTooBig):
+            return _too_large(settings.MAX_REQUEST_BYTES)
+        return None

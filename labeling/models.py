@@ -382,6 +382,11 @@ class JobStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+# Work rebuilt from the project's current data: a request while one such job waits supersedes it
+# (labeling.services.job_start) instead of queueing another, and one runs at a time (trainer.jobs).
+COALESCING_JOB_KINDS: tuple[str, ...] = (JobKind.BUILD_PREFERENCES.value, JobKind.TRAIN_REWARD_MODEL.value)
+
+
 class Job(models.Model):
     """A piece of background work a researcher asked for, with progress they can watch and errors they can read."""
 
@@ -406,6 +411,13 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "kind"],
+                condition=Q(status=JobStatus.QUEUED.value, kind__in=list(COALESCING_JOB_KINDS)),
+                name="job_one_queued_build_or_training_per_project",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} ({self.status})"

@@ -161,9 +161,13 @@ def next_clips_preview(*, project: Project, annotator: User, exclude_query_id: i
     from .models import QuerySource, RenderStatus
 
     query = (
-        Query.objects.filter(project=project, status=QueryStatus.OPEN,
-                             source__in=[QuerySource.RANDOM, QuerySource.ACTIVE],
-                             clip_a__render_status=RenderStatus.READY, clip_b__render_status=RenderStatus.READY)
+        Query.objects.filter(
+            project=project,
+            status=QueryStatus.OPEN,
+            source__in=[QuerySource.RANDOM, QuerySource.ACTIVE],
+            clip_a__render_status=RenderStatus.READY,
+            clip_b__render_status=RenderStatus.READY,
+        )
         .exclude(pk=exclude_query_id)
         .exclude(Exists(Judgment.objects.filter(query=OuterRef("pk"), annotator=annotator)))
         .select_related("clip_a", "clip_b")

@@ -11,17 +11,20 @@ from typing import Any
 import numpy as np
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import User
 
 from . import environments
-from .errors import ValidationFailed
+from .errors import Conflict, ValidationFailed
 from .models import (
+    COALESCING_JOB_KINDS,
     Clip,
     FeedbackMode,
     Job,
     JobKind,
+    JobStatus,
     Membership,
     Project,
     ProjectRole,
@@ -63,6 +66,11 @@ def project_create(
             f"unknown environment {env_id!r}",
             fields={"env_id": [f"choose one of {[*environments.available(), environments.EXTERNAL]}"]},
         )
+    # Environment arguments are data, never paths: each must be on the environment's allow-list.
+    kwarg_problems = environments.env_kwargs_problems(env_id, env_kwargs or {})
+    if kwarg_problems:
+        names = ", ".join(sorted(kwarg_problems))
+        raise ValidationFailed(f"environment arguments not allowed: {names}", fields=kwarg_problems)
     if factors is None:
         if definition is None:
             raise ValidationFailed("external projects must list their factors", fields={"factors": ["required"]})
@@ -195,10 +203,45 @@ def job_start(*, project: Project, kind: str, params: Mapping[str, Any] | None =
     """Create a job and send it to the workers once the transaction commits.
 
     The task is sent by name (``trainer.<kind>``): labeling announces work, the trainer app does it.
+
+    A preference build or a reward-model training (COALESCING_JOB_KINDS) asked for while one of its kind waits
+    for a worker supersedes the waiting one instead of queueing another: ``job_queue_coalesced``. Its task is
+    sent again all the same; a delivery that finds the job claimed does nothing, and a lost message is replaced.
     """
-    job = job_create(project=project, kind=kind, params=params, created_by=created_by)
+    if kind in COALESCING_JOB_KINDS:
+        job = job_queue_coalesced(project=project, kind=kind, params=params, created_by=created_by)
+    else:
+        job = job_create(project=project, kind=kind, params=params, created_by=created_by)
     transaction.on_commit(lambda: send_task_by_name(f"trainer.{kind}", job.pk))
     return job
+
+
+def job_queue_coalesced(
+    *, project: Project, kind: str, params: Mapping[str, Any] | None = None, created_by: User | None
+) -> Job:
+    """The project's one queued job of ``kind``, now with these params, requester and time; created if none waits.
+
+    A running job doesn't count: the new one waits for it and then runs on fresher data. Race-free: the
+    database allows one queued job of a coalescing kind per project, the takeover is a conditional update
+    (lost to a worker's claim, it queues a new job), and of two simultaneous creations one fails and takes
+    over the other's.
+    """
+    values = {"params": dict(params or {}), "created_by": created_by, "created_at": timezone.now()}
+    for _ in range(5):
+        waiting = (
+            Job.objects.filter(project=project, kind=kind, status=JobStatus.QUEUED).values_list("pk", flat=True).first()
+        )
+        if waiting is not None:
+            message = "Queued (replaced an earlier request)"
+            if Job.objects.filter(pk=waiting, status=JobStatus.QUEUED).update(message=message, **values):
+                return Job.objects.select_related("project").get(pk=waiting)
+            continue  # a worker claimed it a moment ago
+        try:
+            with transaction.atomic():
+                return Job.objects.create(project=project, kind=kind, **values)
+        except IntegrityError:
+            continue  # another request queued one at the same moment
+    raise Conflict("the job queue is too busy to take this request; try again")
 
 
 def send_task_by_name(name: str, *args: Any) -> None:

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from django.core.exceptions import ValidationError
 
@@ -28,7 +28,8 @@ PROBE_TIMEOUT_SECONDS = 15.0
 IMAGE_FORMATS = frozenset({"PNG", "JPEG"})
 MAX_IMAGE_SIDE = 8192
 
-FileInput = str | os.PathLike[str] | IO[bytes] | Any
+# A path (str or os.PathLike) or a binary file object (an open file, io.BytesIO, a Django UploadedFile or File).
+FileInput = Any
 
 # ISO base media files start with a box header: 4 bytes of size, then the box type; MP4 opens with "ftyp".
 _MP4_MAGIC_OFFSET = 4
@@ -93,7 +94,7 @@ def probe_video(file: FileInput) -> dict[str, Any]:
     """What ffmpeg says about a file: ``{"formats": [...], "video_codecs": [...]}``; raises on no media at all."""
     with _as_path(file, ".mp4") as path:
         try:
-            completed = subprocess.run(  # noqa: S603 — fixed binary, no shell, the path is one argument
+            completed = subprocess.run(  # a fixed binary, no shell, the path one argument
                 [_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "info", "-i", path],
                 capture_output=True,
                 timeout=PROBE_TIMEOUT_SECONDS,
@@ -127,8 +128,9 @@ def check_video(file: FileInput) -> None:
         )
 
 
-def check_image(file: FileInput) -> None:
-    """Accept a PNG or JPEG image that Pillow verifies; raise ValidationError otherwise (SVG, HTML, GIF, …)."""
+def check_image(file: FileInput) -> str:
+    """Accept a PNG or JPEG image that Pillow verifies and return its format ("PNG" or "JPEG"); raise
+    ValidationError otherwise (SVG, HTML, GIF, …)."""
     from PIL import Image
 
     def inspect(source: Any) -> tuple[str | None, tuple[int, int]]:
@@ -147,9 +149,10 @@ def check_image(file: FileInput) -> None:
                 image_format, size = inspect(file)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ValidationError("The image is too large.", code="image_too_large") from None
-    except Exception:  # noqa: BLE001 — Pillow raises many types for malformed input; all mean "not an image"
+    except Exception:  # Pillow raises many types for malformed input: all mean "not an image"
         raise ValidationError("The file is not a PNG or JPEG image.", code="image_invalid") from None
     if image_format not in IMAGE_FORMATS:
         raise ValidationError("The image must be a PNG or a JPEG.", code="image_format")
     if max(size) > MAX_IMAGE_SIDE:
         raise ValidationError(f"The image is larger than {MAX_IMAGE_SIDE} pixels on a side.", code="image_too_large")
+    return str(image_format)

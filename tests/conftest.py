@@ -34,6 +34,8 @@ def _isolated(settings, tmp_path):
     from config.celery import app
 
     settings.MEDIA_ROOT = tmp_path / "media"
+    # A full-strength password hash costs about a second per user on this CPU; tests don't need that strength.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     cache.clear()
     eager = app.conf.task_always_eager
     app.conf.task_always_eager = True

@@ -193,7 +193,6 @@ def test_higher_priority_queries_are_served_first(project, annotator):
 def test_heartbeat_extends_and_release_frees_a_lease_from_the_page(client, project_with_queries, annotator):
     from django.urls import reverse
 
-
     client.force_login(annotator)
     lease = assignment.lease_next_query(project=project_with_queries, annotator=annotator).lease
     Lease.objects.filter(pk=lease.pk).update(expires_at=timezone.now() + timedelta(seconds=5))

@@ -204,8 +204,9 @@ def test_skip_button_preload_and_watch_to_end_option(client, project_with_querie
     page = client.get(url).content.decode()
     assert 'data-key="s"' in page and "<template data-preload>" in page and "data-requires-watch" not in page
     fields = form_fields(page)
-    skipped = client.post(reverse("label-skip", args=[project_with_queries.slug]), {"lease": fields["lease"]},
-                          HTTP_HX_REQUEST="true").content.decode()
+    skipped = client.post(
+        reverse("label-skip", args=[project_with_queries.slug]), {"lease": fields["lease"]}, HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "Skipped." in skipped and form_fields(skipped)["query"] != fields["query"]
     project_with_queries.require_full_view = True
     project_with_queries.save()

@@ -1,4 +1,8 @@
-"""Admin for training artefacts, scoped to the researcher's projects like the labeling admin."""
+"""Admin for training artefacts, scoped to the researcher's projects like the labeling admin.
+
+Preference sets, reward models, iterations and policies are made by the workers: the admin views them (and runs the
+iteration actions); nothing here adds them or edits what they hold, except an iteration's number of follow-ups.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +23,12 @@ from .models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
 class PreferenceSetAdmin(ProjectScopedAdmin):
     list_display = ("id", "project", "sources", "n_pairs", "counts", "created_at")
     list_filter = ("project", "sources")
-    readonly_fields = ("file", "checksum", "counts", "rankings", "settings", "n_pairs", "job")
 
 
 @admin.register(RewardModel)
 class RewardModelAdmin(ProjectScopedAdmin):
     list_display = ("project", "version", "status", "val_accuracy", "holdout_spearman", "preference_set", "created_at")
     list_filter = ("project", "status")
-    readonly_fields = ("metrics", "history", "config", "weights", "metadata", "error", "job", "preference_set")
 
     @admin.display(description="val. accuracy")
     def val_accuracy(self, model: RewardModel) -> str:
@@ -70,24 +72,7 @@ class IterationAdmin(ProjectScopedAdmin):
     list_display = ("project", "number", "state", "paused", "progress_bar", "message", "true_return", "labels_used")
     list_filter = ("project", "state", "paused")
     list_select_related = ("project", "policy")
-    readonly_fields = (
-        "number",
-        "state",
-        "progress",
-        "message",
-        "error",
-        "attempts",
-        "heartbeat_at",
-        "step_since",
-        "preference_set",
-        "reward_model",
-        "previous",
-        "labels_used",
-        "results",
-        "start_after_labels",
-        "started_at",
-        "finished_at",
-    )
+    change_fields = ("follow_ups",)
     actions = ["pause", "resume", "start_now", "cancel"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -124,18 +109,6 @@ class IterationAdmin(ProjectScopedAdmin):
 class PolicyCheckpointAdmin(ProjectScopedAdmin):
     list_display = ("project", "iteration", "algorithm", "timesteps", "true_return", "learned_return", "created_at")
     list_filter = ("project", "algorithm")
-    readonly_fields = (
-        "iteration",
-        "reward_model",
-        "previous",
-        "algorithm",
-        "timesteps",
-        "config",
-        "model_file",
-        "replay_buffer",
-        "evaluation",
-        "train_seconds",
-    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import FileResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -13,10 +14,11 @@ from rest_framework.views import APIView
 from accounts.typing import AuthenticatedRequest
 from labeling import exports, selectors
 from labeling.api.errors import error_response
-from labeling.api.serializers import JobSerializer
-from labeling.api.views import require_researcher
+from labeling.api.serializers import JobSerializer, bounded_json
+from labeling.api.views import require_researcher, visible_object
 from labeling.errors import NotFound, ValidationFailed
 from labeling.models import JobKind
+from labeling.parsing import parse_optional_int
 from labeling.services import job_start
 
 from .models import PreferenceSet, RewardModel
@@ -49,14 +51,25 @@ class RewardModelSerializer(serializers.ModelSerializer):
 
 class TrainRequestSerializer(serializers.Serializer):
     sources = serializers.ChoiceField(choices=["auto", "rankings", "judgments", "both"], default="auto")
-    cap = serializers.IntegerField(min_value=1, max_value=5_000_000, default=200_000)
+    cap = serializers.IntegerField(
+        min_value=1, max_value=5_000_000, default=200_000, help_text="Preference pairs at most (1 to 5 000 000)."
+    )
     margin_scope = serializers.ChoiceField(choices=["pool", "batch"], default="pool")
     pair_sampling = serializers.ChoiceField(choices=["all", "batch"], default="all")
-    batches = serializers.IntegerField(min_value=1, max_value=100_000, default=1000)
+    batches = serializers.IntegerField(min_value=1, max_value=100_000, default=1000, help_text="1 to 100 000.")
     keep_ties = serializers.BooleanField(default=False)
-    level_weight_alpha = serializers.FloatField(min_value=0.0, max_value=100.0, default=1.0)
-    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
-    config = serializers.DictField(required=False, default=dict, help_text="RewardModelConfig overrides")
+    level_weight_alpha = serializers.FloatField(
+        min_value=0.0, max_value=100.0, default=1.0, help_text="0 to 100 (finite: DRF refuses nan and inf)."
+    )
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0, help_text="0 to 2**31 - 1.")
+    config = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="RewardModelConfig overrides (each field's maximum is in trainer/reward/config.py).",
+    )
+
+    def validate_config(self, value: dict[str, Any]) -> dict[str, Any]:
+        return bounded_json(value, name="config", max_items=128, max_depth=2)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         config = attrs.pop("config")
@@ -94,14 +107,15 @@ class RewardModelListView(APIView):
 
 class RewardModelWeightsView(APIView):
     @extend_schema(
-        responses={(200, "application/octet-stream"): bytes},
+        parameters=[OpenApiParameter("part", str, enum=["weights", "metadata"], required=False)],
+        responses={(200, "application/octet-stream"): bytes, (200, "application/json"): OpenApiTypes.OBJECT},
         summary="A reward model's weights (safetensors); ?part=metadata for its JSON",
     )
     def get(self, request: AuthenticatedRequest, model_id: int) -> FileResponse | Response:
-        reward_model = RewardModel.objects.select_related("project").filter(pk=model_id).first()
-        if reward_model is None:
-            raise NotFound("no such reward model")
-        project = selectors.project_for_member(slug=reward_model.project.slug, user=request.user)
+        reward_model = visible_object(
+            RewardModel.objects.select_related("project"), pk=model_id, request=request, name="reward model"
+        )
+        project = reward_model.project
         require_researcher(request, project)
         part = request.query_params.get("part", "weights")
         if part not in ("weights", "metadata"):
@@ -120,17 +134,19 @@ class PreferenceExportView(APIView):
             OpenApiParameter("format", str, enum=["jsonl", "csv", "parquet"], required=False),
             OpenApiParameter("set", int, required=False, description="preference set id (default: latest)"),
         ],
-        responses={(200, "application/x-ndjson"): str},
+        responses={
+            (200, "application/x-ndjson"): str,
+            (200, "text/csv"): str,
+            (200, "application/vnd.apache.parquet"): bytes,
+        },
         summary="A preference set: every labelled pair with its target, weight and origin",
     )
     def get(self, request: AuthenticatedRequest, slug: str) -> StreamingHttpResponse | FileResponse | Response:
         project = selectors.project_for_member(slug=slug, user=request.user)
         require_researcher(request, project)
         sets = PreferenceSet.objects.filter(project=project).order_by("-created_at", "-id")
-        set_id = request.query_params.get("set")
-        if set_id is not None and not set_id.isdigit():
-            raise ValidationFailed("set must be an id", fields={"set": ["not an integer"]})
-        preference_set = sets.filter(pk=int(set_id)).first() if set_id else sets.first()
+        set_id = parse_optional_int(request.query_params.get("set"), name="set", minimum=1)
+        preference_set = sets.filter(pk=set_id).first() if set_id is not None else sets.first()
         if preference_set is None:
             raise NotFound("no preference set yet")
         fmt = request.query_params.get("format", "jsonl")

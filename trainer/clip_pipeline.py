@@ -5,7 +5,9 @@ The numerical work lives in envs/policies/rollouts/video (no Django); this modul
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,7 +17,9 @@ from typing import Any
 import numpy as np
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.core.files.storage import FileSystemStorage
+from django.db import DatabaseError, transaction
+from django.db.models.fields.files import FieldFile
 
 from labeling.models import Clip, Job, Project, Query, RenderStatus, Rollout
 from labeling.services import queries_create_random
@@ -54,6 +58,50 @@ class GenerateClipsParams:
         if params.render not in ("queried", "all", "none"):
             raise ValueError("render must be queried, all or none")
         return params
+
+
+def store_file(field_file: FieldFile, name: str, content: File) -> None:
+    """``field_file.save(name, content, save=False)``, except that no partly written file is ever visible.
+
+    Django's FileSystemStorage writes in place, chunk by chunk: a worker killed or a disk filled mid-write
+    would leave a truncated file under the artefact's name. Here the bytes go to a hidden temporary file in the
+    destination folder and are linked under the final (unused) name only once complete. Other storages
+    (object stores) write an object whole anyway.
+    """
+    storage = field_file.storage
+    if not isinstance(storage, FileSystemStorage):
+        field_file.save(name, content, save=False)
+        return
+    max_length = field_file.field.max_length
+    name = storage.get_available_name(field_file.field.generate_filename(field_file.instance, name), max_length)
+    target = Path(storage.path(name))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FileExistsError(f"{target.parent} exists and is not a directory") from None
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            for chunk in content.chunks():
+                out.write(chunk)
+        os.chmod(temporary, storage.file_permissions_mode or 0o644)  # mkstemp makes it private
+        while True:
+            try:
+                os.link(temporary, target)  # atomic, and never replaces a file someone else stored
+                break
+            except FileExistsError:
+                name = storage.get_available_name(name, max_length)
+                target = Path(storage.path(name))
+            except OSError:  # no hard links on this file system: a rename is atomic too
+                os.replace(temporary, target)
+                break
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+    name = Path(os.path.relpath(target, storage.location)).as_posix()
+    field_file.name = name
+    setattr(field_file.instance, field_file.field.attname, name)
+    field_file._committed = True  # type: ignore[attr-defined]  # as FieldFile.save does
 
 
 def factor_columns(project: Project, preset: envs.EnvPreset) -> list[int]:
@@ -138,7 +186,7 @@ def store_rollout(
             iteration=iteration,
             job=job,
         )
-        rollout.data.save(f"{project.slug}-{data.seed}.npz", ContentFile(rollouts.save_npz(data)), save=False)
+        store_file(rollout.data, f"{project.slug}-{data.seed}.npz", ContentFile(rollouts.save_npz(data)))
         rollout.save()
         clips = [
             Clip(
@@ -166,7 +214,11 @@ def clips_needing_video(project: Project):
 
 
 def render_clip(clip: Clip) -> bool:
-    """Render a clip's MP4 and poster from its rollout. Safe to call twice; a failure is stored on the clip."""
+    """Render a clip's MP4 and poster from its rollout. Safe to call twice; a failure is stored on the clip.
+
+    The files appear whole or not at all (see ``store_file``); if the second one cannot be stored the first is
+    removed again, so a failed clip leaves nothing under its name, and rendering it again starts clean.
+    """
     claimed = (
         Clip.objects.filter(pk=clip.pk)
         .exclude(render_status=RenderStatus.READY)
@@ -175,6 +227,8 @@ def render_clip(clip: Clip) -> bool:
     if not claimed:
         return False
     project = clip.project
+    stored: list[str] = []
+    row_written = False
     try:
         with clip.rollout.data.open("rb") as handle:
             data = rollouts.load_npz(handle.read())
@@ -194,13 +248,24 @@ def render_clip(clip: Clip) -> bool:
             video.write_mp4(frames, mp4, fps=fps)
             video.write_poster(frames[0], poster)
             with mp4.open("rb") as handle:
-                clip.video.save(f"{project.slug}/{clip.pk}.mp4", File(handle), save=False)
+                store_file(clip.video, f"{project.slug}/{clip.pk}.mp4", File(handle))
+            stored.append(str(clip.video.name))
             with poster.open("rb") as handle:
-                clip.poster.save(f"{project.slug}/{clip.pk}.jpg", File(handle), save=False)
+                store_file(clip.poster, f"{project.slug}/{clip.pk}.jpg", File(handle))
+            stored.append(str(clip.poster.name))
         clip.render_status, clip.render_error = RenderStatus.READY, ""
+        row_written = True  # from here on the row may point at the files (a commit can succeed unseen)
         clip.save(update_fields=["video", "poster", "render_status", "render_error"])
         return True
     except Exception as error:  # stored for the researcher; the job carries on with other clips
         logger.exception("rendering clip %s failed", clip.pk)
-        Clip.objects.filter(pk=clip.pk).update(render_status=RenderStatus.FAILED, render_error=str(error)[:2000])
+        if not row_written:
+            for name in stored:
+                with contextlib.suppress(OSError):
+                    clip.video.storage.delete(name)
+        if isinstance(error, DatabaseError):
+            raise  # the row cannot be updated now; the clip stays unready and is rendered again later
+        Clip.objects.filter(pk=clip.pk).update(
+            render_status=RenderStatus.FAILED, render_error=f"{type(error).__name__}: {error}"[:2000]
+        )
         return False

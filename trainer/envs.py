@@ -24,6 +24,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from labeling.environments import KwargSpec
+
 
 class UnknownEnvironment(ValueError):
     """Raised for an environment id that has no preset."""
@@ -69,6 +71,9 @@ class EnvPreset:
     render_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     # The environment's own reward in terms of the factors, for documentation and reports.
     reward_formula: str = ""
+    # The constructor arguments a project may set (type and range each); anything else, file paths
+    # above all (MuJoCo's xml_file), is refused at project creation (labeling.environments).
+    allowed_kwargs: Mapping[str, KwargSpec] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     @property
     def factor_keys(self) -> tuple[str, ...]:
@@ -87,9 +92,7 @@ def _pendulum_angle(obs: np.ndarray) -> float:
     return math.atan2(float(obs[1]), float(obs[0]))
 
 
-def _pendulum_angle_sq(
-    obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, info: Mapping[str, Any]
-) -> float:
+def _pendulum_angle_sq(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, info: Mapping[str, Any]) -> float:
     return _pendulum_angle(obs) ** 2
 
 
@@ -99,9 +102,7 @@ def _pendulum_angular_velocity_sq(
     return float(obs[2]) ** 2
 
 
-def _pendulum_torque_sq(
-    obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, info: Mapping[str, Any]
-) -> float:
+def _pendulum_torque_sq(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, info: Mapping[str, Any]) -> float:
     torque = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
     return min(max(torque, -PENDULUM_MAX_TORQUE), PENDULUM_MAX_TORQUE) ** 2
 
@@ -112,9 +113,7 @@ def _mujoco_forward_velocity(
     return float(info["x_velocity"])
 
 
-def _mujoco_control_cost(
-    obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, info: Mapping[str, Any]
-) -> float:
+def _mujoco_control_cost(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, info: Mapping[str, Any]) -> float:
     return -float(info["reward_ctrl"])
 
 
@@ -171,6 +170,7 @@ _PENDULUM = EnvPreset(
     scripted_policies=("random", *(f"pendulum_swingup:{noise}" for noise in _PENDULUM_NOISE_LEVELS)),
     renders_at_requested_size=False,
     reward_formula="reward = -(angle_sq + 0.1 * angular_velocity_sq + 0.001 * torque_sq)",
+    allowed_kwargs=MappingProxyType({"g": KwargSpec("float", 0.0, 100.0)}),
 )
 
 _HALF_CHEETAH = EnvPreset(
@@ -208,11 +208,17 @@ _HALF_CHEETAH = EnvPreset(
     # rendering started. The model's "track" camera follows the centre of mass: stable, deterministic.
     render_kwargs=MappingProxyType({"camera_name": "track"}),
     reward_formula="reward = forward_reward_weight * forward_velocity - control_cost",
+    allowed_kwargs=MappingProxyType(
+        {
+            "forward_reward_weight": KwargSpec("float", 0.0, 100.0),
+            "ctrl_cost_weight": KwargSpec("float", 0.0, 100.0),
+            "reset_noise_scale": KwargSpec("float", 0.0, 10.0),
+            "exclude_current_positions_from_observation": KwargSpec("bool"),
+        }
+    ),
 )
 
-PRESETS: Mapping[str, EnvPreset] = MappingProxyType(
-    {preset.env_id: preset for preset in (_PENDULUM, _HALF_CHEETAH)}
-)
+PRESETS: Mapping[str, EnvPreset] = MappingProxyType({preset.env_id: preset for preset in (_PENDULUM, _HALF_CHEETAH)})
 
 
 def get_preset(env_id: str) -> EnvPreset:
@@ -271,8 +277,6 @@ def factor_values(
         try:
             extractor = EXTRACTORS[factor.source]
         except KeyError:
-            raise UnknownExtractor(
-                f"factor {factor.key!r} names unknown extractor {factor.source!r}"
-            ) from None
+            raise UnknownExtractor(f"factor {factor.key!r} names unknown extractor {factor.source!r}") from None
         values[index] = extractor(obs, action, next_obs, info)
     return values

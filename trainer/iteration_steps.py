@@ -21,7 +21,7 @@ from labeling.models import Clip, Project, Query, QuerySource, RenderStatus, Rol
 from labeling.selectors import factor_extremes
 
 from . import envs, rollouts
-from .clip_pipeline import factor_columns, render_clip, store_rollout
+from .clip_pipeline import factor_columns, render_clip, store_file, store_rollout
 from .loop import StepReporter, pairwise_labels
 from .loop_settings import LoopSettings
 from .models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
@@ -186,9 +186,9 @@ def train_policy_step(iteration: Iteration, loop_settings: LoopSettings, report:
         train_seconds=train_seconds,
     )
     name = f"{project.slug}-i{iteration.number}"
-    checkpoint.model_file.save(f"{name}.zip", ContentFile(snapshot.model_zip), save=False)
+    store_file(checkpoint.model_file, f"{name}.zip", ContentFile(snapshot.model_zip))
     if snapshot.replay_buffer is not None:
-        checkpoint.replay_buffer.save(f"{name}-replay.npz", ContentFile(snapshot.replay_buffer), save=False)
+        store_file(checkpoint.replay_buffer, f"{name}-replay.npz", ContentFile(snapshot.replay_buffer))
     checkpoint.save()
     return {
         "policy": checkpoint.pk,
@@ -294,6 +294,20 @@ def render(iteration: Iteration, loop_settings: LoopSettings, report: StepReport
     for index, clip in enumerate(to_render):
         render_clip(clip)
         report((index + 1) / len(to_render), f"Rendered {index + 1} of {len(to_render)} clips")
+    # A clip that could not be rendered (media folder unwritable, disk full, …) would be published in a query
+    # nobody can ever be shown: fail the step instead, saying why. Retrying the iteration renders only the
+    # clips that are not ready yet.
+    failed = list(
+        Clip.objects.filter(pk__in=[clip.pk for clip in to_render], render_status=RenderStatus.FAILED)
+        .order_by("id")
+        .values_list("pk", "render_error")
+    )
+    if failed:
+        first_pk, first_error = failed[0]
+        raise RuntimeError(
+            f"{len(failed)} of {len(to_render)} clips could not be rendered (clip {first_pk}: {first_error}); "
+            "fix the cause, then retry the iteration"
+        )
     return {"selection": method, "pairs": pairs, "rendered": len(to_render)}
 
 

@@ -12,8 +12,9 @@ from rest_framework.views import APIView
 
 from accounts.typing import AuthenticatedRequest
 from labeling import selectors
-from labeling.api.views import require_researcher
-from labeling.errors import NotFound, ValidationFailed
+from labeling.api.serializers import bounded_json
+from labeling.api.views import require_researcher, visible_object
+from labeling.errors import ValidationFailed
 
 from . import loop
 from .models import Iteration, PolicyCheckpoint
@@ -69,11 +70,16 @@ class IterationSerializer(serializers.ModelSerializer):
 
 class IterationCreateSerializer(serializers.Serializer):
     count = serializers.IntegerField(
-        min_value=1, max_value=100, default=1, help_text="Iterations to run one after another."
+        min_value=1, max_value=100, default=1, help_text="Iterations to run one after another (1 to 100)."
     )
     settings = serializers.DictField(
-        required=False, default=dict, help_text="Loop-settings overrides for these iterations (see LoopSettings)."
+        required=False,
+        default=dict,
+        help_text="Loop-settings overrides for these iterations (see LoopSettings; maxima are in each field's doc).",
     )
+
+    def validate_settings(self, value: dict[str, Any]) -> dict[str, Any]:
+        return bounded_json(value, name="settings", max_items=256, max_depth=3)
 
 
 class IterationActionSerializer(serializers.Serializer):
@@ -81,11 +87,10 @@ class IterationActionSerializer(serializers.Serializer):
 
 
 def _iteration_for_researcher(request: AuthenticatedRequest, iteration_id: int) -> Iteration:
-    iteration = Iteration.objects.select_related("project").filter(pk=iteration_id).first()
-    if iteration is None:
-        raise NotFound("no such iteration")
-    project = selectors.project_for_member(slug=iteration.project.slug, user=request.user)
-    require_researcher(request, project)
+    iteration = visible_object(
+        Iteration.objects.select_related("project"), pk=iteration_id, request=request, name="iteration"
+    )
+    require_researcher(request, iteration.project)
     return iteration
 
 
@@ -124,7 +129,7 @@ class IterationDetailView(APIView):
     @extend_schema(
         request=IterationActionSerializer,
         responses=IterationSerializer,
-        summary="pause | resume | cancel | start (start: a waiting iteration now, whatever its label budget)",
+        summary="pause | resume | cancel | start | retry (start: a waiting iteration now; retry: a failed one)",
     )
     def post(self, request: AuthenticatedRequest, iteration_id: int) -> Response:
         iteration = _iteration_for_researcher(request, iteration_id)
@@ -141,10 +146,13 @@ class PolicyCheckpointView(APIView):
         summary="A policy's Stable-Baselines3 zip (load it with set_parameters, not .load, to avoid unpickling)",
     )
     def get(self, request: AuthenticatedRequest, policy_id: int) -> FileResponse:
-        policy = PolicyCheckpoint.objects.select_related("project", "iteration").filter(pk=policy_id).first()
-        if policy is None:
-            raise NotFound("no such policy")
-        project = selectors.project_for_member(slug=policy.project.slug, user=request.user)
+        policy = visible_object(
+            PolicyCheckpoint.objects.select_related("project", "iteration"),
+            pk=policy_id,
+            request=request,
+            name="policy",
+        )
+        project = policy.project
         require_researcher(request, project)
         if not policy.model_file:
             raise ValidationFailed("this policy has no checkpoint file")

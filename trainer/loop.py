@@ -23,8 +23,9 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any
 
+from celery import current_app
 from django.conf import settings as django_settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
@@ -49,6 +50,9 @@ STEP_TASKS: Mapping[str, str] = {
     IterationState.PUBLISHING: "trainer.iteration_publish",
 }
 MAX_ATTEMPTS = 3  # claims of one step (its worker died each time) before the iteration fails
+# The database connection broke under a step (a server restart, a failover, a killed backend). That is not the
+# step's fault: the step is released and retried instead of failing the iteration.
+DB_CONNECTION_ERRORS = (OperationalError, InterfaceError)
 
 
 def stale_after() -> timedelta:
@@ -70,7 +74,23 @@ def iteration_in_progress(project: Project) -> bool:
 
 
 def _send_step(iteration_id: int, state: str) -> None:
-    transaction.on_commit(lambda: send_task_by_name(STEP_TASKS[state], iteration_id, state))
+    def send() -> None:
+        try:
+            send_task_by_name(STEP_TASKS[state], iteration_id, state)
+        except Exception:
+            if current_app.conf.task_always_eager:
+                raise  # the step itself failed in-process: not a broker problem
+            # The broker is down or restarting (kombu then raises OperationalError, or worse: AttributeError from
+            # a half-reset channel). The state change is committed; the beat sweep sends the step once it has
+            # waited past the stale limit, so nothing is lost, only delayed.
+            logger.warning(
+                "iteration %s: could not send %s to the broker; the sweep will resend it",
+                iteration_id,
+                state,
+                exc_info=True,
+            )
+
+    transaction.on_commit(send)
 
 
 # --- researcher actions (services) ------------------------------------------------------------------------
@@ -199,12 +219,49 @@ def iteration_start_now(iteration: Iteration) -> None:
     iteration_resume(iteration, force=True)
 
 
+def failed_step(iteration: Iteration) -> str:
+    """The step a failed iteration stopped at: the first one without a result."""
+    return next((step for step in ITERATION_STEPS if step not in iteration.results), ITERATION_STEPS[0])
+
+
+@transaction.atomic
+def iteration_retry(iteration: Iteration) -> None:
+    """Run a failed iteration again from the step that failed; what its earlier steps made is kept.
+
+    For failures that go away (a full disk, an unwritable media folder, a database or broker that was down for
+    longer than the step's retries). Only the project's newest iteration, and only when nothing else is running.
+    """
+    if iteration.state != IterationState.FAILED:
+        raise Conflict(f"iteration {iteration.number} is {iteration.state}; only a failed iteration can be retried")
+    Project.objects.select_for_update().filter(pk=iteration.project_id).first()
+    others = Iteration.objects.filter(project_id=iteration.project_id).exclude(pk=iteration.pk)
+    if others.filter(number__gt=iteration.number).exists() or others.exclude(state__in=FINISHED_STATES).exists():
+        raise Conflict("a newer or unfinished iteration exists; start a new iteration instead")
+    step = failed_step(iteration)
+    now = timezone.now()
+    retried = Iteration.objects.filter(pk=iteration.pk, state=IterationState.FAILED).update(
+        state=step,
+        error="",
+        paused=False,
+        finished_at=None,
+        step_since=now,
+        heartbeat_at=None,
+        attempts=0,
+        progress=0.0,
+        message=f"{IterationState(step).label}: queued again",
+    )
+    iteration.refresh_from_db()
+    if retried:
+        _send_step(iteration.pk, step)
+
+
 # What a researcher can do to an iteration (the API, the dashboard and the admin all go through this).
 ITERATION_ACTIONS: Mapping[str, Callable[[Iteration], None]] = {
     "pause": iteration_pause,
     "resume": iteration_resume,
     "start": iteration_start_now,
     "cancel": iteration_cancel,
+    "retry": iteration_retry,
 }
 
 
@@ -225,6 +282,10 @@ class IterationStopped(Exception):
     """The iteration was cancelled or taken over while this worker was on it: stop quietly."""
 
 
+class StepInterrupted(Exception):
+    """The step lost its database connection; its claim was released (if the database allowed) for a retry."""
+
+
 class StepOutcome(Enum):
     DONE = "done"  # ran the step (successfully or not) and recorded the result
     BUSY = "busy"  # another worker holds a fresh claim on it: try again later
@@ -234,9 +295,12 @@ class StepOutcome(Enum):
 class StepReporter:
     """Progress of the current step, written at most every ``interval`` seconds; doubles as the heartbeat."""
 
-    def __init__(self, iteration: Iteration, state: str, interval: float = 1.0) -> None:
+    def __init__(self, iteration: Iteration, state: str, interval: float = 1.0, *, claimed_at=None) -> None:
         self.iteration, self.state, self.interval = iteration, state, interval
         self._last = 0.0
+        # The heartbeat values this worker may have written last (the newest write may or may not have landed
+        # when the connection broke): releasing the claim matches them, so it never releases someone else's.
+        self.beats = [claimed_at]
 
     def __call__(self, fraction: float, message: str) -> None:
         now = time.monotonic()
@@ -244,8 +308,10 @@ class StepReporter:
             return
         self._last = now
         fraction = min(max(float(fraction), 0.0), 1.0)
+        beat = timezone.now()
+        self.beats = [*self.beats[-1:], beat]
         alive = Iteration.objects.filter(pk=self.iteration.pk, state=self.state).update(
-            progress=fraction, message=message[:300], heartbeat_at=timezone.now()
+            progress=fraction, message=message[:300], heartbeat_at=beat
         )
         if not alive:
             raise IterationStopped(f"iteration {self.iteration.pk} left state {self.state}")
@@ -271,19 +337,42 @@ def step_run(iteration_id: int, state: str, work: StepWork) -> StepOutcome:
     if iteration.attempts > MAX_ATTEMPTS:
         _fail(iteration, state, f"{iteration.get_state_display()} was started {MAX_ATTEMPTS} times and never finished")
         return StepOutcome.DONE
-    reporter = StepReporter(iteration, state)
+    reporter = StepReporter(iteration, state, claimed_at=now)
     try:
         loop_settings = LoopSettings.from_dict(iteration.settings)
         result = work(iteration, loop_settings, reporter)
     except IterationStopped:
         logger.info("iteration %s: stopped during %s", iteration_id, state)
         return StepOutcome.GONE
+    except DB_CONNECTION_ERRORS as error:
+        raise _interrupted(iteration, state, reporter, error) from error
     except Exception as error:
         logger.exception("iteration %s: %s failed", iteration_id, state)
         _fail(iteration, state, f"{type(error).__name__}: {error}")
         return StepOutcome.DONE
-    _advance(iteration, state, result)
+    try:
+        _advance(iteration, state, result)
+    except DB_CONNECTION_ERRORS as error:  # the transition was rolled back: the step runs again, and starts clean
+        raise _interrupted(iteration, state, reporter, error) from error
     return StepOutcome.DONE
+
+
+def _interrupted(iteration: Iteration, state: str, reporter: StepReporter, error: Exception) -> StepInterrupted:
+    """Release the claim of a step whose database connection broke, so that a retry can claim it at once.
+
+    Django reconnects only a *closed* connection, so the broken one is closed first. If the database is still
+    away the claim stays, and the step is claimable again once its heartbeat is stale (the beat sweep resends it).
+    """
+    logger.warning("iteration %s: lost the database during %s (%s); releasing the step", iteration.pk, state, error)
+    if not connection.in_atomic_block:
+        connection.close()
+        try:
+            Iteration.objects.filter(pk=iteration.pk, state=state, heartbeat_at__in=reporter.beats).update(
+                heartbeat_at=None, message="Database connection lost; retrying"
+            )
+        except DatabaseError:
+            connection.close()
+    return StepInterrupted(f"{IterationState(state).label}: lost the database connection: {error}")
 
 
 @transaction.atomic

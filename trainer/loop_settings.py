@@ -7,6 +7,7 @@ copy it ran with (defaults filled in), so a result can always be traced to the e
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,23 @@ from .policy import PolicyConfig
 from .reward import RewardModelConfig
 
 QUERY_SELECTIONS = ("active", "random")
+
+# Maxima (also in each field's docstring).
+MAX_PREFERENCE_CAP = 5_000_000
+MAX_QUERIES_PER_CLIP = 1000
+MAX_NOISE_LEVELS = 64
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
 
 # Defaults sized for the CPU: a 64-64 ensemble trains in seconds on a few thousand pairs, and SAC with
 # these settings swings Pendulum up within ~10k steps.
@@ -31,37 +49,46 @@ class LoopSettings:
     """What the iteration's preference set is built from: "rankings", "judgments", "both", or "auto"
     (whatever the project has)."""
     preference_cap: int = 200_000
-    """Pair cap for HERON labelling of the clip pool."""
+    """Pair cap for HERON labelling of the clip pool. 1 to 5 000 000."""
     reward_config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_REWARD_CONFIG))
-    """RewardModelConfig overrides for the iteration's reward model."""
+    """RewardModelConfig overrides for the iteration's reward model (its maxima apply)."""
     policy: dict[str, Any] = field(default_factory=dict)
-    """PolicyConfig overrides (algorithm, learning rate, relabel_replay_buffer, eval_episodes, ...)."""
+    """PolicyConfig overrides (algorithm, learning rate, relabel_replay_buffer, eval_episodes, ...; its maxima
+    apply)."""
     policy_reward: str = "learned"
     """What the policy is trained on: "learned" (the iteration's reward model) or "true" (the environment's
     own reward, skipping the preference and reward steps; the ceiling a learned reward is measured against)."""
     policy_timesteps: int = 10_000
     """Environment steps of policy training per iteration; training continues from the previous
-    iteration's checkpoint, so the total after n iterations is n times this."""
+    iteration's checkpoint, so the total after n iterations is n times this. 1 to 10 000 000."""
     rollouts: int = 8
-    """Episodes of the new policy rolled out per iteration; each is cut into clips."""
+    """Episodes of the new policy rolled out per iteration; each is cut into clips. 1 to 1000."""
     rollout_noise: tuple[float, ...] = (0.0, 0.1, 0.3)
     """Gaussian action noise (relative to the action range) used in turn across the rollouts, so the
-    new clips span the policy's behaviour and its neighbourhood instead of repeating one trajectory."""
+    new clips span the policy's behaviour and its neighbourhood instead of repeating one trajectory.
+    1 to 64 levels, each from 0 to 2."""
     label_budget: int = 50
     """Pairwise labels asked per iteration. In pairwise mode the first iteration starts by itself once the
     project holds this many pairwise labels, each later one once the previous iteration's questions are
-    answered (up to this many). 0: no questions and no waiting."""
+    answered (up to this many). 0: no questions and no waiting. At most 100 000."""
     query_selection: str = "active"
     """"active": the pairs the reward ensemble disagrees on most; "random": uniform pairs."""
     oversample: int = 10
-    """Active selection scores oversample × the needed number of uniformly drawn candidate pairs."""
+    """Active selection scores oversample × the needed number of uniformly drawn candidate pairs. 1 to 1000."""
     max_queries_per_clip: int = 4
-    """At most this many of an iteration's queries show the same clip."""
+    """At most this many of an iteration's queries show the same clip. 1 to 1000."""
     seed: int = 0
-    """Root seed of the loop; iteration n derives its seeds from (seed, n)."""
+    """Root seed of the loop; iteration n derives its seeds from (seed, n). 0 to 2**31 - 1."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rollout_noise", tuple(float(x) for x in self.rollout_noise))
+        noise = self.rollout_noise
+        if (
+            not isinstance(noise, list | tuple)
+            or not 1 <= len(noise) <= MAX_NOISE_LEVELS
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) and _finite(x) for x in noise)
+        ):
+            raise ValueError(f"rollout_noise must be a list of 1 to {MAX_NOISE_LEVELS} numbers, each between 0 and 2")
+        object.__setattr__(self, "rollout_noise", tuple(float(x) for x in noise))
         self.validate()
 
     def validate(self) -> None:
@@ -74,7 +101,15 @@ class LoopSettings:
             "preference_sources must be auto, rankings, judgments or both",
         )
         check(self.policy_reward in ("learned", "true"), "policy_reward must be learned or true")
-        check(isinstance(self.preference_cap, int) and self.preference_cap >= 1, "preference_cap must be >= 1")
+        check(isinstance(self.retrain_on_ranking, bool), "retrain_on_ranking must be true or false")
+        check(
+            isinstance(self.reward_config, dict) and isinstance(self.policy, dict),
+            "reward_config and policy must be objects",
+        )
+        check(
+            _is_int(self.preference_cap) and 1 <= self.preference_cap <= MAX_PREFERENCE_CAP,
+            "preference_cap must be between 1 and 5,000,000",
+        )
         check(
             isinstance(self.policy_timesteps, int) and 1 <= self.policy_timesteps <= 10_000_000,
             "policy_timesteps must be between 1 and 10,000,000",
@@ -91,8 +126,8 @@ class LoopSettings:
         check(self.query_selection in QUERY_SELECTIONS, f"query_selection must be one of {QUERY_SELECTIONS}")
         check(isinstance(self.oversample, int) and 1 <= self.oversample <= 1000, "oversample must be 1 to 1000")
         check(
-            isinstance(self.max_queries_per_clip, int) and self.max_queries_per_clip >= 1,
-            "max_queries_per_clip must be >= 1",
+            _is_int(self.max_queries_per_clip) and 1 <= self.max_queries_per_clip <= MAX_QUERIES_PER_CLIP,
+            "max_queries_per_clip must be between 1 and 1000",
         )
         check(isinstance(self.seed, int) and 0 <= self.seed < 2**31, "seed must be in [0, 2**31)")
         # The nested configs are validated by their own classes, so a typo fails now, not in a worker.

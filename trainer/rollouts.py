@@ -117,9 +117,7 @@ def resimulate(
             obs, _, terminated, _, _ = env.step(action)
             observations.append(obs)
             if terminated and step < len(actions) - 1:
-                raise ValueError(
-                    f"episode terminated at step {step}, before the {len(actions)} actions ran out"
-                )
+                raise ValueError(f"episode terminated at step {step}, before the {len(actions)} actions ran out")
     finally:
         env.close()
     return np.stack(observations)

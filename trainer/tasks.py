@@ -42,14 +42,28 @@ def train_reward_model(job_id: int) -> None:
 # --- the loop: one task per step, chained by trainer.loop ---------------------------------------------------
 
 
+_DB_RETRIES = 8  # about two minutes of backing off
+
+
 # acks_late and reject_on_worker_lost are stated on each step task as well as in the settings: a step is
 # acknowledged only after it finished and is handed to another worker if its worker dies, which is safe
 # because every step claims its iteration before working.
 def _iteration_step(task, iteration_id: int, state: str) -> None:
-    from .iteration_steps import STEP_WORK
-    from .loop import StepOutcome, stale_after, step_run
+    from django.db import connection
 
-    outcome = step_run(iteration_id, state, STEP_WORK[state])
+    from .iteration_steps import STEP_WORK
+    from .loop import DB_CONNECTION_ERRORS, StepInterrupted, StepOutcome, stale_after, step_run
+
+    try:
+        outcome = step_run(iteration_id, state, STEP_WORK[state])
+    except (StepInterrupted, *DB_CONNECTION_ERRORS) as error:
+        # The database went away under the step, or before it could be claimed (a restart, a failover, a cut
+        # connection): try again shortly, backing off. Should it stay away longer than that, the beat sweep
+        # resends the step once its heartbeat is stale.
+        if not connection.in_atomic_block:
+            connection.close()  # Django reconnects a closed connection, never a broken one
+        countdown = min(2 ** min(task.request.retries, 5), 30)
+        raise task.retry(exc=error, countdown=countdown, max_retries=_DB_RETRIES) from error
     if outcome is StepOutcome.BUSY:
         # Another delivery of this step is being worked on (or its worker died and the heartbeat is not yet
         # stale): look again once it would be, rather than dropping a message that may be the only survivor.

@@ -75,9 +75,7 @@ def render_segment(
     if width < 1 or height < 1:
         raise ValueError(f"frame size must be positive, got {width}x{height}")
     kwargs = effective_env_kwargs(env_id, env_kwargs)
-    env = make_env(
-        env_id, render=True, width=width, height=height, max_episode_steps=start + length, **kwargs
-    )
+    env = make_env(env_id, render=True, width=width, height=height, max_episode_steps=start + length, **kwargs)
     frames = np.empty((length + 1, height, width, 3), dtype=np.uint8)
     try:
         env.reset(seed=seed)

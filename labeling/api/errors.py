@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from labeling.errors import ServiceError
+from labeling.errors import DatabaseUnavailable, ServiceError
 
 
 def error_response(code: str, message: str, http_status: int, fields: dict[str, Any] | None = None) -> Response:
@@ -38,9 +41,20 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return out
 
 
+def request_too_large_response() -> Response:
+    limit = settings.MAX_REQUEST_BYTES
+    return error_response("request_too_large", f"the request body is larger than {limit} bytes", 413)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         return error_response(exc.code, exc.message, exc.status, exc.fields)
+    if isinstance(exc, RequestDataTooBig):  # a body without (or with a false) Content-Length, read past the cap
+        return request_too_large_response()
+    if isinstance(exc, SuspiciousOperation):  # e.g. too many form fields: the client's fault, not a 500
+        return error_response("invalid", "the request could not be read", 400)
+    if isinstance(exc, OperationalError | InterfaceError):  # a restart or failover mid-request: retryable
+        return error_response(DatabaseUnavailable.code, "the database connection was lost; please try again", 503)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

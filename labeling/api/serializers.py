@@ -7,7 +7,23 @@ from typing import Any
 from django.urls import reverse
 from rest_framework import serializers
 
+from labeling import environments
 from labeling.models import Choice, Clip, FeedbackMode, Job, Judgment, Project, RewardFactor
+from labeling.parsing import json_size_ok
+from labeling.signed_media import signed_clip_url
+
+# Bounds on free-form JSON inputs (objects and lists): entries in all, nesting, string length.
+MAX_KWARGS_ITEMS = 64
+MAX_PARAMS_ITEMS = 256
+MAX_RANKING_ITEMS = 2_000
+
+
+def bounded_json(value: Any, *, name: str, max_items: int, max_depth: int = 4) -> Any:
+    if not json_size_ok(value, max_items=max_items, max_depth=max_depth, max_string=1_000):
+        raise serializers.ValidationError(
+            f"{name} is too large: at most {max_items} entries, nested {max_depth} deep, strings of 1000 characters"
+        )
+    return value
 
 
 class RewardFactorSerializer(serializers.ModelSerializer):
@@ -52,7 +68,7 @@ class FactorSpecSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, default="", allow_blank=True)
     unit = serializers.CharField(max_length=32, required=False, default="", allow_blank=True)
     direction = serializers.ChoiceField(choices=[1, -1], required=False, default=1)
-    sigma = serializers.FloatField(min_value=0.0, required=False, default=1.0)
+    sigma = serializers.FloatField(min_value=0.0, max_value=1e6, required=False, default=1.0)
     source = serializers.CharField(max_length=100, required=False, default="")  # type: ignore[assignment]
 
 
@@ -60,9 +76,13 @@ class ProjectCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     slug = serializers.SlugField(max_length=64, required=False, default="")
     env_id = serializers.CharField(max_length=100)
-    env_kwargs = serializers.DictField(required=False, default=dict)
-    instructions = serializers.CharField(required=False, default="", allow_blank=True)
-    factors = FactorSpecSerializer(many=True, required=False)
+    env_kwargs = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="Constructor arguments, checked against the environment's allow-list (types, ranges; never paths).",
+    )
+    instructions = serializers.CharField(required=False, default="", allow_blank=True, max_length=20_000)
+    factors = FactorSpecSerializer(many=True, required=False, max_length=64)  # type: ignore[call-arg]
     segment_steps = serializers.IntegerField(min_value=2, max_value=10_000, required=False)
     overlap = serializers.IntegerField(min_value=1, max_value=50, required=False, default=1)
     feedback_mode = serializers.ChoiceField(choices=FeedbackMode.choices, required=False, default=FeedbackMode.BOTH)
@@ -70,6 +90,16 @@ class ProjectCreateSerializer(serializers.Serializer):
     render_height = serializers.IntegerField(min_value=16, max_value=1080, required=False)
     render_fps = serializers.IntegerField(min_value=1, max_value=120, required=False)
     lease_ttl_seconds = serializers.IntegerField(min_value=10, max_value=86_400, required=False, default=300)
+
+    def validate_env_kwargs(self, value: dict[str, Any]) -> dict[str, Any]:
+        return bounded_json(value, name="env_kwargs", max_items=MAX_KWARGS_ITEMS, max_depth=2)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        known = environments.get(attrs["env_id"]) is not None or attrs["env_id"] == environments.EXTERNAL
+        problems = environments.env_kwargs_problems(attrs["env_id"], attrs.get("env_kwargs") or {}) if known else {}
+        if problems:  # keyed "env_kwargs.<key>": the error names the argument
+            raise serializers.ValidationError(problems)
+        return attrs
 
 
 class ClipSerializer(serializers.ModelSerializer):
@@ -91,15 +121,19 @@ class ClipSerializer(serializers.ModelSerializer):
             "poster_url",
         ]
 
-    def _absolute(self, path: str | None) -> str | None:
+    def _signed_url(self, clip: Clip, kind: str) -> str | None:
+        """An absolute, short-lived signed URL (MEDIA_URL_MAX_AGE): token clients have no session to send."""
+        if not (clip.video if kind == "video" else clip.poster):
+            return None
         request = self.context.get("request")
-        return request.build_absolute_uri(path) if (request and path) else path
+        path = signed_clip_url(clip, kind, user=getattr(request, "user", None))
+        return request.build_absolute_uri(path) if request else path
 
     def get_video_url(self, clip: Clip) -> str | None:
-        return self._absolute(clip.video_url)
+        return self._signed_url(clip, "video")
 
     def get_poster_url(self, clip: Clip) -> str | None:
-        return self._absolute(clip.poster_url)
+        return self._signed_url(clip, "poster")
 
 
 class AnnotatorClipSerializer(ClipSerializer):
@@ -160,17 +194,32 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class GenerateClipsSerializer(serializers.Serializer):
-    rollouts = serializers.IntegerField(min_value=1, max_value=10_000, default=8)
-    steps = serializers.IntegerField(min_value=2, max_value=100_000, required=False)
-    policies = serializers.ListField(child=serializers.CharField(max_length=100), required=False, min_length=1)
-    queries = serializers.IntegerField(min_value=0, max_value=1_000_000, default=50)
-    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+    rollouts = serializers.IntegerField(
+        min_value=1, max_value=1_000, default=8, help_text="Episodes to roll out (1 to 1 000)."
+    )
+    steps = serializers.IntegerField(
+        min_value=2, max_value=10_000, required=False, help_text="Steps per episode (2 to 10 000; preset default)."
+    )
+    policies = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        min_length=1,
+        max_length=32,
+        help_text="Scripted policy names used in turn (1 to 32 names).",
+    )
+    queries = serializers.IntegerField(
+        min_value=0, max_value=100_000, default=50, help_text="Random queries to create (0 to 100 000)."
+    )
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0, help_text="0 to 2**31 - 1.")
     render = serializers.ChoiceField(choices=["queried", "all", "none"], default="queried")
 
 
 class JobCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["generate_clips"])
     params = serializers.DictField(required=False, default=dict)
+
+    def validate_params(self, value: dict[str, Any]) -> dict[str, Any]:
+        return bounded_json(value, name="params", max_items=MAX_PARAMS_ITEMS)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         params = GenerateClipsSerializer(data=attrs["params"])
@@ -185,6 +234,13 @@ class RankingCreateSerializer(serializers.Serializer):
         required=False, default=dict, help_text='Per-factor margin multipliers: {"angle": 0.5}'
     )
     comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=5000)
+
+    # A ranking lists each factor once; the service refuses one longer than the project's factors early.
+    def validate_groups(self, value: Any) -> Any:
+        return bounded_json(value, name="groups", max_items=MAX_RANKING_ITEMS, max_depth=2)
+
+    def validate_sigmas(self, value: Any) -> Any:
+        return bounded_json(value, name="sigmas", max_items=MAX_RANKING_ITEMS, max_depth=1)
 
 
 class RankingSerializer(serializers.ModelSerializer):

@@ -1,35 +1,48 @@
-"""Per-user rate limits on the API writes that start expensive work, named in one table by route."""
+"""Per-user rate limits on the API requests that start expensive work, named in one table by route.
+
+The counting is labeling.ratelimits's, shared with the pages that start the same work (``rate_limited``).
+Rates per scope are in settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]; a 429 carries Retry-After and the
+API's error shape (code ``throttled``).
+"""
 
 from __future__ import annotations
 
-from rest_framework.throttling import SimpleRateThrottle
+from typing import Any
 
-# (URL name, method) → throttle scope; rates per scope are in settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].
-SCOPES: dict[tuple[str, str], str] = {
-    ("api-rankings", "POST"): "rankings",
-    ("api-jobs", "POST"): "runs",
-    ("api-reward-models", "POST"): "runs",
-    ("api-iterations", "POST"): "runs",
-    ("api-export-judgments", "GET"): "exports",
-    ("api-export-preferences", "GET"): "exports",
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from labeling import ratelimits
+
+# URL name → {method: scope}. Routes not listed are not limited: judgments, leases and reads are what
+# annotators and programs do all day. An upload route (scope "uploads") goes here when it is added.
+SCOPES: dict[str, dict[str, str]] = {
+    "api-rankings": {"POST": "rankings"},
+    "api-jobs": {"POST": "runs"},
+    "api-reward-models": {"POST": "runs"},  # build preferences + train
+    "api-iterations": {"POST": "runs"},
+    "api-export-judgments": {"GET": "exports", "HEAD": "exports"},
+    "api-export-preferences": {"GET": "exports", "HEAD": "exports"},
 }
 
 
-class ActionRateThrottle(SimpleRateThrottle):
-    """Looks the request's route up in SCOPES; routes not listed are not limited."""
+def scope_for(request: Request) -> str | None:
+    match = getattr(request, "resolver_match", None)
+    return SCOPES.get(getattr(match, "url_name", None) or "", {}).get(request.method or "")
 
-    def __init__(self) -> None:  # the scope is known only per request
-        pass
 
-    def allow_request(self, request, view):  # type: ignore[no-untyped-def]
-        match = getattr(request, "resolver_match", None)
-        self.scope = SCOPES.get((getattr(match, "url_name", None) or "", request.method or ""))
-        if self.scope is None:
+class ActionRateThrottle(BaseThrottle):
+    """Looks the request's route up in SCOPES and counts it against its user's allowance for that scope."""
+
+    def __init__(self) -> None:
+        self._wait: float | None = None
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        scope = scope_for(request)
+        if scope is None:
             return True
-        self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        self._wait = ratelimits.hit(scope, ratelimits.request_ident(request))
+        return self._wait is None
 
-    def get_cache_key(self, request, view):  # type: ignore[no-untyped-def]
-        ident = request.user.pk if request.user and request.user.is_authenticated else self.get_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+    def wait(self) -> float | None:
+        return self._wait

@@ -1,5 +1,7 @@
 from django.urls import path
 
+import labeling.converters  # noqa: F401  (registers the bounded <id:...> path converter)
+
 from . import views
 
 urlpatterns = [
@@ -10,10 +12,10 @@ urlpatterns = [
     path("projects/<slug:slug>/export/judgments", views.JudgmentExportView.as_view(), name="api-export-judgments"),
     path("projects/<slug:slug>/rankings/", views.RankingListView.as_view(), name="api-rankings"),
     path("projects/<slug:slug>/jobs/", views.JobListView.as_view(), name="api-jobs"),
-    path("jobs/<int:job_id>/", views.JobDetailView.as_view(), name="api-job-detail"),
-    path("queries/<int:query_id>/judgments/", views.JudgmentCreateView.as_view(), name="api-judgments"),
-    path("judgments/<int:judgment_id>/", views.JudgmentDetailView.as_view(), name="api-judgment-detail"),
-    path("judgments/<int:judgment_id>/undo/", views.JudgmentUndoView.as_view(), name="api-judgment-undo"),
+    path("jobs/<id:job_id>/", views.JobDetailView.as_view(), name="api-job-detail"),
+    path("queries/<id:query_id>/judgments/", views.JudgmentCreateView.as_view(), name="api-judgments"),
+    path("judgments/<id:judgment_id>/", views.JudgmentDetailView.as_view(), name="api-judgment-detail"),
+    path("judgments/<id:judgment_id>/undo/", views.JudgmentUndoView.as_view(), name="api-judgment-undo"),
     path("leases/<str:token>/heartbeat/", views.LeaseHeartbeatView.as_view(), name="api-lease-heartbeat"),
     path("leases/<str:token>/skip/", views.LeaseSkipView.as_view(), name="api-lease-skip"),
     path("leases/<str:token>/release/", views.LeaseReleaseView.as_view(), name="api-lease-release"),

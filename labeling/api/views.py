@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from django.db.models import Model, QuerySet
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
@@ -14,6 +17,7 @@ from accounts.typing import AuthenticatedRequest
 from labeling import assignment, exports, rankings, revisions, selectors, services
 from labeling.errors import NotFound, ServiceError
 from labeling.models import Choice, Job, JobKind, Membership, Query
+from labeling.parsing import parse_optional_int
 
 from .errors import error_response
 from .serializers import (
@@ -44,6 +48,23 @@ class _Forbidden(ServiceError):
 def require_researcher(request: AuthenticatedRequest, project) -> None:
     if not selectors.is_project_researcher(project=project, user=request.user):
         raise _Forbidden("only the project's researchers may do this")
+
+
+_M = TypeVar("_M", bound=Model)
+
+
+def visible_object(queryset: QuerySet[_M], *, pk: int, request: AuthenticatedRequest, name: str) -> _M:
+    """The object with ``pk`` if it belongs to a project the caller is a member of.
+
+    Otherwise exactly the answer for an id that doesn't exist (the same 404, byte for byte): an outsider can't
+    tell another project's objects from missing ones. Inside a project the caller belongs to, researcher-only
+    routes may still answer 403 afterwards (the project's existence is known to its members).
+    """
+    member_of = selectors.projects_for_user(request.user).values("pk")
+    found = queryset.filter(pk=pk, project__in=member_of).first()
+    if found is None:
+        raise NotFound(f"no such {name}")
+    return found
 
 
 class ProjectListView(APIView):
@@ -84,23 +105,30 @@ class ClipPagination(CursorPagination):
 
 
 class ClipListView(APIView):
+    # Declared on the view so that the OpenAPI schema describes the paginated envelope
+    # {next, previous, results: [...]} that the view returns (drf-spectacular reads pagination_class).
+    pagination_class = ClipPagination
+
     @extend_schema(
         parameters=[
-            OpenApiParameter("iteration", int, required=False),
-            OpenApiParameter("cursor", str, required=False),
+            OpenApiParameter("iteration", int, required=False, description="only clips of this iteration (≥ 0)"),
         ],
-        responses=ClipSerializer(many=True),
+        # Researchers get every field; annotators only what doesn't bias their answers (AnnotatorClip).
+        responses=PolymorphicProxySerializer(
+            component_name="ClipForRole",
+            serializers=[ClipSerializer, AnnotatorClipSerializer],
+            resource_type_field_name=None,
+            many=True,
+        ),
         summary="The project's clips, cursor-paginated",
     )
     def get(self, request: AuthenticatedRequest, slug: str) -> Response:
         project = selectors.project_for_member(slug=slug, user=request.user)
-        iteration = request.query_params.get("iteration")
-        if iteration is not None and not iteration.isdigit():
-            return error_response(
-                "invalid", "iteration must be a non-negative integer", 400, {"iteration": ["not an integer"]}
-            )
-        clips = selectors.clips_for_project(project, iteration=int(iteration) if iteration else None)
-        paginator = ClipPagination()
+        iteration = parse_optional_int(
+            request.query_params.get("iteration"), name="iteration", minimum=0, maximum=1_000_000_000
+        )
+        clips = selectors.clips_for_project(project, iteration=iteration)
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(clips, request, view=self)
         researcher = selectors.is_project_researcher(project=project, user=request.user)
         serializer_class = ClipSerializer if researcher else AnnotatorClipSerializer
@@ -161,10 +189,7 @@ class JudgmentCreateView(APIView):
         summary="Answer a leased query (idempotent on client_id)",
     )
     def post(self, request: AuthenticatedRequest, query_id: int) -> Response:
-        query = Query.objects.select_related("project").filter(pk=query_id).first()
-        if query is None:
-            raise NotFound("no such query")
-        selectors.project_for_member(slug=query.project.slug, user=request.user)
+        query = visible_object(Query.objects.select_related("project"), pk=query_id, request=request, name="query")
         payload = JudgmentCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
@@ -184,9 +209,7 @@ class JudgmentCreateView(APIView):
 
 class JudgmentDetailView(APIView):
     @extend_schema(
-        request=inline_serializer(
-            "JudgmentRevision", {"choice": serializers.ChoiceField(choices=Choice.choices)}
-        ),
+        request=inline_serializer("JudgmentRevision", {"choice": serializers.ChoiceField(choices=Choice.choices)}),
         responses=JudgmentSerializer,
         summary="Revise one of your answers (the earlier choice is kept as a revision)",
     )
@@ -323,9 +346,6 @@ class JobListView(APIView):
 class JobDetailView(APIView):
     @extend_schema(responses=JobSerializer, summary="A job's status and progress")
     def get(self, request: AuthenticatedRequest, job_id: int) -> Response:
-        job = Job.objects.select_related("project").filter(pk=job_id).first()
-        if job is None:
-            raise NotFound("no such job")
-        project = selectors.project_for_member(slug=job.project.slug, user=request.user)
-        require_researcher(request, project)
+        job = visible_object(Job.objects.select_related("project"), pk=job_id, request=request, name="job")
+        require_researcher(request, job.project)
         return Response(JobSerializer(job).data)

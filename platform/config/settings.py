@@ -130,6 +130,8 @@ STORAGES = {
 # support, fine for development and small teams); "x-accel" hands the file to nginx via X-Accel-Redirect.
 MEDIA_SERVING = env_choice("MEDIA_SERVING", "django", {"django", "x-accel"})
 MEDIA_ACCEL_PREFIX = env_str("MEDIA_ACCEL_PREFIX", "/protected-media/")
+# Lifetime in seconds of the signed media URLs in API responses (clients holding a token have no session).
+MEDIA_URL_MAX_AGE = env_int("MEDIA_URL_MAX_AGE", 3600, minimum=1)
 
 # --- Bounded input ---------------------------------------------------------------------------------------
 # A request body larger than this is refused with 413 before it is read (uploads get their own limit).
@@ -150,7 +152,10 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_CLIENT_IP_CALLABLE = "accounts.client_ip.client_ip"
-AXES_RESET_ON_SUCCESS = True
+# Not axes' reset on success: it also wipes every failure from the address, so logging in to one's own account
+# between guesses would reset the count against another username; accounts.lockout forgets only the
+# failures of the username that logged in, from that address.
+AXES_RESET_ON_SUCCESS = False
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
 
@@ -275,6 +280,12 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"JudgmentChoiceEnum": "labeling.models.Choice"},
+    # Path ids use the bounded <id:...> converter (labeling/converters.py): integers of at most 18 digits.
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "labeling.api.schema.add_error_responses",
+    ],
 }
 
 # --- Security (production) ---------------------------------------------------------------------------

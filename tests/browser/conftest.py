@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
 import pytest
 
@@ -37,15 +38,53 @@ def browser():
         browser.close()
 
 
+# Every page runs under the site's Content-Security-Policy; a violation (an inline handler or style, an eval, a
+# script from elsewhere) fails the test. The DOM's `securitypolicyviolation` events are reported to Python
+# through a binding, and Chromium's console messages about the policy are caught as well.
+CSP_LISTENER = """
+document.addEventListener('securitypolicyviolation', (e) => {
+  const where = e.sourceFile ? ` at ${e.sourceFile}:${e.lineNumber}` : '';
+  window.__heronryCspViolation(
+    `${e.effectiveDirective} blocked ${e.blockedURI || 'inline'}${where} on ${document.location.pathname}` +
+    (e.sample ? ` (${e.sample})` : '')
+  );
+}, true);
+"""
+
+
+def watch_csp(context, violations: list[str]) -> None:
+    """Collect the CSP violations of every page of a browser context into ``violations``."""
+    context.expose_binding("__heronryCspViolation", lambda source, text: violations.append(text))
+    context.add_init_script(CSP_LISTENER)
+
+    def on_console(message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            violations.append(message.text)
+
+    context.on("console", on_console)
+
+
 @pytest.fixture
-def page_for(browser, live_server):
-    """A fresh browser page logged in as the given user; console errors are collected on ``page.errors``."""
+def csp_violations():
+    """The CSP violations seen by the browser contexts of this test; any at the end fails it."""
+    violations: list[str] = []
+    yield violations
+    if violations:
+        pytest.fail("Content-Security-Policy violations:\n" + "\n".join(dict.fromkeys(violations)))
+
+
+@pytest.fixture
+def page_for(browser, live_server, csp_violations):
+    """A fresh browser page logged in as the given user; console errors are collected on ``page.errors`` and
+    Content-Security-Policy violations on ``page.csp_violations`` (the test fails if there are any)."""
     pages = []
 
     def open_page(user, password, *, width=1280, height=800):
         context = browser.new_context(viewport={"width": width, "height": height})
+        watch_csp(context, csp_violations)
         page = context.new_page()
         page.errors = []
+        page.csp_violations = csp_violations
         page.on("console", lambda msg: msg.type == "error" and page.errors.append(msg.text))
         page.on("pageerror", lambda exc: page.errors.append(str(exc)))
         page.goto(f"{live_server.url}/accounts/login/")

@@ -104,8 +104,9 @@ def test_the_two_clips_stay_within_one_frame_during_playback_and_after_seeking(
     assert page.errors == []
 
 
-def test_answers_unlock_only_after_both_clips_were_watched_when_the_project_asks(page_for, live_server,
-                                                                                 rendered_project, annotator):
+def test_answers_unlock_only_after_both_clips_were_watched_when_the_project_asks(
+    page_for, live_server, rendered_project, annotator
+):
     rendered_project.require_full_view = True
     rendered_project.save()
     page = page_for(annotator, PASSWORD)

@@ -108,9 +108,7 @@ def test_factor_values_follow_preset_order() -> None:
 def test_pendulum_reward_is_exactly_the_weighted_factors(spec: str) -> None:
     data = _rollout(PENDULUM, spec, seed=7)
     angle_sq, velocity_sq, torque_sq = data.factors.T
-    np.testing.assert_allclose(
-        -(angle_sq + 0.1 * velocity_sq + 0.001 * torque_sq), data.rewards, rtol=0, atol=1e-5
-    )
+    np.testing.assert_allclose(-(angle_sq + 0.1 * velocity_sq + 0.001 * torque_sq), data.rewards, rtol=0, atol=1e-5)
     # The random policy's actions stay inside the box; a scripted one with noise is clipped too.
     assert np.all(np.abs(data.actions) <= 2.0)
 
@@ -201,9 +199,7 @@ def test_same_seed_and_rng_give_the_same_rollout() -> None:
 
 def test_open_loop_gait_restarts_its_clock_every_rollout() -> None:
     policy = make_policy("halfcheetah_gait:0.0", _action_space(CHEETAH))
-    runs = [
-        run_rollout(CHEETAH, policy=policy, seed=0, steps=10, rng=np.random.default_rng(0)) for _ in range(2)
-    ]
+    runs = [run_rollout(CHEETAH, policy=policy, seed=0, steps=10, rng=np.random.default_rng(0)) for _ in range(2)]
     np.testing.assert_array_equal(runs[0].actions, runs[1].actions)
 
 
@@ -263,9 +259,7 @@ def _valid_arrays() -> dict[str, np.ndarray]:
         (lambda a: a.update(rewards=np.array(["a"] * 5)), "numeric"),
     ],
 )
-def test_malformed_npz_raises_value_error(
-    mutate: Callable[[dict[str, np.ndarray]], object], message: str
-) -> None:
+def test_malformed_npz_raises_value_error(mutate: Callable[[dict[str, np.ndarray]], object], message: str) -> None:
     arrays = _valid_arrays()
     mutate(arrays)
     with pytest.raises(ValueError, match=message):

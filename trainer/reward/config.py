@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,21 @@ import torch
 ACTIVATIONS = ("relu", "tanh", "leaky_relu", "gelu")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
+# Maxima: a config comes from researchers over the API, and a worker must not be asked to allocate a
+# billion-unit layer or loop for ever. Each is stated in its field's docstring too.
+MAX_HIDDEN_SIZE = 4096
+MAX_HIDDEN_LAYERS = 8
+MAX_ENSEMBLE_SIZE = 16
+MAX_LEARNING_RATE = 10.0
+MAX_WEIGHT_DECAY = 10.0
+MAX_BATCH_SIZE = 65_536
+MAX_EPOCHS = 10_000
+MAX_MIN_DELTA = 1_000.0
+MAX_NUM_THREADS = 256
+MAX_EVAL_BATCH_CLIPS = 65_536
+# "cpu", "cuda", "cuda:<index>" or "auto": nothing else reaches torch.device.
+DEVICE_PATTERN = re.compile(r"cpu|cuda|cuda:[0-9]{1,2}|auto")
+
 
 @dataclass(frozen=True)
 class RewardModelConfig:
@@ -24,33 +40,35 @@ class RewardModelConfig:
 
     # --- network -------------------------------------------------------------------------------
     hidden_sizes: tuple[int, ...] = (256, 256)
-    """Widths of the hidden layers of each member's per-step MLP r(x_t); () gives a linear reward."""
+    """Widths of the hidden layers of each member's per-step MLP r(x_t); () gives a linear reward.
+    At most 8 layers, each at most 4096 wide."""
     activation: str = "relu"
     """Non-linearity between hidden layers: one of ``relu``, ``tanh``, ``leaky_relu``, ``gelu``."""
     ensemble_size: int = 3
-    """Number of independently initialised members M; their spread of P(a≻b) is the uncertainty."""
+    """Number of independently initialised members M; their spread of P(a≻b) is the uncertainty.
+    1 to 16."""
     normalize_features: bool = True
     """Standardise each feature with the mean/std over the training clips' steps (stored in the
     checkpoint and applied at inference), so raw observation scales don't dictate the learning rate."""
 
     # --- optimisation --------------------------------------------------------------------------
     learning_rate: float = 3e-4
-    """Adam(W) step size."""
+    """Adam(W) step size: > 0, at most 10."""
     weight_decay: float = 0.0
-    """Decoupled (AdamW) weight decay; 0 gives plain Adam."""
+    """Decoupled (AdamW) weight decay; 0 gives plain Adam. At most 10."""
     batch_size: int = 128
-    """Preference pairs per gradient step (each step scores both clips of every pair)."""
+    """Preference pairs per gradient step (each step scores both clips of every pair). 1 to 65 536."""
     max_epochs: int = 200
-    """Upper bound on passes over each member's (bootstrapped) training pairs."""
+    """Upper bound on passes over each member's (bootstrapped) training pairs. 1 to 10 000."""
     patience: int = 10
     """Stop after this many epochs without a validation-loss improvement larger than ``min_delta``,
     then restore the weights of the epoch with the lowest validation loss; 0 disables early
-    stopping."""
+    stopping. At most 10 000."""
     min_delta: float = 1e-3
     """Smallest decrease of the validation loss (in nats per pair) that resets the patience count.
     On easy, well-separated data the loss keeps creeping down by ~1e-4 per epoch long after the
     accuracy has converged; without a threshold training then runs several times longer for
-    nothing. Restoring still picks the lowest loss seen, however small its margin."""
+    nothing. Restoring still picks the lowest loss seen, however small its margin. 0 to 1000."""
     val_fraction: float = 0.1
     """Fraction of the pairs held out for validation/early stopping; 0 trains on everything for
     ``max_epochs`` epochs and keeps the last weights."""
@@ -65,11 +83,11 @@ class RewardModelConfig:
     seed: int = 0
     """Root of all randomness (split, bootstrap, initialisation, shuffling) of a training run."""
     device: str = "cpu"
-    """Torch device for training, e.g. ``cpu``, ``cuda``, ``cuda:1``; ``auto`` picks CUDA when
-    available. Checkpoints are device-independent."""
+    """Torch device for training: ``cpu``, ``cuda``, ``cuda:<index>`` (index < 100) or ``auto``, which
+    picks CUDA when available; nothing else. Checkpoints are device-independent."""
     num_threads: int | None = None
     """CPU threads for torch while training (restored afterwards); None keeps torch's current
-    setting. Results are bitwise-reproducible only for the same thread count."""
+    setting. Results are bitwise-reproducible only for the same thread count. 1 to 256."""
     deterministic: bool = True
     """Ask torch for deterministic kernels while training (matters on CUDA; CPU ops used here are
     deterministic already)."""
@@ -80,10 +98,12 @@ class RewardModelConfig:
     such CPUs and float32 everywhere else (including CUDA, where these small MLPs are not
     arithmetic-bound). Validation and inference always run in float32."""
     eval_batch_clips: int = 2048
-    """Clips scored per forward pass when evaluating (bounds memory; no effect on results)."""
+    """Clips scored per forward pass when evaluating (bounds memory; no effect on results). 1 to 65 536."""
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON) for hidden_sizes but always store a hashable tuple.
+        if not isinstance(self.hidden_sizes, list | tuple):
+            raise ValueError(f"invalid RewardModelConfig: hidden_sizes must be a list, got {self.hidden_sizes!r}"[:300])
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         self.validate()
 
@@ -97,20 +117,43 @@ class RewardModelConfig:
                 problems.append(message)
 
         check(
-            all(_is_int(h) and h > 0 for h in self.hidden_sizes),
-            f"hidden_sizes must be positive integers, got {self.hidden_sizes!r}",
+            len(self.hidden_sizes) <= MAX_HIDDEN_LAYERS
+            and all(_is_int(h) and 0 < h <= MAX_HIDDEN_SIZE for h in self.hidden_sizes),
+            f"hidden_sizes must be at most {MAX_HIDDEN_LAYERS} integers from 1 to {MAX_HIDDEN_SIZE}, "
+            f"got {self.hidden_sizes!r}"[:300],
         )
         check(
             self.activation in ACTIVATIONS,
             f"activation must be one of {ACTIVATIONS}, got {self.activation!r}",
         )
-        check(_is_int(self.ensemble_size) and self.ensemble_size >= 1, "ensemble_size must be an integer >= 1")
-        check(_is_positive_number(self.learning_rate), "learning_rate must be a finite number > 0")
-        check(_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0")
-        check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an integer >= 1")
-        check(_is_int(self.max_epochs) and self.max_epochs >= 1, "max_epochs must be an integer >= 1")
-        check(_is_int(self.patience) and self.patience >= 0, "patience must be an integer >= 0")
-        check(_is_number(self.min_delta) and self.min_delta >= 0, "min_delta must be >= 0")
+        check(
+            _is_int(self.ensemble_size) and 1 <= self.ensemble_size <= MAX_ENSEMBLE_SIZE,
+            f"ensemble_size must be an integer from 1 to {MAX_ENSEMBLE_SIZE}",
+        )
+        check(
+            _is_positive_number(self.learning_rate) and self.learning_rate <= MAX_LEARNING_RATE,
+            f"learning_rate must be a finite number > 0 and <= {MAX_LEARNING_RATE:g}",
+        )
+        check(
+            _is_number(self.weight_decay) and 0 <= self.weight_decay <= MAX_WEIGHT_DECAY,
+            f"weight_decay must be from 0 to {MAX_WEIGHT_DECAY:g}",
+        )
+        check(
+            _is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH_SIZE,
+            f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}",
+        )
+        check(
+            _is_int(self.max_epochs) and 1 <= self.max_epochs <= MAX_EPOCHS,
+            f"max_epochs must be an integer from 1 to {MAX_EPOCHS}",
+        )
+        check(
+            _is_int(self.patience) and 0 <= self.patience <= MAX_EPOCHS,
+            f"patience must be an integer from 0 to {MAX_EPOCHS}",
+        )
+        check(
+            _is_number(self.min_delta) and 0 <= self.min_delta <= MAX_MIN_DELTA,
+            f"min_delta must be from 0 to {MAX_MIN_DELTA:g}",
+        )
         check(
             _is_number(self.val_fraction) and 0.0 <= self.val_fraction < 1.0,
             f"val_fraction must be in [0, 1), got {self.val_fraction!r}",
@@ -124,22 +167,21 @@ class RewardModelConfig:
         check(isinstance(self.deterministic, bool), "deterministic must be a bool")
         check(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed must be an integer in [0, 2**63)")
         check(
-            self.num_threads is None or (_is_int(self.num_threads) and self.num_threads >= 1),
-            "num_threads must be None or an integer >= 1",
+            self.num_threads is None or (_is_int(self.num_threads) and 1 <= self.num_threads <= MAX_NUM_THREADS),
+            f"num_threads must be None or an integer from 1 to {MAX_NUM_THREADS}",
         )
         check(
             self.training_precision in PRECISIONS,
             f"training_precision must be one of {PRECISIONS}, got {self.training_precision!r}",
         )
-        check(_is_int(self.eval_batch_clips) and self.eval_batch_clips >= 1, "eval_batch_clips must be >= 1")
-        if isinstance(self.device, str):
-            if self.device != "auto":
-                try:
-                    torch.device(self.device)
-                except (RuntimeError, ValueError):
-                    problems.append(f"device must be 'auto' or a torch device string, got {self.device!r}")
-        else:
-            problems.append(f"device must be a string, got {self.device!r}")
+        check(
+            _is_int(self.eval_batch_clips) and 1 <= self.eval_batch_clips <= MAX_EVAL_BATCH_CLIPS,
+            f"eval_batch_clips must be an integer from 1 to {MAX_EVAL_BATCH_CLIPS}",
+        )
+        check(
+            isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,
+            f"device must be 'cpu', 'cuda', 'cuda:<index>' or 'auto', got {self.device!r}"[:300],
+        )
         if problems:
             raise ValueError("invalid RewardModelConfig: " + "; ".join(problems))
 

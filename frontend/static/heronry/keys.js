@@ -9,6 +9,7 @@
  * "?" toggles the shortcuts help dialog (built from every [data-key] on the
  * page); clicking an element with data-key="?" or data-action="shortcuts"
  * toggles it too.
+ * Also: <video data-hover-play> plays while the pointer is over it.
  *
  * Not handled: keys typed into text fields, selects or contenteditable, keys
  * with Ctrl/Meta/Alt, and keys the focused control handles itself (Space/Enter
@@ -202,6 +203,22 @@
     const b = e.target.closest && e.target.closest('[data-action="shortcuts"], [data-key="?"]');
     if (b) { e.preventDefault(); toggle(); }
   });
+
+  // --- hover previews ------------------------------------------------------------
+  // <video data-hover-play> (the answer history's thumbnails) plays while the pointer is over it. Delegated
+  // from the document, so rows htmx swaps in work too; no inline handlers (the site's CSP forbids them).
+  function hoverVideo(e) {
+    const v = e.target;
+    return v && v.nodeType === 1 && v.tagName === 'VIDEO' && v.hasAttribute('data-hover-play') ? v : null;
+  }
+  document.addEventListener('mouseenter', (e) => {
+    const v = hoverVideo(e);
+    if (v) v.play().catch(() => {});
+  }, true);
+  document.addEventListener('mouseleave', (e) => {
+    const v = hoverVideo(e);
+    if (v) v.pause();
+  }, true);
 
   Heronry.keys = { open, close, toggle, isOpen, list, findTarget };
 })();

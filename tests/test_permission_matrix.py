@@ -1,0 +1,518 @@
+"""Every route in one permission matrix (DESIGN.md §12).
+
+The routes come from the URL configuration itself (``get_resolver()``, walked recursively), so a route added
+without an entry in ``EXPECTED`` fails here, and so does an entry whose route was removed or renamed. Each
+route is requested, with each method it is meant to answer, by five personas:
+
+- ``anonymous``: no session, no token;
+- ``outsider``: signed in, member of no project;
+- ``annotator``: an annotator of project A (the project every path parameter points into);
+- ``other_researcher``: the researcher who owns project B and has nothing to do with A;
+- ``researcher``: project A's researcher.
+
+API routes (``api/…``) are called with DRF's APIClient and the persona's token; pages with Django's test
+client after ``force_login``. The rules from the design:
+
+- anonymous API callers get 401 (403 is accepted too: which one DRF picks depends on the first authenticator);
+  anonymous page visits get a 302 to the login page;
+- outsiders and other projects' researchers get 404 for anything inside project A: no existence oracle;
+- annotators get 403 on researcher-only API routes and 404 on researcher-only pages
+  (``frontend.views._researcher_project``);
+- a method a route is not listed with must be refused with 405.
+
+Not in the matrix: everything under ``admin/`` (the admin has its own tests, ``tests/test_admin*.py``).
+Static files are not in the URL configuration (WhiteNoise serves them from middleware), so there is nothing
+else to leave out; the schema and the API docs are public and are in the matrix.
+
+Every request runs in a savepoint that is rolled back afterwards, so each persona meets the same world (the
+annotator's undo does not take the judgment away from the researcher's request). Nothing heavy runs: task
+sending is stubbed, and ``transaction.on_commit`` callbacks never fire inside a test transaction anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from accounts.models import Role, User
+from accounts.services import user_create
+from labeling import assignment
+from labeling.models import FactorRanking, Job, JobKind, JobStatus, Judgment, Lease, Project, ProjectRole, Query
+from labeling.services import membership_add, queries_create_random
+from tests.conftest import PASSWORD, add_fake_clips, make_project
+
+PERSONAS = ("anonymous", "outsider", "annotator", "other_researcher", "researcher")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+SKIPPED_NAMESPACES = {"admin"}  # tested by the admin's own tests
+SKIPPED_PREFIXES = ("admin/",)  # the same, for admin routes outside the namespace (the scoped view-on-site)
+FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # seeding four users in ms, not seconds
+
+# Status sets, named for how they read in the table.
+UNAUTHENTICATED = {401, 403}  # DRF: 401 with TokenAuthentication first; 403 if a session authenticator answers
+TO_LOGIN = 302  # pages: login_required redirects to settings.LOGIN_URL
+HIDDEN = 404  # the project (or object) is none of the caller's business: answers as if it did not exist
+FORBIDDEN = 403  # API: a member of the project, but not its researcher
+
+
+def api_researcher_only(ok: int) -> dict[str, int | set[int]]:
+    return {
+        "anonymous": UNAUTHENTICATED,
+        "outsider": HIDDEN,
+        "annotator": FORBIDDEN,
+        "other_researcher": HIDDEN,
+        "researcher": ok,
+    }
+
+
+def api_members(annotator: int, researcher: int | None = None) -> dict[str, int | set[int]]:
+    return {
+        "anonymous": UNAUTHENTICATED,
+        "outsider": HIDDEN,
+        "annotator": annotator,
+        "other_researcher": HIDDEN,
+        "researcher": annotator if researcher is None else researcher,
+    }
+
+
+def page_researcher_only(ok: int) -> dict[str, int | set[int]]:
+    return {
+        "anonymous": TO_LOGIN,
+        "outsider": HIDDEN,
+        "annotator": HIDDEN,
+        "other_researcher": HIDDEN,
+        "researcher": ok,
+    }
+
+
+def page_members(annotator: int, researcher: int | None = None) -> dict[str, int | set[int]]:
+    return {
+        "anonymous": TO_LOGIN,
+        "outsider": HIDDEN,
+        "annotator": annotator,
+        "other_researcher": HIDDEN,
+        "researcher": annotator if researcher is None else researcher,
+    }
+
+
+def everyone(status: int, anonymous: int | set[int] | None = None) -> dict[str, int | set[int]]:
+    return {p: status for p in PERSONAS} | ({"anonymous": anonymous} if anonymous is not None else {})
+
+
+# (route name, method) → expected status per persona. Read a line as: "GET api-clips: anonymous gets 401 or 403,
+# outsiders 404, the annotator 200, …". Objects named in a path are project A's (see ``World``).
+EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
+    # --- accounts and public API documents ---
+    ("login", "GET"): everyone(302, anonymous=200),  # signed-in users are sent home
+    ("login", "POST"): everyone(302, anonymous=200),  # anonymous: an empty form is shown again with its errors
+    ("login", "PUT"): everyone(302, anonymous=200),  # Django's ProcessFormView answers PUT like POST
+    ("logout", "POST"): everyone(302),
+    ("api-token", "POST"): everyone(200, anonymous=400),  # personas send their password; anonymous sends nothing
+    ("api-schema", "GET"): everyone(200),
+    ("api-docs", "GET"): everyone(200),
+    # --- API: projects, clips, queries, judgments, leases ---
+    ("api-projects", "GET"): everyone(200, anonymous=UNAUTHENTICATED),  # each sees only their own projects
+    # Any researcher may create a project; annotators (the outsider is one) may not.
+    ("api-projects", "POST"): everyone(201, anonymous=UNAUTHENTICATED)
+    | {"outsider": FORBIDDEN, "annotator": FORBIDDEN},
+    ("api-project-detail", "GET"): api_members(200),
+    ("api-clips", "GET"): api_members(200),
+    ("api-query-next", "POST"): api_members(200),
+    ("api-judgments", "POST"): api_members(201, researcher=409),  # the lease is the annotator's: lease_invalid
+    ("api-judgment-detail", "PATCH"): api_members(200, researcher=404),  # only the author revises
+    ("api-judgment-undo", "POST"): api_members(200, researcher=404),  # only the author undoes
+    # Leases are the annotator's own; for anybody else a token answers like an unknown one.
+    ("api-lease-heartbeat", "POST"): everyone(409, anonymous=UNAUTHENTICATED) | {"annotator": 200},
+    ("api-lease-skip", "POST"): everyone(404, anonymous=UNAUTHENTICATED) | {"annotator": 204},
+    ("api-lease-release", "POST"): everyone(204, anonymous=UNAUTHENTICATED),  # idempotent: releasing nothing is fine
+    # --- API: rankings, jobs, exports ---
+    ("api-rankings", "GET"): api_members(200),  # annotators see their own rankings only
+    ("api-rankings", "POST"): api_members(201),
+    ("api-jobs", "GET"): api_researcher_only(200),
+    ("api-jobs", "POST"): api_researcher_only(202),
+    ("api-job-detail", "GET"): api_researcher_only(200),
+    ("api-export-judgments", "GET"): api_researcher_only(200),
+    ("api-export-preferences", "GET"): api_researcher_only(200),
+    # --- API: reward models, the loop, policies ---
+    ("api-reward-models", "GET"): api_researcher_only(200),
+    ("api-reward-models", "POST"): api_researcher_only(202),
+    ("api-reward-weights", "GET"): api_researcher_only(200),
+    ("api-iterations", "GET"): api_researcher_only(200),
+    ("api-iterations", "POST"): api_researcher_only(201),
+    ("api-iteration", "GET"): api_researcher_only(200),
+    ("api-iteration", "POST"): api_researcher_only(409),  # reaches the action: pausing a finished iteration
+    ("api-policy", "GET"): api_researcher_only(200),
+    # --- media ---
+    ("clip-media", "GET"): page_members(200),
+    # --- pages for everybody signed in ---
+    ("home", "GET"): everyone(200, anonymous=TO_LOGIN),
+    ("lease-heartbeat", "POST"): everyone(409, anonymous=TO_LOGIN) | {"annotator": 200},
+    ("lease-release", "POST"): everyone(204, anonymous=TO_LOGIN),
+    # --- pages for the project's members ---
+    ("project-detail", "GET"): page_members(302, researcher=200),  # annotators are sent to the labelling page
+    ("label", "GET"): page_members(200),
+    ("label-judge", "POST"): page_members(302),  # the researcher's answer is refused with a notice, then redirected
+    ("label-skip", "POST"): page_members(302),
+    ("label-undo", "POST"): page_members(302),
+    ("rank", "GET"): page_members(200),
+    ("rank", "POST"): page_members(302),
+    ("history", "GET"): page_members(200),
+    ("history", "POST"): page_members(302, researcher=404),  # only the author revises
+    # --- pages for the project's researchers ---
+    ("project-jobs", "GET"): page_researcher_only(200),
+    ("project-train", "POST"): page_researcher_only(302),
+    ("project-iterations", "GET"): page_researcher_only(200),
+    ("project-iteration-start", "POST"): page_researcher_only(302),
+    ("project-iteration-action", "POST"): page_researcher_only(302),
+    ("project-generate", "POST"): page_researcher_only(302),
+}
+
+
+# --- the world every path parameter points into ---------------------------------------------------------
+
+
+@dataclass
+class World:
+    users: dict[str, User]
+    project: Project
+    other_project: Project
+    clip_id: int
+    query: Query  # leased to the annotator, not yet answered
+    lease: Lease
+    judgment: Judgment  # the annotator's, just given (so it can still be undone)
+    job: Job
+    ranking: FactorRanking
+    reward_model: Any
+    preference_set: Any
+    iteration: Any  # finished, so a new one may start
+    policy: Any
+
+    def path_kwargs(self) -> dict[str, Any]:
+        """Values for every path parameter name the URL configuration uses."""
+        return {
+            "slug": self.project.slug,
+            "clip_id": self.clip_id,
+            "kind": "video",
+            "job_id": self.job.pk,
+            "query_id": self.query.pk,
+            "judgment_id": self.judgment.pk,
+            "token": self.lease.token,
+            "model_id": self.reward_model.pk,
+            "iteration_id": self.iteration.pk,
+            "policy_id": self.policy.pk,
+        }
+
+
+def _parquet_preferences(clip_ids: list[int]) -> bytes:
+    table = pa.table(
+        {
+            "clip_a": pa.array(clip_ids[:-1], pa.int64()),
+            "clip_b": pa.array(clip_ids[1:], pa.int64()),
+            "target": pa.array([1.0] * (len(clip_ids) - 1), pa.float32()),
+            "weight": pa.array([1.0] * (len(clip_ids) - 1), pa.float32()),
+            "origin": pa.array(["ranking"] * (len(clip_ids) - 1)),
+            "level": pa.array([0] * (len(clip_ids) - 1), pa.int32()),
+            "annotator": pa.array(["anna"] * (len(clip_ids) - 1)),
+        }
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def seed_world() -> World:
+    """Project A with one of everything a path can name; project B owned by another researcher. No training."""
+    from trainer.models import Iteration, IterationState, PolicyCheckpoint, PreferenceSet, RewardModel
+
+    researcher = user_create(username="rita", password=PASSWORD, role=Role.RESEARCHER)
+    annotator = user_create(username="anna", password=PASSWORD, role=Role.ANNOTATOR)
+    outsider = user_create(username="otto", password=PASSWORD, role=Role.ANNOTATOR)
+    other_researcher = user_create(username="olga", password=PASSWORD, role=Role.RESEARCHER)
+    project = make_project(researcher, slug="alpha", overlap=2)
+    membership_add(project=project, user=annotator, role=ProjectRole.ANNOTATOR)
+    other_project = make_project(other_researcher, slug="bravo")
+
+    clips = add_fake_clips(project, 6)
+    queries_create_random(project=project, count=10, rng=np.random.default_rng(1), clips=clips)
+    first = assignment.lease_next_query(project=project, annotator=annotator).lease
+    assert first is not None
+    judgment = assignment.judgment_submit(
+        query_id=first.query_id,
+        annotator=annotator,
+        choice="left",
+        lease_token=first.token,
+        client_id=uuid.uuid4(),
+    ).judgment
+    lease = assignment.lease_next_query(project=project, annotator=annotator).lease
+    assert lease is not None
+    ranking = FactorRanking.objects.create(
+        project=project, annotator=annotator, groups=[["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]]
+    )
+    job = Job.objects.create(
+        project=project, kind=JobKind.GENERATE_CLIPS, status=JobStatus.DONE, progress=1.0, created_by=researcher
+    )
+    raw = _parquet_preferences([c.pk for c in clips])
+    preference_set = PreferenceSet(
+        project=project, sources="rankings", n_pairs=len(clips) - 1, checksum=hashlib.sha256(raw).hexdigest()
+    )
+    preference_set.file.save("prefs.parquet", ContentFile(raw), save=False)
+    preference_set.save()
+    reward_model = RewardModel(project=project, version=1, preference_set=preference_set, status="ready")
+    reward_model.weights.save("rm.safetensors", ContentFile(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "), save=False)
+    reward_model.metadata.save("rm.json", ContentFile(json.dumps({"version": 1}).encode()), save=False)
+    reward_model.save()
+    iteration = Iteration.objects.create(
+        project=project, number=1, state=IterationState.DONE, reward_model=reward_model, preference_set=preference_set
+    )
+    policy = PolicyCheckpoint(
+        project=project, iteration=iteration, reward_model=reward_model, algorithm="sac", timesteps=100
+    )
+    policy.model_file.save("policy.zip", ContentFile(b"PK\x05\x06" + bytes(18)), save=False)
+    policy.save()
+    for user in (researcher, annotator, outsider, other_researcher):
+        Token.objects.get_or_create(user=user)
+    return World(
+        users={
+            "researcher": researcher,
+            "annotator": annotator,
+            "outsider": outsider,
+            "other_researcher": other_researcher,
+        },
+        project=project,
+        other_project=other_project,
+        clip_id=clips[0].pk,
+        query=Query.objects.get(pk=lease.query_id),
+        lease=lease,
+        judgment=judgment,
+        job=job,
+        ranking=ranking,
+        reward_model=reward_model,
+        preference_set=preference_set,
+        iteration=iteration,
+        policy=policy,
+    )
+
+
+def stub_task_sending(monkeypatch) -> None:
+    """No task runs, even where a view sends one directly (the rank page asks for renders)."""
+
+    def nothing(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr("labeling.services.send_task_by_name", nothing, raising=False)
+    monkeypatch.setattr("trainer.loop.send_task_by_name", nothing, raising=False)
+    monkeypatch.setattr("trainer.loop._send_step", nothing, raising=False)
+    monkeypatch.setattr("frontend.views.services.send_task_by_name", nothing, raising=False)
+
+
+# --- request bodies ----------------------------------------------------------------------------------------
+
+RANKING_GROUPS = [["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]]
+
+# (route name, method) → body for (world, persona). Routes not listed send no body. API bodies are JSON;
+# page bodies are form fields.
+Body = Callable[[World, str], dict[str, Any]]
+BODIES: dict[tuple[str, str], Body] = {
+    ("api-token", "POST"): lambda w, who: (
+        {} if who == "anonymous" else {"username": w.users[who].username, "password": PASSWORD}
+    ),
+    ("api-projects", "POST"): lambda w, who: {"name": "Matrix", "slug": "matrix-made", "env_id": "Pendulum-v1"},
+    ("api-judgments", "POST"): lambda w, who: {
+        "choice": "left",
+        "lease": str(w.lease.token),
+        "client_id": str(uuid.uuid4()),
+    },
+    ("api-judgment-detail", "PATCH"): lambda w, who: {"choice": "right"},
+    ("api-rankings", "POST"): lambda w, who: {"groups": RANKING_GROUPS},
+    ("api-jobs", "POST"): lambda w, who: {"kind": "generate_clips", "params": {"rollouts": 1, "queries": 0}},
+    ("api-reward-models", "POST"): lambda w, who: {},
+    ("api-iterations", "POST"): lambda w, who: {},
+    ("api-iteration", "POST"): lambda w, who: {"action": "pause"},
+    ("label-judge", "POST"): lambda w, who: {
+        "query": w.query.pk,
+        "lease": str(w.lease.token),
+        "client_id": str(uuid.uuid4()),
+        "choice": "left",
+    },
+    ("label-skip", "POST"): lambda w, who: {"lease": str(w.lease.token)},
+    ("label-undo", "POST"): lambda w, who: {"judgment": w.judgment.pk},
+    ("history", "POST"): lambda w, who: {"judgment": w.judgment.pk, "choice": "right"},
+    ("rank", "POST"): lambda w, who: {"groups": json.dumps(RANKING_GROUPS)},
+    ("project-iteration-start", "POST"): lambda w, who: {"count": 1},
+    ("project-iteration-action", "POST"): lambda w, who: {"action": "pause"},
+    ("project-generate", "POST"): lambda w, who: {"rollouts": 1, "queries": 0, "seed": 0},
+}
+
+
+# --- routes from the URL configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    pattern: str
+    namespace: str | None
+
+    @property
+    def is_api(self) -> bool:
+        return self.pattern.startswith("api/")
+
+
+def _walk(patterns: list, prefix: str = "", namespace: str | None = None) -> Iterator[Route]:
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            inner = ":".join(n for n in (namespace, entry.namespace) if n) or None
+            yield from _walk(entry.url_patterns, prefix + str(entry.pattern), inner)
+        elif isinstance(entry, URLPattern):
+            name = entry.name or f"<unnamed {prefix}{entry.pattern}>"
+            yield Route(
+                name=f"{namespace}:{name}" if namespace else name,
+                pattern=prefix + str(entry.pattern),
+                namespace=namespace,
+            )
+
+
+def url_routes() -> dict[str, Route]:
+    """Every route in the URL configuration, by name, except the admin's."""
+    routes: dict[str, Route] = {}
+    for route in _walk(get_resolver().url_patterns):
+        if route.namespace and route.namespace.split(":")[0] in SKIPPED_NAMESPACES:
+            continue
+        if route.pattern.startswith(SKIPPED_PREFIXES):
+            continue
+        routes.setdefault(route.name, route)
+    return routes
+
+
+ROUTES = url_routes()
+TABLE_ROUTES = {name for name, _ in EXPECTED}
+
+
+def test_every_route_in_the_url_configuration_is_in_the_matrix_and_nothing_else_is():
+    missing = sorted(set(ROUTES) - TABLE_ROUTES)
+    stale = sorted(TABLE_ROUTES - set(ROUTES))
+    unnamed = sorted(name for name in ROUTES if name.startswith("<unnamed"))
+    assert not unnamed, f"routes without a name cannot be put in the matrix: {unnamed}"
+    assert not missing, "routes missing from EXPECTED in tests/test_permission_matrix.py: " + ", ".join(
+        f"{name} ({ROUTES[name].pattern})" for name in missing
+    )
+    assert not stale, f"EXPECTED lists routes the URL configuration no longer has: {stale}"
+    for key, statuses in EXPECTED.items():
+        assert set(statuses) == set(PERSONAS), f"{key}: every persona needs an expected status"
+
+
+# --- sending requests --------------------------------------------------------------------------------------
+
+
+def _client(route: Route, world: World, persona: str) -> Client:
+    if route.is_api:
+        api_client = APIClient()
+        if persona != "anonymous":
+            token = Token.objects.get(user=world.users[persona])
+            api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return api_client
+    client = Client()
+    if persona != "anonymous":
+        client.force_login(world.users[persona])
+    return client
+
+
+def _path(route: Route, world: World) -> str:
+    from django.urls import get_resolver as resolver
+
+    wanted: set[str] = set()
+    for possibility, _pattern, _defaults, _converters in resolver().reverse_dict.getlist(route.name):
+        for _result, params in possibility:
+            wanted.update(params)
+    kwargs = world.path_kwargs()
+    unknown = wanted - set(kwargs)
+    assert not unknown, f"{route.name}: no value for path parameters {sorted(unknown)}; add them to World.path_kwargs"
+    return reverse(route.name, kwargs={k: kwargs[k] for k in wanted})
+
+
+def send(route: Route, method: str, world: World, persona: str) -> tuple[int, str, str]:
+    """Status, Location header and a short excerpt of the body; the request's writes are rolled back."""
+    cache.clear()  # throttles count per test, not across personas
+    client = _client(route, world, persona)
+    body_for = BODIES.get((route.name, method))
+    body = body_for(world, persona) if body_for else {}
+    path = _path(route, world)
+    with transaction.atomic():
+        if route.is_api:
+            response = getattr(client, method.lower())(path, body or None, format="json")
+        elif method in ("GET", "DELETE"):
+            response = getattr(client, method.lower())(path, body)
+        elif method == "POST":
+            response = client.post(path, body)
+        else:
+            response = getattr(client, method.lower())(path, "", content_type="application/x-www-form-urlencoded")
+        if getattr(response, "streaming", False):
+            content = b"".join(response.streaming_content)  # errors inside a stream count too
+        else:
+            content = response.content
+        transaction.set_rollback(True)
+    excerpt = content[:300].decode("utf-8", "replace") if content else ""
+    return response.status_code, response.get("Location", ""), excerpt
+
+
+def _matches(status: int, expected: int | set[int]) -> bool:
+    return status in expected if isinstance(expected, set) else status == expected
+
+
+@pytest.mark.parametrize("name", sorted(set(ROUTES) | TABLE_ROUTES))
+def test_route_answers_each_persona_as_the_matrix_says(name, db, monkeypatch, settings):
+    """One route, every method it answers × every persona; methods it is not listed with must be refused."""
+    if name not in ROUTES:
+        pytest.fail(f"EXPECTED lists {name!r}, which the URL configuration no longer has")
+    if name not in TABLE_ROUTES:
+        pytest.fail(f"route {name!r} ({ROUTES[name].pattern}) is not in EXPECTED in tests/test_permission_matrix.py")
+    settings.MEDIA_SERVING = "django"
+    settings.PASSWORD_HASHERS = FAST_HASHERS
+    stub_task_sending(monkeypatch)
+    route = ROUTES[name]
+    world = seed_world()
+    login_url = reverse("login")
+    problems: list[str] = []
+    for method in METHODS:
+        expected = EXPECTED.get((name, method))
+        if expected is None:
+            # Not meant to be answered: whoever gets furthest into the view (the researcher on private routes,
+            # an anonymous caller on public ones) must be told 405.
+            seen = {persona: send(route, method, world, persona)[0] for persona in ("researcher", "anonymous")}
+            if 405 not in seen.values():
+                problems.append(
+                    f"{method} {route.pattern}: answered {seen} but ({name!r}, {method!r}) is not in EXPECTED; "
+                    "refuse the method (405) or add it to the matrix"
+                )
+            continue
+        for persona in PERSONAS:
+            status, location, excerpt = send(route, method, world, persona)
+            if not _matches(status, expected[persona]):
+                problems.append(
+                    f"{method} {route.pattern} as {persona}: got {status}, expected {expected[persona]}"
+                    f"{' → ' + location if location else ''} {excerpt[:160]!r}"
+                )
+            elif (
+                status == TO_LOGIN
+                and persona == "anonymous"
+                and not route.is_api
+                and not location.startswith(login_url)
+            ):
+                problems.append(f"{method} {route.pattern} as anonymous: redirected to {location}, not the login")
+    assert not problems, "\n".join(problems)
