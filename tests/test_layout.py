@@ -1,11 +1,14 @@
-"""The project's layout promises: platform/ is a plain folder, and the stdlib's `platform` is never shadowed."""
+"""The project's layout promises: platform/ is a plain folder, the stdlib's `platform` is never shadowed, and
+imports point the way ARCHITECTURE.md says (import-linter contracts in pyproject.toml)."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,3 +34,26 @@ def test_libraries_that_import_platform_still_work_with_the_project_on_sys_path(
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "site-packages" not in out.stdout and "/platform/" not in out.stdout.replace(str(ROOT), "")
+
+
+def test_import_contracts_hold():
+    """The layers (config → frontend → trainer → labeling → accounts) and a Django-free trainer.core.
+
+    CI runs only `make test`, so the contracts that `make lint` checks are enforced here too."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    assert lint_imports.exists(), f"import-linter is a dev dependency; {lint_imports} is missing"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["platform", "."])}
+    result = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_trainer_core_contract_names_the_django_free_core():
+    """The core contract forbids `trainer.*`, i.e. everything in trainer/ beside core/ itself."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    core = [c for c in config["contracts"] if c.get("source_modules") == ["trainer.core"]]
+    assert core and "trainer.*" in core[0]["forbidden_modules"] and "django" in core[0]["forbidden_modules"]
+    assert config["include_external_packages"] is True
+    assert (ROOT / "trainer" / "core" / "__init__.py").exists()

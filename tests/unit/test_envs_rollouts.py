@@ -10,7 +10,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-from trainer.envs import (
+from trainer.core.envs import (
     EXTRACTORS,
     PRESETS,
     UnknownEnvironment,
@@ -18,8 +18,7 @@ from trainer.envs import (
     get_preset,
     make_env,
 )
-from trainer.policies import UnknownPolicy, make_policy
-from trainer.rollouts import (
+from trainer.core.rollouts import (
     RolloutData,
     Segment,
     load_npz,
@@ -30,6 +29,7 @@ from trainer.rollouts import (
     segment_totals,
     segments,
 )
+from trainer.core.scripted import UnknownPolicy, make_policy
 
 PENDULUM = "Pendulum-v1"
 CHEETAH = "HalfCheetah-v5"
