@@ -57,3 +57,17 @@ def test_trainer_core_contract_names_the_django_free_core():
     assert core and "trainer.*" in core[0]["forbidden_modules"] and "django" in core[0]["forbidden_modules"]
     assert config["include_external_packages"] is True
     assert (ROOT / "trainer" / "core" / "__init__.py").exists()
+
+
+def test_trainer_core_imports_without_django():
+    """At run time too: importing every core module loads neither Django, Celery nor the apps."""
+    code = (
+        "import sys, pkgutil, importlib; sys.path[:0] = ['platform', '.']; import trainer.core as core; "
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(core.__path__, 'trainer.core.')]; "
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in "
+        "{'django', 'rest_framework', 'celery', 'config', 'accounts', 'labeling', 'frontend'} "
+        "or (n.startswith('trainer.') and not n.startswith('trainer.core'))); print(bad); assert not bad, bad"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
