@@ -5,7 +5,10 @@ trainer app therefore registers its presets here when Django starts (trainer.app
 through this small protocol. ``external`` (uploaded rollouts) is always available.
 
 Environment constructor arguments (``env_kwargs``) are data, never paths: each environment declares an
-allow-list of :class:`KwargSpec` (type and range per argument); anything else is refused at project creation.
+allow-list of argument rules (type and range per argument); anything else is refused at project creation.
+A rule is any object with the attributes of :class:`KwargRule` (``kind``, ``minimum``, ``maximum``,
+``choices``): trainer's presets use ``trainer.core.envs.KwargSpec``, which labeling never imports. The
+checking itself (:func:`kwarg_problem`) lives here, beside the rest of project validation.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 EXTERNAL = "external"
@@ -22,34 +24,40 @@ EXTERNAL = "external"
 _PATH_LIKE = re.compile(r"[/\\]|^~|^[A-Za-z]:|\.(xml|json|ya?ml|txt|py|so|dll|pkl|npz|mjb|urdf|stl|obj)$", re.I)
 
 
-@dataclass(frozen=True)
-class KwargSpec:
+class KwargRule(Protocol):
     """One allowed constructor argument: its type (``float``, ``int``, ``bool`` or ``choice``) and range."""
 
-    kind: str
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] = ()
+    @property
+    def kind(self) -> str: ...
+    @property
+    def minimum(self) -> float | None: ...
+    @property
+    def maximum(self) -> float | None: ...
+    @property
+    def choices(self) -> tuple[str, ...]: ...
 
-    def problem(self, value: Any) -> str | None:
-        """Why ``value`` is not acceptable for this argument, or None."""
-        if self.kind == "bool":
-            return None if isinstance(value, bool) else "must be true or false"
-        if self.kind == "choice":
-            if isinstance(value, str) and _PATH_LIKE.search(value):
-                return "file paths are not allowed"
-            return None if value in self.choices else f"must be one of {list(self.choices)}"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return "must be a number" if self.kind == "float" else "must be a whole number"
-        if self.kind == "int" and not isinstance(value, int):
-            return "must be a whole number"
-        if isinstance(value, float) and not math.isfinite(value):
-            return "must be a finite number"
-        low = -math.inf if self.minimum is None else self.minimum
-        high = math.inf if self.maximum is None else self.maximum
-        if not low <= value <= high:
-            return f"must be between {low:g} and {high:g}"
-        return None
+
+def kwarg_problem(rule: KwargRule, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for the argument ``rule`` describes, or None."""
+    if rule.kind == "bool":
+        return None if isinstance(value, bool) else "must be true or false"
+    if rule.kind == "choice":
+        if isinstance(value, str) and _PATH_LIKE.search(value):
+            return "file paths are not allowed"
+        return None if value in rule.choices else f"must be one of {list(rule.choices)}"
+    if rule.kind not in ("float", "int"):
+        return f"unsupported argument kind {rule.kind!r}"  # a preset's mistake: refuse rather than accept
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "must be a number" if rule.kind == "float" else "must be a whole number"
+    if rule.kind == "int" and not isinstance(value, int):
+        return "must be a whole number"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    low = -math.inf if rule.minimum is None else rule.minimum
+    high = math.inf if rule.maximum is None else rule.maximum
+    if not low <= value <= high:
+        return f"must be between {low:g} and {high:g}"
+    return None
 
 
 def env_kwargs_problems(env_id: str, env_kwargs: Any) -> dict[str, list[str]]:
@@ -57,7 +65,7 @@ def env_kwargs_problems(env_id: str, env_kwargs: Any) -> dict[str, list[str]]:
     if not isinstance(env_kwargs, Mapping):
         return {"env_kwargs": ["must be an object"]}
     definition = get(env_id)
-    allowed: Mapping[str, KwargSpec] = getattr(definition, "allowed_kwargs", None) or {}
+    allowed: Mapping[str, KwargRule] = getattr(definition, "allowed_kwargs", None) or {}
     problems: dict[str, list[str]] = {}
     for key, value in env_kwargs.items():
         name = f"env_kwargs.{str(key)[:64]}"
@@ -69,7 +77,7 @@ def env_kwargs_problems(env_id: str, env_kwargs: Any) -> dict[str, list[str]]:
                 names = ", ".join(sorted(allowed)) or "none"
                 problems[name] = [f"not an allowed argument for {env_id} (allowed: {names})"]
             continue
-        problem = spec.problem(value)
+        problem = kwarg_problem(spec, value)
         if problem:
             problems[name] = [problem]
     return problems
@@ -108,7 +116,7 @@ class EnvironmentDefinition(Protocol):
     @property
     def factors(self) -> Sequence[FactorDefinition]: ...
     @property
-    def allowed_kwargs(self) -> Mapping[str, KwargSpec]: ...
+    def allowed_kwargs(self) -> Mapping[str, KwargRule]: ...
 
 
 _REGISTRY: dict[str, EnvironmentDefinition] = {}

@@ -359,7 +359,7 @@ def _factor_ranks(ranking: Sequence[Sequence[str]], factor_keys: Sequence[str]) 
 
     Factors of one level share the average of the positions they occupy (``rankdata``'s
     "average" method); factors missing from the ranking form one tie group after the last level,
-    the same convention as ``trainer.heron.Ranking.factor_ranks``.
+    the same convention as ``trainer.core.heron.Ranking.factor_ranks``.
     """
     index = {key: i for i, key in enumerate(factor_keys)}
     level_of = np.full(len(factor_keys), len(ranking), dtype=np.float64)

@@ -25,9 +25,9 @@ from labeling.models import FactorRanking, FeedbackMode, Judgment, ProjectRole
 from labeling.parsing import json_size_ok, loads_bounded, parse_float, parse_int
 from labeling.services import membership_add, project_create, queries_create_random
 from tests.conftest import add_fake_clips, api_client_for, make_project
-from trainer.loop_settings import LoopSettings
-from trainer.policy import PolicyConfig
-from trainer.reward import RewardModelConfig
+from trainer.core.loop_settings import LoopSettings
+from trainer.core.policy import PolicyConfig
+from trainer.core.reward import RewardModelConfig
 
 DEEP = "[" * 1000 + "]" * 1000
 

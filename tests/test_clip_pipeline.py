@@ -7,8 +7,8 @@ import pytest
 
 from labeling.models import Clip, Job, JobKind, Query, RenderStatus
 from labeling.services import job_create
-from trainer import rollouts, video
 from trainer.clip_pipeline import generate_clips
+from trainer.core import rollouts, video
 from trainer.jobs import job_run
 
 

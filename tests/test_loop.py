@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from labeling.models import Clip, FeedbackMode, Query, QuerySource, RenderStatus, Rollout
 from labeling.rankings import ranking_submit
-from trainer import loop, rollouts
-from trainer.iteration_steps import STEP_WORK
-from trainer.loop_settings import LoopSettings
+from trainer import loop
+from trainer.core import rollouts
+from trainer.core.loop_settings import LoopSettings
+from trainer.loop_steps import STEP_WORK
 from trainer.models import Iteration, IterationState, PolicyCheckpoint, RewardModel
 
 from .conftest import api_client_for

@@ -15,9 +15,9 @@ from labeling.models import FactorRanking, Job, JobKind
 from labeling.services import job_create
 from tests.conftest import api_client_for
 from trainer.clip_pipeline import generate_clips
+from trainer.core.reward import from_bytes
 from trainer.jobs import job_run
 from trainer.models import PreferenceSet, RewardModel
-from trainer.reward import from_bytes
 
 SMALL_MODEL = {"hidden_sizes": [32, 32], "ensemble_size": 2, "max_epochs": 15, "patience": 4}
 RANKING = [["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]]

@@ -19,6 +19,8 @@ from accounts.services import user_create
 from labeling.models import Clip, Judgment, Lease, Project, RenderStatus, Rollout
 from labeling.rankings import current_ranking_for
 from labeling.services import queries_create_random
+from trainer.core.oracle import BPrefTeacher, parse_ranking
+from trainer.core.rollouts import RolloutData, save_npz
 from trainer.management.commands.simulate_annotators import (
     AnnotatorReport,
     ApiError,
@@ -29,8 +31,6 @@ from trainer.management.commands.simulate_annotators import (
     _run_all,
     parse_sigmas,
 )
-from trainer.oracle import BPrefTeacher, parse_ranking
-from trainer.rollouts import RolloutData, save_npz
 
 # --- the teacher ----------------------------------------------------------------------------------------------
 
@@ -211,7 +211,7 @@ def add_clips_with_true_rewards(project: Project, count: int, *, seed: int = 0) 
 
 
 def true_rewards(clip: Clip) -> np.ndarray:
-    from trainer.rollouts import load_npz
+    from trainer.core.rollouts import load_npz
 
     with clip.rollout.data.open("rb") as file:
         rewards = load_npz(file.read()).rewards

@@ -21,9 +21,9 @@ from labeling.models import JobKind
 from labeling.parsing import parse_optional_int
 from labeling.services import job_start
 
+from .core.reward import RewardModelConfig
 from .models import PreferenceSet, RewardModel
 from .preference_building import COLUMNS, PreferenceParams, read_preference_set
-from .reward import RewardModelConfig
 
 
 class RewardModelSerializer(serializers.ModelSerializer):
@@ -65,7 +65,7 @@ class TrainRequestSerializer(serializers.Serializer):
     config = serializers.DictField(
         required=False,
         default=dict,
-        help_text="RewardModelConfig overrides (each field's maximum is in trainer/reward/config.py).",
+        help_text="RewardModelConfig overrides (each field's maximum is in trainer/core/reward/config.py).",
     )
 
     def validate_config(self, value: dict[str, Any]) -> dict[str, Any]:

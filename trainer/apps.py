@@ -6,15 +6,13 @@ class TrainerConfig(AppConfig):
     verbose_name = "Trainer"
 
     def ready(self) -> None:
-        from config.celery import ensure_broker_folders
         from labeling import environments
 
-        from .envs import PRESETS
+        from .core.envs import PRESETS
 
         # labeling never imports trainer; it learns the available environments from this registration.
         for preset in PRESETS.values():
             environments.register(preset)
-        ensure_broker_folders()
         from labeling.signals import judgment_recorded, ranking_submitted
 
         from .receivers import on_judgment_recorded, on_ranking_submitted

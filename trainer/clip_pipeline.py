@@ -24,8 +24,8 @@ from django.db.models.fields.files import FieldFile
 from labeling.models import Clip, Job, Project, Query, RenderStatus, Rollout
 from labeling.services import queries_create_random
 
-from . import envs, rollouts, video
-from .policies import make_policy
+from .core import envs, rollouts, video
+from .core.scripted import make_policy
 
 logger = logging.getLogger(__name__)
 

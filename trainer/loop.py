@@ -34,8 +34,8 @@ from labeling.errors import Conflict, ValidationFailed
 from labeling.models import Judgment, Project, QuerySource
 from labeling.services import send_task_by_name
 
-from . import envs
-from .loop_settings import LoopSettings
+from .core import envs
+from .core.loop_settings import LoopSettings
 from .models import FINISHED_STATES, ITERATION_STEPS, Iteration, IterationState
 
 logger = logging.getLogger(__name__)

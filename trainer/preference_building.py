@@ -17,7 +17,7 @@ from django.db import transaction
 from labeling.models import Clip, Job, Judgment, Project
 from labeling.rankings import current_rankings
 
-from . import heron
+from .core import heron
 from .models import PreferenceSet
 
 COLUMNS = ["clip_a", "clip_b", "target", "weight", "origin", "level", "annotator"]

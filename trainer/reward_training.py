@@ -1,10 +1,8 @@
-"""Train a RewardModel version on a PreferenceSet (the Django side; the torch core is trainer.reward)."""
+"""Train a RewardModel version on a PreferenceSet (the Django side; the torch core is trainer.core.reward)."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -16,89 +14,36 @@ from django.db.models import Max
 
 from labeling.models import Clip, Job, Project
 
-from . import rollouts
-from .models import PreferenceSet, RewardModel, RewardModelStatus
-from .preference_building import read_preference_set
-from .reward import (
+from .core import rollouts
+from .core.features import check_same_length, stack_clip_features
+from .core.jsonsafe import json_safe
+from .core.reward import (
     FeatureLayout,
     PreferenceDataset,
     RewardModelConfig,
-    pairwise_accuracy,
-    return_correlations,
+    holdout_mask,
+    holdout_metrics,
     to_bytes,
     train_reward_model,
 )
-
-
-def json_safe(value: Any) -> Any:
-    """Metrics may hold NaN (undefined); JSON columns cannot. NaN and ±inf become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return json_safe(value.item())
-    return value
+from .models import PreferenceSet, RewardModel, RewardModelStatus
+from .preference_building import read_preference_set
 
 
 def clip_features(clips: list[Clip]) -> tuple[np.ndarray, np.ndarray, FeatureLayout]:
-    """Per-step features [obs_t, action_t] of each clip, re-read from its rollout (each rollout loaded once)."""
-    by_rollout: dict[int, list[int]] = defaultdict(list)
-    for index, clip in enumerate(clips):
-        by_rollout[clip.rollout_id].append(index)
-    lengths = {clip.length for clip in clips}
-    if len(lengths) != 1:
-        raise ValueError(f"clips of different lengths cannot share a reward model batch: {sorted(lengths)}")
-    features: list[np.ndarray | None] = [None] * len(clips)
-    obs_dim = action_dim = 0
-    for rollout_indices in by_rollout.values():
-        rollout = clips[rollout_indices[0]].rollout
-        with rollout.data.open("rb") as handle:
-            data = rollouts.load_npz(handle.read())
-        obs_dim, action_dim = data.observations.shape[1], data.actions.shape[1]
-        for index in rollout_indices:
-            clip = clips[index]
-            features[index] = rollouts.segment_features(data, rollouts.Segment(clip.start, clip.length))
-    stacked = np.stack(features).astype(np.float32)  # type: ignore[arg-type]
-    true_returns = np.array([np.nan if c.true_return is None else c.true_return for c in clips], dtype=np.float64)
-    layout = FeatureLayout(feature_dim=stacked.shape[2], obs_dim=obs_dim, action_dim=action_dim)
-    return stacked, true_returns, layout
-
-
-def _holdout_mask(n_clips: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    if not 0.0 <= fraction < 0.9:
-        raise ValueError("holdout_clip_fraction must be in [0, 0.9)")
-    mask = np.zeros(n_clips, dtype=bool)
-    count = round(fraction * n_clips)
-    if count >= 3:
-        mask[rng.choice(n_clips, size=count, replace=False)] = True
-    return mask
-
-
-def _holdout_metrics(
-    model, features: np.ndarray, true_returns: np.ndarray, holdout: np.ndarray, pairs: np.ndarray, targets: np.ndarray
-) -> dict[str, Any]:
-    """Accuracy on labelled pairs between held-out clips, and correlation with the true return on those clips."""
-    if not holdout.any():
-        return {"holdout_clips": 0}
-    returns = np.full(len(features), np.nan)
-    returns[holdout] = model.predict_returns(features[holdout])
-    both = holdout[pairs[:, 0]] & holdout[pairs[:, 1]]
-    accuracy = (
-        pairwise_accuracy(returns[pairs[both, 0]] - returns[pairs[both, 1]], targets[both])
-        if both.any()
-        else float("nan")
+    """Per-step features [obs_t, action_t] of each clip, re-read from its rollout (each rollout loaded once),
+    and each clip's true return (NaN where unknown)."""
+    check_same_length([clip.length for clip in clips])
+    loaded: dict[int, rollouts.RolloutData] = {}
+    for clip in clips:
+        if clip.rollout_id not in loaded:
+            with clip.rollout.data.open("rb") as handle:
+                loaded[clip.rollout_id] = rollouts.load_npz(handle.read())
+    stacked, layout = stack_clip_features(
+        loaded, [(clip.rollout_id, rollouts.Segment(clip.start, clip.length)) for clip in clips]
     )
-    spearman, pearson = return_correlations(returns[holdout], true_returns[holdout])
-    return {
-        "holdout_clips": int(holdout.sum()),
-        "holdout_pairs": int(both.sum()),
-        "holdout_accuracy": accuracy,
-        "holdout_spearman": spearman,
-        "holdout_pearson": pearson,
-    }
+    true_returns = np.array([np.nan if c.true_return is None else c.true_return for c in clips], dtype=np.float64)
+    return stacked, true_returns, layout
 
 
 def _next_version(project: Project) -> int:
@@ -199,7 +144,7 @@ def reward_model_train(
         weights = np.array(table.column("weight").to_numpy())
         # Held-out clips: never seen in training, so the correlation with the true return measures how the
         # reward generalises to new behaviour, not how well it fits clips it was trained on.
-        holdout = _holdout_mask(
+        holdout = holdout_mask(
             len(ids),
             holdout_clip_fraction,
             np.random.default_rng(seed),
@@ -217,7 +162,7 @@ def reward_model_train(
             report(0.05 + 0.9 * fraction, message)
 
         result = train_reward_model(dataset, config, true_returns=true_returns, progress=progress)
-        result.metrics.update(_holdout_metrics(result.model, features, true_returns, holdout, pairs, targets))
+        result.metrics.update(holdout_metrics(result.model, features, true_returns, holdout, pairs, targets))
         checkpoint = to_bytes(
             result,
             extra={

@@ -51,8 +51,8 @@ _DB_RETRIES = 8  # about two minutes of backing off
 def _iteration_step(task, iteration_id: int, state: str) -> None:
     from django.db import connection
 
-    from .iteration_steps import STEP_WORK
     from .loop import DB_CONNECTION_ERRORS, StepInterrupted, StepOutcome, stale_after, step_run
+    from .loop_steps import STEP_WORK
 
     try:
         outcome = step_run(iteration_id, state, STEP_WORK[state])

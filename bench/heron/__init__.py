@@ -1,1 +1,1 @@
-"""Benchmarks of the pure-numpy HERON core (trainer/heron.py)."""
+"""Benchmarks of the pure-numpy HERON core (trainer/core/heron.py)."""

@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import numpy as np  # noqa: E402
 
-from trainer import heron  # noqa: E402
+from trainer.core import heron  # noqa: E402
 
 N_FACTORS = 4
 SIGNS = np.array([1, -1, 1, -1])

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainer.reward import FeatureLayout, PreferenceDataset, RewardModelConfig, train_reward_model
+from trainer.core.reward import FeatureLayout, PreferenceDataset, RewardModelConfig, train_reward_model
 
 CLIP_LENGTH = 50
 EPISODE_LENGTH = 200  # Pendulum-v1's time limit

@@ -43,6 +43,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "axes",
     "csp",
+    # The composition root: creates the file-system broker's folders at start-up (config.apps).
+    "config.apps.ProjectConfig",
     "accounts",
     "labeling",
     "trainer",

@@ -37,7 +37,8 @@ from tests.integration.servers import dump_database, postgres_cluster, redis_ser
 from tests.integration.workers import start_worker, wait_for
 from tests.test_loop import TINY
 from tests.test_rankings_and_reward_models import RANKING, make_clips
-from trainer import loop, video
+from trainer import loop
+from trainer.core import video
 from trainer.models import Iteration, IterationState, PolicyCheckpoint, PreferenceSet, RewardModel
 
 pytestmark = [pytest.mark.integration]

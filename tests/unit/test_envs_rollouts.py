@@ -10,7 +10,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-from trainer.envs import (
+from trainer.core.envs import (
     EXTRACTORS,
     PRESETS,
     UnknownEnvironment,
@@ -18,8 +18,7 @@ from trainer.envs import (
     get_preset,
     make_env,
 )
-from trainer.policies import UnknownPolicy, make_policy
-from trainer.rollouts import (
+from trainer.core.rollouts import (
     RolloutData,
     Segment,
     load_npz,
@@ -30,6 +29,7 @@ from trainer.rollouts import (
     segment_totals,
     segments,
 )
+from trainer.core.scripted import UnknownPolicy, make_policy
 
 PENDULUM = "Pendulum-v1"
 CHEETAH = "HalfCheetah-v5"
@@ -299,3 +299,20 @@ def test_segment_totals_and_features() -> None:
     np.testing.assert_array_equal(features[:, 3:], data.actions[50:100])
     with pytest.raises(ValueError, match="does not fit"):
         segment_totals(data.factors, Segment(80, 50))
+
+
+def test_kwarg_specs_are_core_data_that_labeling_checks_by_their_attributes():
+    from types import SimpleNamespace
+
+    from labeling.environments import kwarg_problem
+    from trainer.core.envs import KwargSpec
+
+    with pytest.raises(ValueError, match="kind"):
+        KwargSpec("path")
+    spec = KwargSpec("float", 0.0, 10.0)
+    assert kwarg_problem(spec, 5.0) is None
+    assert kwarg_problem(spec, 11.0) == "must be between 0 and 10"
+    # Any object with the same attributes will do: labeling never imports trainer.
+    duck = SimpleNamespace(kind="choice", minimum=None, maximum=None, choices=("a", "b"))
+    assert kwarg_problem(duck, "a") is None
+    assert kwarg_problem(duck, "x.xml") == "file paths are not allowed"

@@ -1,4 +1,4 @@
-"""Tests of the pure-numpy HERON core (trainer/heron.py): comparator properties, labelling,
+"""Tests of the pure-numpy HERON core (trainer/core/heron.py): comparator properties, labelling,
 pair sampling and ranking agreement. No Django, no torch: runs in a few seconds."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainer import heron
-from trainer.heron import Ranking
+from trainer.core import heron
+from trainer.core.heron import Ranking
 
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None)
 

@@ -1,4 +1,4 @@
-"""Unit tests of the policy-training core (trainer/policy): SB3/torch only, no Django.
+"""Unit tests of the policy-training core (trainer/core/policy): SB3/torch only, no Django.
 
 Pendulum-v1 with 200-step episodes throughout; runs are a few hundred steps with an early
 ``learning_starts`` so that every code path (warm-up, gradient steps, continuing, relabelling)
@@ -19,8 +19,8 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.save_util import load_from_zip_file
 
-from trainer.envs import make_env
-from trainer.policy import (
+from trainer.core.envs import make_env
+from trainer.core.policy import (
     EvaluationResult,
     LearnedRewardWrapper,
     PolicyConfig,
@@ -36,8 +36,8 @@ from trainer.policy import (
     restore_replay_buffer,
     train_policy,
 )
-from trainer.reward import FeatureLayout, RewardEnsemble, RewardModelConfig
-from trainer.rollouts import resimulate, run_rollout
+from trainer.core.reward import FeatureLayout, RewardEnsemble, RewardModelConfig
+from trainer.core.rollouts import resimulate, run_rollout
 
 ENV_ID = "Pendulum-v1"
 # Small and quick: gradient steps from step 200 on, small batches.

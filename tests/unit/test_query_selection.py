@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.loop_settings import LoopSettings
-from trainer.query_selection import candidate_pairs, select_pairs
+from trainer.core.loop_settings import LoopSettings
+from trainer.core.query_selection import candidate_pairs, select_pairs
 
 
 @pytest.mark.parametrize("n_clips, count", [(10, 20), (10, 45), (10, 1000), (3000, 500)])

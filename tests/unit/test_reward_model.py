@@ -1,4 +1,4 @@
-"""Unit tests of the reward-model core (trainer/reward): torch only, no Django.
+"""Unit tests of the reward-model core (trainer/core/reward): torch only, no Django.
 
 The synthetic problem: 200 clips of 20 steps with 4 Gaussian features and a hidden, mostly linear
 per-step reward; pairs are labelled by the true return difference (hard labels, plus a share of
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.reward import (
+from trainer.core.reward import (
     CHECKPOINT_FORMAT_VERSION,
     BradleyTerryLoss,
     CheckpointError,

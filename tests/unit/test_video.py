@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer.envs import get_preset, make_env
-from trainer.policies import make_policy
-from trainer.rollouts import RolloutData, run_rollout
-from trainer.video import (
+from trainer.core.envs import get_preset, make_env
+from trainer.core.rollouts import RolloutData, run_rollout
+from trainer.core.scripted import make_policy
+from trainer.core.video import (
     env_fps,
     probe_video,
     render_segment,

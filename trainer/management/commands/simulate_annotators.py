@@ -33,8 +33,8 @@ from accounts.models import Role, User
 from accounts.services import user_create
 from labeling.models import Clip, Project, ProjectRole, Rollout
 from labeling.services import membership_add
-from trainer.oracle import BPrefTeacher, RankingSpec, parse_ranking
-from trainer.rollouts import load_npz
+from trainer.core.oracle import BPrefTeacher, RankingSpec, parse_ranking
+from trainer.core.rollouts import load_npz
 
 # Reasons (labeling.assignment.NothingToDo) that mean "not yet" rather than "never": worth polling for.
 _RETRYABLE_REASONS = frozenset({"waiting_for_next_iteration", "leased_by_others", "project_paused"})

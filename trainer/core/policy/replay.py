@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from trainer.policy.reward_wrapper import RewardFn
+from trainer.core.policy.reward_wrapper import RewardFn
 
 REPLAY_FORMAT_VERSION = 1
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 from collections.abc import Mapping, Sequence
@@ -29,11 +28,12 @@ import scipy
 import torch
 from safetensors.torch import load as safetensors_load_bytes  # parses a header + raw buffers; never pickle
 
-from trainer.reward.config import RewardModelConfig
-from trainer.reward.data import FeatureLayout
-from trainer.reward.network import RewardEnsemble
-from trainer.reward.normalization import MeanStd
-from trainer.reward.train import EpochMetrics, TrainingResult
+from trainer.core.jsonsafe import json_safe
+from trainer.core.reward.config import RewardModelConfig
+from trainer.core.reward.data import FeatureLayout
+from trainer.core.reward.network import RewardEnsemble
+from trainer.core.reward.normalization import MeanStd
+from trainer.core.reward.train import EpochMetrics, TrainingResult
 
 CHECKPOINT_FORMAT = "heronry-reward-model"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -71,9 +71,9 @@ class CheckpointMetadata:
             "feature_layout": self.layout.to_dict(),
             "feature_normalization": self.feature_stats.to_dict(),
             "reward_normalization": self.reward_stats.to_dict(),
-            "metrics": _json_safe(self.metrics),
-            "history": _json_safe(self.history),
-            "extra": _json_safe(self.extra),
+            "metrics": json_safe(self.metrics),
+            "history": json_safe(self.history),
+            "extra": json_safe(self.extra),
             "versions": dict(self.versions),
             "weights_sha256": self.weights_sha256,
         }
@@ -272,18 +272,3 @@ def library_versions() -> dict[str, str]:
         "scipy": scipy.__version__,
         "safetensors": safetensors.__version__,
     }
-
-
-def _json_safe(value: Any) -> Any:
-    """Recursively convert numpy scalars/arrays and tuples to JSON types; NaN/inf become None."""
-    if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -21,9 +21,9 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
-# Importing trainer.envs also sets the headless rendering defaults (MUJOCO_GL, SDL_VIDEODRIVER)
+# Importing trainer.core.envs also sets the headless rendering defaults (MUJOCO_GL, SDL_VIDEODRIVER)
 # before gymnasium's renderers can load.
-from trainer.envs import effective_env_kwargs, make_env
+from trainer.core.envs import effective_env_kwargs, make_env
 
 _POSTER_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 # A few seconds of video encodes in well under a second; a stuck ffmpeg must not hold a worker forever.

@@ -7,26 +7,26 @@ Modules, one job each: ``config`` (hyper-parameters), ``reward_wrapper`` (the Gy
 that swaps in the learned reward, and the feature layout it shares with the reward model),
 ``replay`` (replay buffers as ``.npz`` bytes, relabelling with a new reward), ``training``
 (training, continuing from and safely loading snapshots), ``evaluation`` (true vs learned returns),
-``rollout_policy`` (a trained policy as a rollout :class:`trainer.policies.Policy`).
+``rollout_policy`` (a trained policy as a rollout :class:`trainer.core.scripted.Policy`).
 """
 
-from trainer.policy.config import ALGORITHMS, PolicyConfig
-from trainer.policy.evaluation import EvaluationResult, env_action, evaluate_policy
-from trainer.policy.replay import (
+from trainer.core.policy.config import ALGORITHMS, PolicyConfig
+from trainer.core.policy.evaluation import EvaluationResult, env_action, evaluate_policy
+from trainer.core.policy.replay import (
     REPLAY_FORMAT_VERSION,
     relabel,
     replay_buffer_to_bytes,
     restore_replay_buffer,
 )
-from trainer.policy.reward_wrapper import (
+from trainer.core.policy.reward_wrapper import (
     LearnedRewardWrapper,
     RewardFn,
     ensemble_reward_fn,
     feature_dim,
     features_of,
 )
-from trainer.policy.rollout_policy import SB3Policy
-from trainer.policy.training import PolicySnapshot, load_model, train_policy
+from trainer.core.policy.rollout_policy import SB3Policy
+from trainer.core.policy.training import PolicySnapshot, load_model, train_policy
 
 __all__ = [
     "ALGORITHMS",

@@ -6,7 +6,8 @@ walking the ranking from the most important factor down: the first factor on whi
 differ by more than a margin decides the pair. The reward model is trained on those labels.
 
 This module is the pure, vectorised core of that labelling (no Django, no torch) so that it can
-be property-tested and benchmarked on its own, and imported from Celery workers and the trainer:
+be property-tested and benchmarked on its own, and imported from Celery workers and the trainer.
+It lives in the Django-free core, ``trainer/core/heron.py`` (formerly ``trainer/heron.py``):
 
 * :func:`margins`           -- per-factor margins ``delta_k = sigma_k * std(F[:, k])`` (ddof=1).
 * :func:`compare`           -- the level-by-level comparator for many pairs at once.

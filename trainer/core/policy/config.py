@@ -1,6 +1,6 @@
 """Hyper-parameters of policy training, as one validated, JSON-friendly dataclass.
 
-The config is stored verbatim in every :class:`~trainer.policy.training.PolicySnapshot`, so every
+The config is stored verbatim in every :class:`~trainer.core.policy.training.PolicySnapshot`, so every
 field must be a plain JSON value (``net_arch`` becomes a list in JSON and is turned back into a tuple
 by :meth:`PolicyConfig.from_dict`).
 """
@@ -88,7 +88,7 @@ class PolicyConfig:
     normalize_reward: bool = True
     """Train on the reward model's normalised reward (roughly zero-mean, unit-scale) instead of its
     raw output; read by whoever builds the reward function (see
-    :func:`~trainer.policy.reward_wrapper.ensemble_reward_fn`). Evaluation always reports the raw one."""
+    :func:`~trainer.core.policy.reward_wrapper.ensemble_reward_fn`). Evaluation always reports the raw one."""
     relabel_replay_buffer: bool = True
     """SAC, continuing from a snapshot with a (new) learned reward: recompute the stored rewards of
     the whole replay buffer with it, so old transitions don't teach the stale reward."""

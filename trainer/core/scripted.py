@@ -3,6 +3,8 @@
 A policy spec is ``"<name>"`` or ``"<name>:<noise>"``; ``noise`` scales Gaussian action noise relative
 to the action range, so one controller at several noise levels gives clips from good to bad.
 All randomness comes from the ``rng`` passed in on each call, which keeps rollouts reproducible.
+
+Part of the Django-free core (formerly ``trainer/policies.py``; trained SB3 policies are ``trainer.core.policy``).
 """
 
 from __future__ import annotations

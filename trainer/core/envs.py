@@ -3,6 +3,9 @@
 Everything about an environment that the rest of the platform needs (factor definitions, clip and
 episode lengths, render size, scripted policies) is data in ``PRESETS``; adding an environment means
 adding one ``EnvPreset`` and the per-step extractors its factors name.
+
+Part of the Django-free core (formerly ``trainer/envs.py``). ``trainer.apps`` registers ``PRESETS`` into
+``labeling.environments`` at start-up, so labeling learns the environments without importing trainer.
 """
 
 from __future__ import annotations
@@ -24,7 +27,22 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from labeling.environments import KwargSpec
+
+@dataclass(frozen=True)
+class KwargSpec:
+    """One constructor argument a project may set: its type (``float``, ``int``, ``bool`` or ``choice``) and range.
+
+    Data only: project creation checks values against it in ``labeling.environments.kwarg_problem``, which
+    accepts any object with these attributes (labeling never imports trainer)."""
+
+    kind: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("float", "int", "bool", "choice"):
+            raise ValueError(f"KwargSpec kind must be float, int, bool or choice, not {self.kind!r}")
 
 
 class UnknownEnvironment(ValueError):
@@ -72,7 +90,7 @@ class EnvPreset:
     # The environment's own reward in terms of the factors, for documentation and reports.
     reward_formula: str = ""
     # The constructor arguments a project may set (type and range each); anything else, file paths
-    # above all (MuJoCo's xml_file), is refused at project creation (labeling.environments).
+    # above all (MuJoCo's xml_file), is refused at project creation (labeling.environments.kwarg_problem).
     allowed_kwargs: Mapping[str, KwargSpec] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     @property
@@ -128,7 +146,7 @@ EXTRACTORS: Mapping[str, Extractor] = MappingProxyType(
 )
 
 # Noise levels chosen per controller so the mean 200-step return falls in even steps from the clean
-# controller towards random play (measured over 30 seeds; see trainer.policies).
+# controller towards random play (measured over 30 seeds; see trainer.core.scripted).
 _PENDULUM_NOISE_LEVELS = ("0.0", "1.0", "1.5", "2.0")  # ≈ -140, -265, -515, -650; random ≈ -1210
 _HALF_CHEETAH_NOISE_LEVELS = ("0.0", "0.1", "0.2", "0.4")  # ≈ 233, 149, 30, -10; random ≈ -55
 

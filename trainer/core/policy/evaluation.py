@@ -15,7 +15,7 @@ import gymnasium
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from trainer.policy.reward_wrapper import RewardFn, features_of
+from trainer.core.policy.reward_wrapper import RewardFn, features_of
 
 # Reset seeds are drawn from [0, this): any value the environments accept.
 _SEED_BOUND = 2**31

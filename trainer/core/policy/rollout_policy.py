@@ -1,4 +1,4 @@
-"""A trained SB3 policy as a :class:`trainer.policies.Policy`, for recording rollouts and clips.
+"""A trained SB3 policy as a :class:`trainer.core.scripted.Policy`, for recording rollouts and clips.
 
 The action is the policy's deterministic one plus Gaussian noise from the ``rng`` passed in, so a
 rollout is reproducible from its seed and ``rng`` alone (SB3's stochastic ``predict`` would draw

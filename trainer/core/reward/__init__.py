@@ -6,10 +6,10 @@ Plain torch/numpy, no Django: the caller builds arrays (clip features, labelled 
 Modules, one job each: ``config`` (hyper-parameters), ``data`` (dataset, split, bootstrap),
 ``network`` (the ensemble and its inference API), ``loss`` (Bradley-Terry), ``train`` (training
 loop), ``metrics`` (accuracy, correlations), ``normalization`` (statistics), ``checkpoint``
-(safetensors + JSON).
+(safetensors + JSON), ``holdout`` (held-out clips and their metrics).
 """
 
-from trainer.reward.checkpoint import (
+from trainer.core.reward.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
     CheckpointBytes,
     CheckpointError,
@@ -23,13 +23,14 @@ from trainer.reward.checkpoint import (
     weights_from_bytes,
     weights_to_bytes,
 )
-from trainer.reward.config import RewardModelConfig
-from trainer.reward.data import FeatureLayout, PreferenceDataset, bootstrap_resample, split_pairs
-from trainer.reward.loss import BradleyTerryLoss, PreferenceLoss, apply_label_noise
-from trainer.reward.metrics import pairwise_accuracy, return_correlations
-from trainer.reward.network import RewardEnsemble, StepRewardMLP
-from trainer.reward.normalization import MeanStd, RunningNormalizer
-from trainer.reward.train import EpochMetrics, TrainingResult, train_reward_model
+from trainer.core.reward.config import RewardModelConfig
+from trainer.core.reward.data import FeatureLayout, PreferenceDataset, bootstrap_resample, split_pairs
+from trainer.core.reward.holdout import holdout_mask, holdout_metrics
+from trainer.core.reward.loss import BradleyTerryLoss, PreferenceLoss, apply_label_noise
+from trainer.core.reward.metrics import pairwise_accuracy, return_correlations
+from trainer.core.reward.network import RewardEnsemble, StepRewardMLP
+from trainer.core.reward.normalization import MeanStd, RunningNormalizer
+from trainer.core.reward.train import EpochMetrics, TrainingResult, train_reward_model
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -52,6 +53,8 @@ __all__ = [
     "apply_label_noise",
     "bootstrap_resample",
     "from_bytes",
+    "holdout_mask",
+    "holdout_metrics",
     "load_checkpoint",
     "pairwise_accuracy",
     "return_correlations",

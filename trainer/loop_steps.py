@@ -1,4 +1,4 @@
-"""The work of each loop step (the Django side; numerics live in trainer.policy, trainer.reward, heron).
+"""The work of each loop step (the Django side; numerics live in trainer.core.policy, trainer.core.reward, heron).
 
 Each function gets the claimed iteration, its resolved settings and a reporter (progress + heartbeat),
 starts by removing whatever a dead earlier attempt of the same step left behind (so running a step twice
@@ -20,12 +20,11 @@ from django.db import transaction
 from labeling.models import Clip, Project, Query, QuerySource, RenderStatus, Rollout
 from labeling.selectors import factor_extremes
 
-from . import envs, rollouts
 from .clip_pipeline import factor_columns, render_clip, store_file, store_rollout
-from .loop import StepReporter, pairwise_labels
-from .loop_settings import LoopSettings
-from .models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
-from .policy import (
+from .core import envs, rollouts
+from .core.jsonsafe import json_safe
+from .core.loop_settings import LoopSettings
+from .core.policy import (
     PolicySnapshot,
     RewardFn,
     SB3Policy,
@@ -34,10 +33,12 @@ from .policy import (
     load_model,
     train_policy,
 )
+from .core.query_selection import select_pairs
+from .core.reward import RewardEnsemble, from_bytes
+from .loop import StepReporter, pairwise_labels
+from .models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
 from .preference_building import PreferenceParams, preference_set_build
-from .query_selection import select_pairs
-from .reward import RewardEnsemble, from_bytes
-from .reward_training import clip_features, json_safe, resolve_reward_config, reward_model_train
+from .reward_training import clip_features, resolve_reward_config, reward_model_train
 
 
 def _rng(loop_settings: LoopSettings, iteration: Iteration, purpose: int) -> np.random.Generator:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.reward.config import RewardModelConfig
-from trainer.reward.data import FeatureLayout
-from trainer.reward.normalization import MeanStd
+from trainer.core.reward.config import RewardModelConfig
+from trainer.core.reward.data import FeatureLayout
+from trainer.core.reward.normalization import MeanStd
 
 ArrayLike = np.ndarray | torch.Tensor
 

@@ -1,7 +1,7 @@
 """Give a policy the learned reward: a Gymnasium wrapper that replaces the environment's reward.
 
 The per-step features are the ones the reward model was trained on (see
-:func:`trainer.rollouts.segment_features`): ``[obs_t, action_t]`` as float32, with ``obs_t`` the
+:func:`trainer.core.rollouts.segment_features`): ``[obs_t, action_t]`` as float32, with ``obs_t`` the
 observation *before* the step and ``action_t`` exactly what was passed to ``env.step``.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, SupportsFloat
 import gymnasium
 import numpy as np
 
-from trainer.reward.network import RewardEnsemble
+from trainer.core.reward.network import RewardEnsemble
 
 RewardFn = Callable[[np.ndarray], np.ndarray]
 """Per-step reward of a batch of features: float32 (N, D) -> (N,)."""

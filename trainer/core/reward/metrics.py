@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from trainer.reward.data import clips_in_pairs
+from trainer.core.reward.data import clips_in_pairs
 
 # Below this many held-out clips with a known true return, correlations are too noisy to mean
 # anything, so they are computed over every clip with a known true return instead.

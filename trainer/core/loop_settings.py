@@ -2,6 +2,8 @@
 
 The project's ``loop_settings`` holds the researcher's choices; each iteration keeps the full, resolved
 copy it ran with (defaults filled in), so a result can always be traced to the exact settings that made it.
+Django-free (``trainer/core/loop_settings.py``, formerly ``trainer/loop_settings.py``); the state machine that
+uses it is ``trainer.loop``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Preference losses: how clip scores and labels become a scalar to minimise.
 
 Any callable with the :class:`PreferenceLoss` signature can replace the Bradley-Terry loss in
-:func:`trainer.reward.train.train_reward_model`.
+:func:`trainer.core.reward.train.train_reward_model`.
 """
 
 from __future__ import annotations

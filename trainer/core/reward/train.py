@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.reward.config import RewardModelConfig
-from trainer.reward.data import PreferenceDataset, bootstrap_resample, clips_in_pairs, split_pairs
-from trainer.reward.loss import BradleyTerryLoss, PreferenceLoss
-from trainer.reward.metrics import evaluate_return_correlation, pairwise_accuracy
-from trainer.reward.network import RewardEnsemble, clip_returns
-from trainer.reward.normalization import MeanStd
+from trainer.core.reward.config import RewardModelConfig
+from trainer.core.reward.data import PreferenceDataset, bootstrap_resample, clips_in_pairs, split_pairs
+from trainer.core.reward.loss import BradleyTerryLoss, PreferenceLoss
+from trainer.core.reward.metrics import evaluate_return_correlation, pairwise_accuracy
+from trainer.core.reward.network import RewardEnsemble, clip_returns
+from trainer.core.reward.normalization import MeanStd
 
 ProgressCallback = Callable[[float, str], None]
 

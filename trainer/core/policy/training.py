@@ -25,9 +25,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.utils import set_random_seed
 
-from trainer.policy.config import PolicyConfig
-from trainer.policy.replay import relabel, replay_buffer_to_bytes, restore_replay_buffer
-from trainer.policy.reward_wrapper import LearnedRewardWrapper, RewardFn
+from trainer.core.policy.config import PolicyConfig
+from trainer.core.policy.replay import relabel, replay_buffer_to_bytes, restore_replay_buffer
+from trainer.core.policy.reward_wrapper import LearnedRewardWrapper, RewardFn
 
 ProgressCallback = Callable[[float, str], None]
 EnvFactory = Callable[[], gymnasium.Env]
@@ -48,7 +48,7 @@ class PolicySnapshot:
     model_zip: bytes
     """SB3's ``model.save()`` zip; only its weight files are ever read back (see module docstring)."""
     replay_buffer: bytes | None
-    """SAC's replay buffer as ``.npz`` bytes (:mod:`trainer.policy.replay`); None for PPO."""
+    """SAC's replay buffer as ``.npz`` bytes (:mod:`trainer.core.policy.replay`); None for PPO."""
     num_timesteps: int
     """Environment steps trained so far, over this and all the runs it continued."""
     config: dict[str, Any]

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from trainer.envs import effective_env_kwargs, factor_values, get_preset, make_env
-from trainer.policies import Policy, ResettablePolicy
+from trainer.core.envs import effective_env_kwargs, factor_values, get_preset, make_env
+from trainer.core.scripted import Policy, ResettablePolicy
 
 NPZ_FORMAT_VERSION = 1
 _ARRAY_NAMES = ("actions", "observations", "factors", "rewards")
