@@ -135,6 +135,13 @@ class RankingConcordance(NamedTuple):
     tau: FloatMatrix
     w: float
 
+    @property
+    def mean_tau(self) -> float:
+        """The mean of the defined off-diagonal tau values; NaN with fewer than two rankings or none defined."""
+        off_diagonal = self.tau[~np.eye(len(self.tau), dtype=bool)]
+        finite = off_diagonal[np.isfinite(off_diagonal)]
+        return float(finite.mean()) if finite.size else math.nan
+
 
 # --------------------------------------------------------------------------------------------
 # Input handling

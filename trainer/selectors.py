@@ -6,8 +6,6 @@ import json
 import math
 from typing import Any
 
-import numpy as np
-
 from labeling import quality
 from labeling.models import Project
 from labeling.rankings import current_rankings
@@ -20,12 +18,10 @@ def ranking_summary(project: Project) -> dict[str, Any]:
     rankings = list(current_rankings(project).select_related("annotator"))
     summary: dict[str, Any] = {"rankings": rankings, "kendall_w": None, "mean_tau": None}
     if len(rankings) >= 2:
-        # The same statistics as the annotator-quality report (labeling.quality), so the two never disagree.
+        # Kendall's tau and W have one owner, labeling.quality (the annotator-quality report uses it too).
         concordance = quality.ranking_concordance([r.groups for r in rankings], keys)
-        off_diagonal = concordance.tau[~np.eye(len(rankings), dtype=bool)]
-        mean_tau = float(np.nanmean(off_diagonal)) if np.isfinite(off_diagonal).any() else math.nan
         summary["kendall_w"] = None if math.isnan(concordance.w) else round(concordance.w, 3)
-        summary["mean_tau"] = None if math.isnan(mean_tau) else round(mean_tau, 3)
+        summary["mean_tau"] = None if math.isnan(concordance.mean_tau) else round(concordance.mean_tau, 3)
     return summary
 
 

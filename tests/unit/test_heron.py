@@ -308,8 +308,6 @@ def test_ranking_normalises_and_validates() -> None:
     assert ranking.sigmas == (0.1, 0.2, 0.3, 0.4)
     assert ranking.n_levels == 3 and ranking.factors == (2, 0, 1, 3)
     assert hash(ranking) == hash(Ranking.from_levels([[2], [0, 1], [3]], sigmas=[0.1, 0.2, 0.3, 0.4]))
-    np.testing.assert_array_equal(ranking.factor_ranks(4), [2.5, 2.5, 1.0, 4.0])
-    np.testing.assert_array_equal(Ranking.from_levels([2, (0, 1)]).factor_ranks(5), [2.5, 2.5, 1.0, 4.5, 4.5])
     with pytest.raises(ValueError, match="at least one level"):
         Ranking.from_levels([])
     with pytest.raises(ValueError, match="more than once"):
@@ -601,54 +599,6 @@ def test_label_pairs_rejects_bad_input(overrides: dict, message: str) -> None:
             margin_scope=arguments["margin_scope"],
             level_weight_alpha=arguments["level_weight_alpha"],
         )
-
-
-# --------------------------------------------------------------------------------------------
-# Ranking agreement
-# --------------------------------------------------------------------------------------------
-
-
-def test_identical_rankings_agree_perfectly() -> None:
-    agreement = heron.ranking_agreement([[0, 1, 2, 3]] * 3, 4)
-    np.testing.assert_allclose(agreement.kendall_tau, np.ones((3, 3)))
-    assert agreement.kendall_w == pytest.approx(1.0)
-    assert agreement.mean_tau == pytest.approx(1.0)
-
-
-def test_reversed_rankings_disagree_perfectly() -> None:
-    agreement = heron.ranking_agreement([Ranking.from_levels([0, 1, 2, 3]), Ranking.from_levels([3, 2, 1, 0])], 4)
-    assert agreement.kendall_tau[0, 1] == pytest.approx(-1.0)
-    assert agreement.kendall_w == pytest.approx(0.0)
-
-
-def test_agreement_against_hand_computed_values() -> None:
-    # One adjacent swap among 4 factors: (5 concordant - 1 discordant) / 6 = 2/3.
-    assert heron.ranking_agreement([[0, 1, 2, 3], [1, 0, 2, 3]], 4).kendall_tau[0, 1] == pytest.approx(2 / 3)
-    # Ranks (1,2,3,4), (2,1,3,4), (1,2,4,3): rank sums (4,5,10,11), mean 7.5, S = 37,
-    # W = 12 * 37 / (3^2 * (4^3 - 4)) = 37/45.
-    w = heron.ranking_agreement([[0, 1, 2, 3], [1, 0, 2, 3], [0, 1, 3, 2]], 4).kendall_w
-    assert w == pytest.approx(37 / 45)
-
-
-def test_agreement_with_tie_groups() -> None:
-    # Ranks (1, 2, 3) and (1, 2.5, 2.5). tau-b: C=2, D=0, one pair tied in y:
-    # 2 / sqrt(3 * 2). W: rank sums (2, 4.5, 5.5), S = 6.5, T = (0, 2^3 - 2),
-    # W = 12 * 6.5 / (2^2 * 24 - 2 * 6) = 78 / 84.
-    agreement = heron.ranking_agreement([[0, 1, 2], [0, (1, 2)]], 3)
-    assert agreement.kendall_tau[0, 1] == pytest.approx(2 / math.sqrt(6))
-    assert agreement.kendall_w == pytest.approx(78 / 84)
-
-
-def test_agreement_is_nan_where_undefined() -> None:
-    agreement = heron.ranking_agreement([[(0, 1, 2)], [0, 1, 2]], 3)  # first ties everything
-    assert math.isnan(agreement.kendall_tau[0, 1]) and math.isnan(agreement.kendall_tau[0, 0])
-    assert agreement.kendall_tau[1, 1] == 1.0
-    single = heron.ranking_agreement([[0]], 1)
-    assert math.isnan(single.kendall_w) and math.isnan(single.mean_tau)
-    with pytest.raises(ValueError, match="non-empty"):
-        heron.ranking_agreement([], 3)
-    with pytest.raises(ValueError, match="out of range"):
-        heron.ranking_agreement([[0, 5]], 3)
 
 
 def test_label_pairs_on_no_pairs() -> None:

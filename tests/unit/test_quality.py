@@ -307,6 +307,26 @@ def test_all_tied_ranking_gives_nan_tau() -> None:
     assert math.isnan(ranking_concordance([flat, flat], FACTORS).w)
 
 
+def test_mean_tau_over_defined_pairs() -> None:
+    ordered = [[key] for key in FACTORS]
+    swapped = [["energy"], ["speed"], ["upright"], ["smooth"]]
+    # One adjacent swap among 4 factors: (5 concordant - 1 discordant) / 6 = 2/3; tau's mean over the
+    # three off-diagonal pairs (1, 2/3, 2/3).
+    result = ranking_concordance([ordered, ordered, swapped], FACTORS)
+    assert result.tau[0, 2] == pytest.approx(2 / 3)
+    assert result.mean_tau == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    # Ranks (1,2,3,4), (2,1,3,4), (1,2,4,3): rank sums (4,5,10,11), mean 7.5, S = 37, W = 37/45.
+    third = [["speed"], ["energy"], ["smooth"], ["upright"]]
+    assert ranking_concordance([ordered, swapped, third], FACTORS).w == pytest.approx(37 / 45)
+    # Ranks (1, 2, 3) and (1, 2.5, 2.5): tau-b = 2 / sqrt(6); W = 78 / 84.
+    ties = ranking_concordance([[["speed"], ["energy"], ["upright"]], [["speed"], ["energy", "upright"]]], FACTORS[:3])
+    assert ties.tau[0, 1] == pytest.approx(2 / math.sqrt(6))
+    assert ties.w == pytest.approx(78 / 84)
+    # Undefined: one ranking, or every pair involves a ranking that ties everything.
+    assert math.isnan(ranking_concordance([ordered], FACTORS).mean_tau)
+    assert math.isnan(ranking_concordance([[FACTORS], ordered], FACTORS).mean_tau)
+
+
 def test_ranking_validation() -> None:
     with pytest.raises(ValueError, match="unknown factor"):
         ranking_concordance([[["nope"]]], FACTORS)

@@ -15,7 +15,6 @@ It lives in the Django-free core, ``trainer/core/heron.py`` (formerly ``trainer/
 * :func:`sample_pairs`      -- all pairs of the pool, or a uniform sample of distinct pairs.
 * :func:`batch_pairs`       -- the reference's scheme: all 120 pairs inside random batches of 16.
 * :func:`label_pairs`       -- end to end: margins, one comparator pass per ranking, soft targets.
-* :func:`ranking_agreement` -- Kendall's tau-b between annotators and Kendall's W over all.
 
 Conventions used throughout:
 
@@ -32,26 +31,22 @@ Conventions used throughout:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 __all__ = [
     "HeronLabels",
     "LevelSpec",
     "MarginScope",
     "Ranking",
-    "RankingAgreement",
     "batch_pairs",
     "compare",
     "label_pairs",
     "margins",
-    "ranking_agreement",
     "sample_pairs",
 ]
 
@@ -412,24 +407,6 @@ class Ranking:
         """This ranking's sigmas if it overrides them, else ``default`` (the project's)."""
         return np.asarray(self.sigmas if self.sigmas is not None else default, dtype=np.float64)
 
-    def factor_ranks(self, n_factors: int) -> FloatArray:
-        """Fractional ranks 1..n_factors of every factor (1 = most important).
-
-        Factors of one tie group share the average of the positions they occupy; factors absent
-        from the ranking are treated as one tie group after the last level. These are the ranks
-        used for Kendall's tau-b and W in :func:`ranking_agreement`.
-        """
-        self.validate_for(n_factors)
-        ranks = np.empty(n_factors, dtype=np.float64)
-        position = 0
-        for group in self.levels:
-            ranks[list(group)] = position + (len(group) + 1) / 2
-            position += len(group)
-        unranked = sorted(set(range(n_factors)) - set(self.factors))
-        if unranked:
-            ranks[unranked] = position + (len(unranked) + 1) / 2
-        return ranks
-
 
 def _as_ranking(ranking: Ranking | Sequence[LevelSpec]) -> Ranking:
     return ranking if isinstance(ranking, Ranking) else Ranking.from_levels(ranking)
@@ -730,75 +707,3 @@ def label_pairs(
         n_votes=n_votes,
         batch_ids=batch_array,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Agreement between annotators
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class RankingAgreement:
-    """Agreement between annotators' rankings of the same factors.
-
-    ``kendall_tau``: (m, m) matrix of Kendall's tau-b between rankings (diagonal 1; NaN where a
-    ranking ties every factor). ``kendall_w``: Kendall's coefficient of concordance over all
-    rankings, with tie correction (NaN when undefined). ``mean_tau``: mean of the off-diagonal
-    tau values (NaN with fewer than two rankings).
-    """
-
-    kendall_tau: npt.NDArray[np.float64]
-    kendall_w: float
-    mean_tau: float
-
-
-def _kendall_w(ranks: FloatArray) -> float:
-    """Kendall's W for an (m raters, n items) matrix of fractional ranks, with tie correction.
-
-    W = 12 S / (m^2 (n^3 - n) - m sum_j T_j), where S is the sum of squared deviations of the
-    items' rank sums from their mean m(n+1)/2, and T_j = sum over rater j's tie groups of t^3 - t.
-    """
-    n_raters, n_items = ranks.shape
-    rank_sums = ranks.sum(axis=0)
-    spread = float(np.sum((rank_sums - n_raters * (n_items + 1) / 2) ** 2))
-    tie_correction = 0.0
-    for rater_ranks in ranks:
-        _, group_sizes = np.unique(rater_ranks, return_counts=True)
-        tie_correction += float(np.sum(group_sizes.astype(np.float64) ** 3 - group_sizes))
-    denominator = n_raters**2 * (n_items**3 - n_items) - n_raters * tie_correction
-    return 12 * spread / denominator if denominator > 0 else math.nan
-
-
-def ranking_agreement(rankings: Sequence[Ranking | Sequence[LevelSpec]], n_factors: int) -> RankingAgreement:
-    """Kendall's tau-b between every two rankings and Kendall's W over all of them.
-
-    Each ranking is turned into fractional factor ranks (:meth:`Ranking.factor_ranks`: the level
-    order, tied factors sharing their average rank, unranked factors tied last). tau-b
-    (``scipy.stats.kendalltau``, variant "b") handles the ties; W uses the standard tie correction.
-    Undefined values (fewer than two factors, a ranking that ties everything) are NaN.
-    """
-    if not _is_index(n_factors) or n_factors < 1:
-        raise ValueError(f"n_factors must be a positive integer, got {n_factors!r}")
-    if isinstance(rankings, Ranking) or not rankings:
-        raise ValueError("rankings must be a non-empty sequence")
-    ranks = np.stack([_as_ranking(ranking).factor_ranks(int(n_factors)) for ranking in rankings])
-    n_rankings = ranks.shape[0]
-    informative = np.array([np.unique(row).size > 1 for row in ranks])
-    tau = np.full((n_rankings, n_rankings), math.nan)
-    for first in range(n_rankings):
-        for second in range(first, n_rankings):
-            if not (informative[first] and informative[second]):
-                continue
-            if first == second:
-                tau[first, first] = 1.0
-                continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                value = float(stats.kendalltau(ranks[first], ranks[second], variant="b").statistic)
-            tau[first, second] = tau[second, first] = value
-    off_diagonal = tau[~np.eye(n_rankings, dtype=bool)]
-    mean_tau = math.nan
-    if off_diagonal.size and not np.all(np.isnan(off_diagonal)):
-        mean_tau = float(np.nanmean(off_diagonal))
-    kendall_w = _kendall_w(ranks) if n_factors >= 2 else math.nan
-    return RankingAgreement(kendall_tau=tau, kendall_w=kendall_w, mean_tau=mean_tau)
