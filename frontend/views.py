@@ -195,7 +195,7 @@ def _compare_context(request: AuthenticatedHttpRequest, project: Project, notice
     if result.lease is not None:
         lease = result.lease
         query = Query.objects.select_related("clip_a", "clip_b").get(pk=lease.query_id)
-        left, right = (query.clip_b, query.clip_a) if lease.swapped else (query.clip_a, query.clip_b)
+        left, right = query.shown_clips(lease.swapped)
         context["preload"] = selectors.next_clips_preview(
             project=project, annotator=request.user, exclude_query_id=query.pk
         )

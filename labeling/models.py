@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -15,6 +16,14 @@ from django.db import models
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
+
+_Side = TypeVar("_Side")
+
+
+def displayed_pair(clip_a: _Side, clip_b: _Side, swapped: bool) -> tuple[_Side, _Side]:
+    """(left, right) as the annotator sees them: clip_b on the left when ``swapped``. The one place that maps a
+    lease's or judgment's on-screen sides to the canonical clip_a/clip_b (works for clips and for their ids)."""
+    return (clip_b, clip_a) if swapped else (clip_a, clip_b)
 
 FACTOR_KEY_VALIDATOR = RegexValidator(r"^[a-z][a-z0-9_]{0,63}$", "use lower-case letters, digits and _")
 
@@ -277,6 +286,10 @@ class Query(models.Model):
     def __str__(self) -> str:
         return f"query {self.pk} ({self.clip_a_id} vs {self.clip_b_id})"
 
+    def shown_clips(self, swapped: bool) -> tuple[Clip, Clip]:
+        """(left, right) clips as shown with ``swapped``."""
+        return displayed_pair(self.clip_a, self.clip_b, swapped)
+
 
 class Lease(models.Model):
     """An annotator's claim on a query while they look at it. Live while ``expires_at`` is in the future."""
@@ -302,6 +315,10 @@ class Lease(models.Model):
     @property
     def is_live(self) -> bool:
         return self.expires_at > timezone.now()
+
+    def shown_clips(self) -> tuple[Clip, Clip]:
+        """(left, right) clips as this lease shows them."""
+        return self.query.shown_clips(self.swapped)
 
     def extend(self, ttl_seconds: int) -> None:
         now = timezone.now()
@@ -338,14 +355,17 @@ class Judgment(models.Model):
     def __str__(self) -> str:
         return f"{self.annotator} on {self.query_id}: {self.choice}"
 
+    def shown_clips(self) -> tuple[Clip, Clip]:
+        """(left, right) clips as they were shown when this answer was given."""
+        return self.query.shown_clips(self.swapped)
+
     @property
     def preferred_clip_id(self) -> int | None:
         """The clip judged better, in canonical terms; None for equal or can't tell."""
         if self.choice not in (Choice.LEFT, Choice.RIGHT):
             return None
-        left_is_a = not self.swapped
-        picked_left = self.choice == Choice.LEFT
-        return self.query.clip_a_id if picked_left == left_is_a else self.query.clip_b_id
+        left, right = displayed_pair(self.query.clip_a_id, self.query.clip_b_id, self.swapped)
+        return left if self.choice == Choice.LEFT else right
 
     @property
     def canonical_label(self) -> str | None:

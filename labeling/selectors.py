@@ -105,8 +105,7 @@ def history_rows(
         judgments = judgments.filter(pk__in=judgment_ids)
     rows = []
     for judgment in judgments[:limit]:
-        query = judgment.query
-        left, right = (query.clip_b, query.clip_a) if judgment.swapped else (query.clip_a, query.clip_b)
+        left, right = judgment.shown_clips()
         rows.append({"judgment": judgment, "left": left, "right": right, "revisions": judgment.n_revisions})
     return rows
 

@@ -137,7 +137,7 @@ class ClipListView(APIView):
 
 def lease_payload(request: AuthenticatedRequest, lease) -> dict:
     query = lease.query
-    left, right = (query.clip_b, query.clip_a) if lease.swapped else (query.clip_a, query.clip_b)
+    left, right = lease.shown_clips()
     context = {"request": request}
     return {
         "id": query.pk,
