@@ -25,6 +25,7 @@ def displayed_pair(clip_a: _Side, clip_b: _Side, swapped: bool) -> tuple[_Side, 
     lease's or judgment's on-screen sides to the canonical clip_a/clip_b (works for clips and for their ids)."""
     return (clip_b, clip_a) if swapped else (clip_a, clip_b)
 
+
 FACTOR_KEY_VALIDATOR = RegexValidator(r"^[a-z][a-z0-9_]{0,63}$", "use lower-case letters, digits and _")
 
 

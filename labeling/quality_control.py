@@ -6,12 +6,18 @@
   oneself is self-consistency.
 - Qualification: with ``qualification_size`` > 0 a new annotator first answers that many gold questions and goes
   on to real work only with an accuracy of at least ``qualification_threshold``.
+
+Gold accuracy has one rule, owned by :func:`labeling.quality.gold_accuracy` and used here for qualification and
+on the dashboard: "can't tell" on a gold question is neither right nor wrong. It is left out of the accuracy
+(and does not count towards ``qualification_size``) and is reported separately, as a count.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from django.db import IntegrityError, transaction
@@ -21,6 +27,9 @@ from django.utils import timezone
 from accounts.models import User
 
 from .models import Clip, Judgment, Membership, Project, Query, QuerySource, QueryStatus, RenderStatus
+
+if TYPE_CHECKING:
+    from .quality import AnnotatorScore, Answer
 
 # Gold questions are answered by everyone: their "answers wanted" is effectively unbounded.
 GOLD_ANSWERS_WANTED = 1_000_000
@@ -111,15 +120,33 @@ def _next_gold(project: Project, annotator: User) -> Query | None:
     return _unanswered(gold, annotator).order_by("random_key").first()
 
 
-def gold_accuracy(*, project: Project, annotator: User) -> tuple[int, int]:
-    """(answered, correct) gold questions; can't-tell answers count as answered and wrong."""
-    answered = correct = 0
-    for judgment in Judgment.objects.filter(
-        query__project=project, query__source=QuerySource.GOLD, annotator=annotator
-    ).select_related("query"):
-        answered += 1
-        correct += judgment.canonical_label == judgment.query.gold_answer
-    return answered, correct
+def answers_of(judgments: Iterable[Judgment]) -> list[Answer]:
+    """Judgments as :class:`labeling.quality.Answer` rows in canonical terms ("can't tell" kept as such).
+
+    Needs ``query`` (its clip ids) and ``annotator`` (its username) loaded on every judgment."""
+    from . import quality  # statsmodels and scipy load in seconds: only where a score is computed
+
+    return [
+        quality.Answer(
+            query_id=j.query_id, annotator=j.annotator.username, label=j.canonical_label or quality.CANT_TELL
+        )
+        for j in judgments
+    ]
+
+
+def gold_accuracy(*, project: Project, annotator: User) -> AnnotatorScore:
+    """The annotator's gold accuracy, by the one rule of :func:`labeling.quality.gold_accuracy`: "can't tell"
+    is neither right nor wrong (left out of ``n``; the dashboard counts it in its own column)."""
+    from . import quality
+
+    judgments = list(
+        Judgment.objects.filter(query__project=project, query__source=QuerySource.GOLD, annotator=annotator)
+        .select_related("query", "annotator")
+        .order_by("id")
+    )
+    gold = {j.query_id: j.query.gold_answer for j in judgments}
+    scores = quality.gold_accuracy(answers_of(judgments), gold)
+    return scores.get(annotator.username) or quality.AnnotatorScore.of(0, 0)
 
 
 def special_query_for(*, project: Project, annotator: User, rng: random.Random | None = None) -> Special:
@@ -128,12 +155,14 @@ def special_query_for(*, project: Project, annotator: User, rng: random.Random |
     if project.qualification_size > 0:
         membership = Membership.objects.filter(project=project, user=annotator).first()
         if membership is not None and membership.qualified_at is None:
-            answered, correct = gold_accuracy(project=project, annotator=annotator)
-            if answered < project.qualification_size:
+            # "Can't tell" does not count towards the qualification: more gold is served until
+            # ``qualification_size`` answers can be graded (or the gold runs out).
+            score = gold_accuracy(project=project, annotator=annotator)
+            if score.n < project.qualification_size:
                 gold = _next_gold(project, annotator)
                 if gold is not None:
                     return Special(query=gold)
-            if answered == 0 or correct / answered < project.qualification_threshold:
+            if score.n == 0 or score.value < project.qualification_threshold:
                 return Special(not_qualified=True)
             Membership.objects.filter(pk=membership.pk).update(qualified_at=timezone.now())
     repeat = (

@@ -112,7 +112,7 @@ def history_rows(
 
 def quality_report(project: Project) -> dict[str, Any]:
     """Per-annotator reliability (gold accuracy, self-consistency, agreement) and the project's α and κ."""
-    from . import quality
+    from . import quality, quality_control
     from .models import QuerySource
 
     judgments = list(
@@ -129,10 +129,7 @@ def quality_report(project: Project) -> dict[str, Any]:
             "annotator__username",
         )
     )
-    answers = [
-        quality.Answer(query_id=j.query_id, annotator=j.annotator.username, label=j.canonical_label or "cant_tell")
-        for j in judgments
-    ]
+    answers = quality_control.answers_of(judgments)
     gold = {j.query_id: j.query.gold_answer for j in judgments if j.query.source == QuerySource.GOLD}
     repeats = {j.query_id: j.query.repeat_of_id for j in judgments if j.query.repeat_of_id}
     # Agreement statistics are about the ordinary questions: several annotators answering the same pair.

@@ -139,3 +139,30 @@ def test_gold_accuracy_on_the_quality_report(project, annotator):
         answer_next(project, annotator, correct_gold=True)
     row = quality_report(project)["rows"][0]["row"]
     assert (row.gold.n, row.gold.hits) == (5, 5)
+
+
+def test_cant_tell_on_gold_is_neither_right_nor_wrong(project, annotator):
+    """One rule for qualification and the dashboard: "can't tell" is left out of gold accuracy, counted apart."""
+    from labeling.selectors import quality_report
+
+    setup_project(project)
+    project.qualification_size = 2
+    project.qualification_threshold = 1.0
+    project.save()
+    for choice in ("cant_tell", "cant_tell", None, None):
+        lease = assignment.lease_next_query(project=project, annotator=annotator).lease
+        query = Query.objects.get(pk=lease.query_id)
+        assert query.source == QuerySource.GOLD  # can't-tell answers do not use up the qualification
+        if choice is None:
+            left, _right = lease.shown_clips()
+            better = query.clip_a_id if query.gold_answer == "a" else query.clip_b_id
+            choice = "left" if left.pk == better else "right"
+        assignment.judgment_submit(
+            query_id=query.pk, annotator=annotator, choice=choice, lease_token=lease.token, client_id=uuid.uuid4()
+        )
+    score = quality_control.gold_accuracy(project=project, annotator=annotator)
+    assert (score.n, score.hits, score.value) == (2, 2, 1.0)
+    judgment, _ = answer_next(project, annotator)
+    assert judgment.query.source == QuerySource.RANDOM  # qualified: 2 of 2 graded answers right
+    row = quality_report(project)["rows"][0]["row"]
+    assert (row.gold.n, row.gold.hits, row.cant_tell) == (2, 2, 2)
