@@ -74,7 +74,7 @@ class TrainRequestSerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         config = attrs.pop("config")
         try:
-            RewardModelConfig.from_dict({**RewardModelConfig().to_dict(), **config})
+            RewardModelConfig().merged(config)
             PreferenceParams.from_dict({**attrs, "reward_config": config})
         except (TypeError, ValueError) as error:
             raise serializers.ValidationError({"config": [str(error)]}) from None

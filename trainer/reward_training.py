@@ -93,7 +93,7 @@ def resolve_reward_config(overrides: dict[str, Any]) -> RewardModelConfig:
     overrides.setdefault(
         "device", "auto" if settings.HERONRY["TORCH_DEVICE"] == "auto" else settings.HERONRY["TORCH_DEVICE"]
     )
-    return RewardModelConfig.from_dict({**RewardModelConfig().to_dict(), **overrides})
+    return RewardModelConfig().merged(overrides)
 
 
 def reward_model_train(

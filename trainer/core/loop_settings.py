@@ -8,12 +8,10 @@ uses it is ``trainer.loop``.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .configbase import Check, ConfigBase, is_int, is_number
 from .policy import PolicyConfig
 from .reward import RewardModelConfig
 
@@ -25,24 +23,13 @@ MAX_QUERIES_PER_CLIP = 1000
 MAX_NOISE_LEVELS = 64
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _finite(value: int | float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
 # Defaults sized for the CPU: a 64-64 ensemble trains in seconds on a few thousand pairs, and SAC with
 # these settings swings Pendulum up within ~10k steps.
 DEFAULT_REWARD_CONFIG: dict[str, Any] = {"hidden_sizes": [64, 64], "max_epochs": 60, "patience": 5}
 
 
 @dataclass(frozen=True)
-class LoopSettings:
+class LoopSettings(ConfigBase):
     """Everything one iteration of labels → preferences → reward → policy → clips → queries needs."""
 
     retrain_on_ranking: bool = True
@@ -87,17 +74,19 @@ class LoopSettings:
         if (
             not isinstance(noise, list | tuple)
             or not 1 <= len(noise) <= MAX_NOISE_LEVELS
-            or not all(isinstance(x, int | float) and not isinstance(x, bool) and _finite(x) for x in noise)
+            or not all(is_number(x) for x in noise)
         ):
             raise ValueError(f"rollout_noise must be a list of 1 to {MAX_NOISE_LEVELS} numbers, each between 0 and 2")
         object.__setattr__(self, "rollout_noise", tuple(float(x) for x in noise))
-        self.validate()
+        super().__post_init__()
 
     def validate(self) -> None:
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(message)
+        super().validate()
+        # The nested configs are validated by their own classes, so a typo fails now, not in a worker.
+        self.reward_model_config()
+        self.policy_config()
 
+    def checks(self, check: Check) -> None:
         check(
             self.preference_sources in ("auto", "rankings", "judgments", "both"),
             "preference_sources must be auto, rankings, judgments or both",
@@ -109,55 +98,36 @@ class LoopSettings:
             "reward_config and policy must be objects",
         )
         check(
-            _is_int(self.preference_cap) and 1 <= self.preference_cap <= MAX_PREFERENCE_CAP,
+            is_int(self.preference_cap) and 1 <= self.preference_cap <= MAX_PREFERENCE_CAP,
             "preference_cap must be between 1 and 5,000,000",
         )
         check(
-            isinstance(self.policy_timesteps, int) and 1 <= self.policy_timesteps <= 10_000_000,
+            is_int(self.policy_timesteps) and 1 <= self.policy_timesteps <= 10_000_000,
             "policy_timesteps must be between 1 and 10,000,000",
         )
-        check(isinstance(self.rollouts, int) and 1 <= self.rollouts <= 1000, "rollouts must be between 1 and 1000")
+        check(is_int(self.rollouts) and 1 <= self.rollouts <= 1000, "rollouts must be between 1 and 1000")
         check(
             len(self.rollout_noise) >= 1 and all(0.0 <= x <= 2.0 for x in self.rollout_noise),
             "rollout_noise needs at least one level, each between 0 and 2",
         )
         check(
-            isinstance(self.label_budget, int) and 0 <= self.label_budget <= 100_000,
+            is_int(self.label_budget) and 0 <= self.label_budget <= 100_000,
             "label_budget must be between 0 and 100,000",
         )
         check(self.query_selection in QUERY_SELECTIONS, f"query_selection must be one of {QUERY_SELECTIONS}")
-        check(isinstance(self.oversample, int) and 1 <= self.oversample <= 1000, "oversample must be 1 to 1000")
+        check(is_int(self.oversample) and 1 <= self.oversample <= 1000, "oversample must be 1 to 1000")
         check(
-            _is_int(self.max_queries_per_clip) and 1 <= self.max_queries_per_clip <= MAX_QUERIES_PER_CLIP,
+            is_int(self.max_queries_per_clip) and 1 <= self.max_queries_per_clip <= MAX_QUERIES_PER_CLIP,
             "max_queries_per_clip must be between 1 and 1000",
         )
-        check(isinstance(self.seed, int) and 0 <= self.seed < 2**31, "seed must be in [0, 2**31)")
-        # The nested configs are validated by their own classes, so a typo fails now, not in a worker.
-        self.reward_model_config()
-        self.policy_config()
+        check(is_int(self.seed) and 0 <= self.seed < 2**31, "seed must be in [0, 2**31)")
 
     def reward_model_config(self, **overrides: Any) -> RewardModelConfig:
-        return RewardModelConfig.from_dict({**RewardModelConfig().to_dict(), **self.reward_config, **overrides})
+        return RewardModelConfig().merged({**self.reward_config, **overrides})
 
     def policy_config(self, **overrides: Any) -> PolicyConfig:
-        return PolicyConfig.from_dict({**PolicyConfig().to_dict(), **self.policy, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["rollout_noise"] = list(self.rollout_noise)
-        return data
+        return PolicyConfig().merged({**self.policy, **overrides})
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> LoopSettings:
-        data = dict(data or {})
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown loop setting(s): {', '.join(unknown)}")
-        try:
-            return cls(**data)
-        except TypeError as error:  # a wrongly typed value that the checks above did not name
-            raise ValueError(str(error)) from None
-
-    def merged(self, overrides: Mapping[str, Any] | None) -> LoopSettings:
-        """These settings with ``overrides`` applied (nested dicts replace, they don't merge)."""
-        return LoopSettings.from_dict({**self.to_dict(), **dict(overrides or {})})
+    def _unknown_keys_message(cls, unknown: list[str], known: list[str]) -> str:
+        return f"unknown loop setting(s): {', '.join(unknown)}"

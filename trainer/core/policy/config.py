@@ -7,15 +7,15 @@ by :meth:`PolicyConfig.from_dict`).
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import gymnasium
 import torch
+
+from trainer.core.configbase import Check, ConfigBase, device_problem, is_device, resolve_device
+from trainer.core.configbase import is_int as _is_int
+from trainer.core.configbase import is_number as _is_number
+from trainer.core.configbase import is_positive_number as _is_positive_number
 
 ALGORITHMS = ("auto", "sac", "ppo")
 
@@ -36,13 +36,13 @@ MAX_PPO_N_STEPS = 1_000_000
 MAX_PPO_N_EPOCHS = 1_000
 MAX_EVAL_EPISODES = 1_000
 MAX_NUM_THREADS = 256
-# "cpu", "cuda", "cuda:<index>" or "auto": nothing else reaches torch.device.
-DEVICE_PATTERN = re.compile(r"cpu|cuda|cuda:[0-9]{1,2}|auto")
 
 
 @dataclass(frozen=True)
-class PolicyConfig:
+class PolicyConfig(ConfigBase):
     """Everything that decides how a policy is built and trained on a (learned) reward."""
+
+    _problem_prefix = "invalid PolicyConfig: "
 
     # --- algorithm and network -----------------------------------------------------------------
     algorithm: str = "auto"
@@ -110,17 +110,10 @@ class PolicyConfig:
         # Accept lists (from JSON) for net_arch but always store a hashable tuple.
         if isinstance(self.net_arch, list | tuple):
             object.__setattr__(self, "net_arch", tuple(self.net_arch))
-        self.validate()
+        super().__post_init__()
 
     # ------------------------------------------------------------------------------------------
-    def validate(self) -> None:
-        """Raise ValueError describing every invalid field at once."""
-        problems: list[str] = []
-
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
-
+    def checks(self, check: Check) -> None:
         check(self.algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
 
         def within(value: object, low: int, high: int) -> bool:
@@ -178,12 +171,7 @@ class PolicyConfig:
         check(
             within(self.num_threads, 1, MAX_NUM_THREADS), f"num_threads must be an integer from 1 to {MAX_NUM_THREADS}"
         )
-        check(
-            isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,
-            f"device must be 'cpu', 'cuda', 'cuda:<index>' or 'auto', got {self.device!r}"[:300],
-        )
-        if problems:
-            raise ValueError("invalid PolicyConfig: " + "; ".join(problems))
+        check(is_device(self.device), device_problem(self.device))
 
     def resolved_algorithm(self, action_space: gymnasium.Space) -> str:
         """``sac`` or ``ppo``: what ``algorithm`` means for ``action_space``.
@@ -201,45 +189,7 @@ class PolicyConfig:
 
     def resolved_device(self) -> torch.device:
         """The torch device to train on; ``auto`` means CUDA if available, else CPU."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        device = torch.device(self.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"config.device={self.device!r} but CUDA is not available (use 'auto' or 'cpu')")
-        return device
-
-    def replace(self, **changes: Any) -> PolicyConfig:
-        """A copy with some fields changed (validated like any new config)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (tuples become lists)."""
-        data = dataclasses.asdict(self)
-        data["net_arch"] = list(self.net_arch)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not silently fall
-        back to a default), missing keys take their defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown PolicyConfig field(s) {unknown}; valid fields are {sorted(known)}")
-        return cls(**dict(data))
-
-
-def _is_int(value: object) -> bool:
-    # bool is an int subclass; "batch_size: true" in JSON is a mistake, not 1.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
-
-
-def _is_positive_number(value: object) -> bool:
-    return _is_number(value) and value > 0  # type: ignore[operator]
+        return resolve_device(self.device)
 
 
 def _is_valid_ent_coef(value: object) -> bool:

@@ -6,14 +6,14 @@ The config is stored verbatim in every checkpoint, so every field must be a plai
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+
+from trainer.core.configbase import Check, ConfigBase, device_problem, is_device, resolve_device
+from trainer.core.configbase import is_int as _is_int
+from trainer.core.configbase import is_number as _is_number
+from trainer.core.configbase import is_positive_number as _is_positive_number
 
 ACTIVATIONS = ("relu", "tanh", "leaky_relu", "gelu")
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -30,13 +30,13 @@ MAX_EPOCHS = 10_000
 MAX_MIN_DELTA = 1_000.0
 MAX_NUM_THREADS = 256
 MAX_EVAL_BATCH_CLIPS = 65_536
-# "cpu", "cuda", "cuda:<index>" or "auto": nothing else reaches torch.device.
-DEVICE_PATTERN = re.compile(r"cpu|cuda|cuda:[0-9]{1,2}|auto")
 
 
 @dataclass(frozen=True)
-class RewardModelConfig:
+class RewardModelConfig(ConfigBase):
     """Everything that decides how a reward model is built and trained (design §4)."""
+
+    _problem_prefix = "invalid RewardModelConfig: "
 
     # --- network -------------------------------------------------------------------------------
     hidden_sizes: tuple[int, ...] = (256, 256)
@@ -105,17 +105,10 @@ class RewardModelConfig:
         if not isinstance(self.hidden_sizes, list | tuple):
             raise ValueError(f"invalid RewardModelConfig: hidden_sizes must be a list, got {self.hidden_sizes!r}"[:300])
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
-        self.validate()
+        super().__post_init__()
 
     # ------------------------------------------------------------------------------------------
-    def validate(self) -> None:
-        """Raise ValueError describing every invalid field at once."""
-        problems: list[str] = []
-
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
-
+    def checks(self, check: Check) -> None:
         check(
             len(self.hidden_sizes) <= MAX_HIDDEN_LAYERS
             and all(_is_int(h) and 0 < h <= MAX_HIDDEN_SIZE for h in self.hidden_sizes),
@@ -178,47 +171,17 @@ class RewardModelConfig:
             _is_int(self.eval_batch_clips) and 1 <= self.eval_batch_clips <= MAX_EVAL_BATCH_CLIPS,
             f"eval_batch_clips must be an integer from 1 to {MAX_EVAL_BATCH_CLIPS}",
         )
-        check(
-            isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,
-            f"device must be 'cpu', 'cuda', 'cuda:<index>' or 'auto', got {self.device!r}"[:300],
-        )
-        if problems:
-            raise ValueError("invalid RewardModelConfig: " + "; ".join(problems))
+        check(is_device(self.device), device_problem(self.device))
 
     def resolved_device(self) -> torch.device:
         """The torch device to train on; ``auto`` means CUDA if available, else CPU."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        device = torch.device(self.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"config.device={self.device!r} but CUDA is not available (use 'auto' or 'cpu')")
-        return device
+        return resolve_device(self.device)
 
     def resolved_training_precision(self, device: torch.device) -> str:
         """``float32`` or ``bfloat16``: what ``training_precision`` means on ``device``."""
         if self.training_precision != "auto":
             return self.training_precision
         return "bfloat16" if device.type == "cpu" and cpu_has_native_bfloat16() else "float32"
-
-    def replace(self, **changes: Any) -> RewardModelConfig:
-        """A copy with some fields changed (validated like any new config)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (tuples become lists)."""
-        data = dataclasses.asdict(self)
-        data["hidden_sizes"] = list(self.hidden_sizes)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RewardModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not silently fall
-        back to a default), missing keys take their defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown RewardModelConfig field(s) {unknown}; valid fields are {sorted(known)}")
-        return cls(**dict(data))
 
 
 def cpu_has_native_bfloat16() -> bool:
@@ -232,16 +195,3 @@ def cpu_has_native_bfloat16() -> bool:
         return any(bool(getattr(torch.cpu, probe)()) for probe in probes if hasattr(torch.cpu, probe))
     except Exception:  # a probe that exists but fails must not break training
         return False
-
-
-def _is_int(value: object) -> bool:
-    # bool is an int subclass; "ensemble_size: true" in JSON is a mistake, not 1.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
-
-
-def _is_positive_number(value: object) -> bool:
-    return _is_number(value) and value > 0  # type: ignore[operator]
