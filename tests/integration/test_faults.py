@@ -374,7 +374,7 @@ def test_cut_database_connections_mid_request_lose_no_acknowledged_judgment(
         # 3. Cut mid-request, before the answer is written: a clear 503, nothing written, and the retry with
         # the same client_id records it once.
         query, client_id = lease(), uuid.uuid4()
-        cut.cut_at("before", f"INSERT INTO {Judgment._meta.db_table}")
+        cut.cut_at("before", f"INSERT INTO {connection.ops.quote_name(Judgment._meta.db_table)}")
         status, body = answer(query, client_id)
         assert cut.fired and status == 503 and body["error"]["code"] == "database_unavailable", (status, body)
         assert "client_id" in body["error"]["message"]
@@ -383,7 +383,7 @@ def test_cut_database_connections_mid_request_lose_no_acknowledged_judgment(
 
         # 4. Cut inside the transaction, after the write but before COMMIT: rolled back as a whole.
         query, client_id = lease(), uuid.uuid4()
-        cut.cut_at("after", f"INSERT INTO {Judgment._meta.db_table}")
+        cut.cut_at("after", f"INSERT INTO {connection.ops.quote_name(Judgment._meta.db_table)}")
         status, body = answer(query, client_id)
         assert cut.fired and status == 503, (status, body)
         nothing_written(query)
@@ -392,7 +392,7 @@ def test_cut_database_connections_mid_request_lose_no_acknowledged_judgment(
         # 5. Cut right after COMMIT (while listeners hear of the answer): the answer is recorded, so the client is
         # told so (201), and a retry returns it (200), never a second one.
         query, client_id = lease(), uuid.uuid4()
-        cut.cut_at("after_commit", f"INSERT INTO {Judgment._meta.db_table}")
+        cut.cut_at("after_commit", f"INSERT INTO {connection.ops.quote_name(Judgment._meta.db_table)}")
         status, body = answer(query, client_id)
         assert cut.fired and status == 201, (status, body)
         status, again = answer(query, client_id)
@@ -400,7 +400,7 @@ def test_cut_database_connections_mid_request_lose_no_acknowledged_judgment(
 
         # 6. Cut while a query is being leased: a clear 503 and no lease; asking again works.
         leases_before = Lease.objects.filter(annotator=annotator).count()
-        cut.cut_at("before", f"INSERT INTO {Lease._meta.db_table}")
+        cut.cut_at("before", f"INSERT INTO {connection.ops.quote_name(Lease._meta.db_table)}")
         status, body = call(f"/projects/{project.slug}/queries/next/")
         assert cut.fired and status == 503 and body["error"]["code"] == "database_unavailable", (status, body)
         assert Lease.objects.filter(annotator=annotator).count() == leases_before
