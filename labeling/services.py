@@ -16,7 +16,7 @@ from django.utils.text import slugify
 
 from accounts.models import User
 
-from . import environments
+from . import environments, events
 from .errors import Conflict, ValidationFailed
 from .models import (
     COALESCING_JOB_KINDS,
@@ -202,17 +202,20 @@ def job_create(*, project: Project, kind: str, params: Mapping[str, Any] | None 
 def job_start(*, project: Project, kind: str, params: Mapping[str, Any] | None = None, created_by: User | None) -> Job:
     """Create a job and send it to the workers once the transaction commits.
 
-    The task is sent by name (``trainer.<kind>``): labeling announces work, the trainer app does it.
+    The task is sent by name (``labeling.events.JOB_TASKS[kind]``): labeling announces work, the trainer app does it.
 
     A preference build or a reward-model training (COALESCING_JOB_KINDS) asked for while one of its kind waits
     for a worker supersedes the waiting one instead of queueing another: ``job_queue_coalesced``. Its task is
     sent again all the same; a delivery that finds the job claimed does nothing, and a lost message is replaced.
     """
+    task = events.JOB_TASKS.get(kind)
+    if task is None:
+        raise ValidationFailed(f"no worker runs jobs of kind {kind!r}")
     if kind in COALESCING_JOB_KINDS:
         job = job_queue_coalesced(project=project, kind=kind, params=params, created_by=created_by)
     else:
         job = job_create(project=project, kind=kind, params=params, created_by=created_by)
-    transaction.on_commit(lambda: send_task_by_name(f"trainer.{kind}", job.pk))
+    transaction.on_commit(lambda: send_task_by_name(task, job.pk))
     return job
 
 
