@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 
 from accounts.typing import AuthenticatedHttpRequest
-from labeling import assignment, rankings, revisions, selectors, services
+from labeling import assignment, events, rankings, revisions, selectors, services
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError, ValidationFailed
 from labeling.models import Choice, JobKind, Project, Query
 from labeling.parsing import loads_bounded, parse_float, parse_int
@@ -362,7 +362,7 @@ def rank(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     for clip_pair in extremes.values():
         for clip in clip_pair.values():
             if clip is not None and not clip.video and clip.render_status == "pending":
-                services.send_task_by_name("trainer.render_clip", clip.pk)  # shown next time
+                services.send_task_by_name(events.RENDER_CLIP, clip.pk)  # shown next time
     by_key = {f.key: f for f in factors}
 
     def examples(key: str) -> list[dict]:

@@ -33,7 +33,7 @@ from django.utils.html import format_html
 
 from accounts.admin import UserAdmin as AccountsUserAdmin
 
-from . import environments, services, uploads
+from . import environments, events, services, uploads
 from .models import (
     Clip,
     Job,
@@ -357,6 +357,16 @@ class ProjectForm(forms.ModelForm):
         return env_id
 
 
+# Project actions that other apps offer (the trainer's "train a reward model", "start an iteration"): they register
+# here when Django starts (trainer.apps), so labeling never imports them and nobody patches ProjectAdmin.
+_PROJECT_ACTIONS: dict[str, Any] = {}
+
+
+def project_action_register(action: Any) -> None:
+    """Offer an admin action (a function decorated with ``admin.action``) on labeling's project list."""
+    _PROJECT_ACTIONS[action.__name__] = action
+
+
 @admin.register(Project)
 class ProjectAdmin(ScopedModelAdmin):
     form = ProjectForm
@@ -366,7 +376,12 @@ class ProjectAdmin(ScopedModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("created_by", "created_at")
     inlines = [RewardFactorInline, MembershipInline]
-    actions = ["generate_clips", "create_gold_questions"]
+    own_actions = ("generate_clips", "create_gold_questions")
+
+    @property
+    def actions(self) -> list[Any]:  # type: ignore[override]  # computed: other apps register theirs at start-up
+        """This admin's own actions, then those other apps registered (``project_action_register``)."""
+        return [*self.own_actions, *_PROJECT_ACTIONS.values()]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
         return researcher_projects(request) if not request.user.is_superuser else super().get_queryset(request)
@@ -503,7 +518,7 @@ class ClipAdmin(ProjectScopedAdmin):
     @admin.action(description="Render video for the selected clips")
     def render_video(self, request: HttpRequest, queryset: QuerySet[Clip]) -> None:
         for clip_id in queryset.values_list("id", flat=True):
-            services.send_task_by_name("trainer.render_clip", clip_id)
+            services.send_task_by_name(events.RENDER_CLIP, clip_id)
         self.message_user(request, f"Queued {queryset.count()} clip(s) for rendering.", messages.SUCCESS)
 
 

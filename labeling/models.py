@@ -184,6 +184,9 @@ class Clip(models.Model):
     poster = models.FileField(upload_to="clips/%Y/%m/", blank=True)
     render_status = models.CharField(max_length=16, choices=RenderStatus.choices, default=RenderStatus.PENDING)
     render_error = models.TextField(blank=True)
+    render_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the current render claim was taken (labeling.clips.clip_render_claim)."
+    )
     iteration = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 

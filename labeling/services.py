@@ -16,7 +16,7 @@ from django.utils.text import slugify
 
 from accounts.models import User
 
-from . import environments
+from . import environments, events
 from .errors import Conflict, ValidationFailed
 from .models import (
     COALESCING_JOB_KINDS,
@@ -170,26 +170,72 @@ def queries_create_random(
                 chosen.add(pair)
                 if len(chosen) >= wanted:
                     break
-    keys = rng.random(len(chosen))
+    return queries_publish(
+        project=project,
+        pairs=sorted(chosen),
+        source=QuerySource.RANDOM,
+        iteration=iteration,
+        priority=priority,
+        rng=rng,
+    )
+
+
+@transaction.atomic
+def queries_publish(
+    *,
+    project: Project,
+    pairs: Sequence[tuple[int, int]],
+    source: str,
+    rng: np.random.Generator,
+    iteration: int = 0,
+    priority: int = 0,
+    uncertainties: Sequence[float | None] | None = None,
+) -> int:
+    """Ask ``pairs`` of the project's clips (random or active queries); the result is the number created.
+
+    Pairs are stored in canonical order; a pair already asked (by anyone, even concurrently) is skipped, so
+    publishing twice creates the questions once. ``uncertainties`` (the model's, for active selection) go
+    with the pairs; ``rng`` draws the serving order, so a seeded run serves the same order.
+    """
+    if source not in (QuerySource.RANDOM, QuerySource.ACTIVE):
+        raise ValidationFailed(f"queries of source {source!r} are not published here")
+    if uncertainties is not None and len(uncertainties) != len(pairs):
+        raise ValidationFailed("one uncertainty per pair, or none")
+    wanted: dict[tuple[int, int], float | None] = {}
+    for index, (first, second) in enumerate(pairs):
+        if first == second:
+            raise ValidationFailed(f"a query compares two different clips, not clip {first} with itself")
+        pair = (int(min(first, second)), int(max(first, second)))
+        wanted.setdefault(pair, None if uncertainties is None else uncertainties[index])
+    if not wanted:
+        return 0
+    ids = sorted({clip_id for pair in wanted for clip_id in pair})
+    if Clip.objects.filter(project=project, pk__in=ids).count() != len(ids):
+        raise ValidationFailed("every clip of a query must belong to the project")
+    existing = set(
+        Query.objects.filter(
+            source__in=[QuerySource.RANDOM, QuerySource.ACTIVE], clip_a_id__in=ids, clip_b_id__in=ids
+        ).values_list("clip_a_id", "clip_b_id")
+    )
+    new = [(pair, score) for pair, score in wanted.items() if pair not in existing]
+    keys = rng.random(len(new))
     queries = [
         Query(
             project=project,
             clip_a_id=a,
             clip_b_id=b,
-            source=QuerySource.RANDOM,
+            source=source,
+            uncertainty=None if score is None else float(score),
             answers_wanted=project.overlap,
             random_key=float(key),
             iteration=iteration,
             priority=priority,
         )
-        for (a, b), key in zip(sorted(chosen), keys, strict=True)
+        for ((a, b), score), key in zip(new, keys, strict=True)
     ]
-    try:
-        with transaction.atomic():
-            Query.objects.bulk_create(queries, batch_size=1000)
-    except IntegrityError:
-        # Another writer created some of the same pairs concurrently; keep the ones that are still new.
-        Query.objects.bulk_create(queries, batch_size=1000, ignore_conflicts=True)
+    # A concurrent writer may have asked some of the same pairs since the read: the unique constraint on
+    # random/active pairs drops those rows here.
+    Query.objects.bulk_create(queries, batch_size=1000, ignore_conflicts=True)
     return len(queries)
 
 
@@ -202,17 +248,20 @@ def job_create(*, project: Project, kind: str, params: Mapping[str, Any] | None 
 def job_start(*, project: Project, kind: str, params: Mapping[str, Any] | None = None, created_by: User | None) -> Job:
     """Create a job and send it to the workers once the transaction commits.
 
-    The task is sent by name (``trainer.<kind>``): labeling announces work, the trainer app does it.
+    The task is sent by name (``labeling.events.JOB_TASKS[kind]``): labeling announces work, the trainer app does it.
 
     A preference build or a reward-model training (COALESCING_JOB_KINDS) asked for while one of its kind waits
     for a worker supersedes the waiting one instead of queueing another: ``job_queue_coalesced``. Its task is
     sent again all the same; a delivery that finds the job claimed does nothing, and a lost message is replaced.
     """
+    task = events.JOB_TASKS.get(kind)
+    if task is None:
+        raise ValidationFailed(f"no worker runs jobs of kind {kind!r}")
     if kind in COALESCING_JOB_KINDS:
         job = job_queue_coalesced(project=project, kind=kind, params=params, created_by=created_by)
     else:
         job = job_create(project=project, kind=kind, params=params, created_by=created_by)
-    transaction.on_commit(lambda: send_task_by_name(f"trainer.{kind}", job.pk))
+    transaction.on_commit(lambda: send_task_by_name(task, job.pk))
     return job
 
 

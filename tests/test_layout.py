@@ -71,3 +71,32 @@ def test_trainer_core_imports_without_django():
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+LABELING_MODELS = ("Rollout", "Clip", "Query", "Lease", "Judgment")
+
+
+def test_trainer_writes_labeling_tables_only_through_labeling_services():
+    """Each app writes its own tables: trainer (beside its Django-free core) never creates, saves, bulk-creates,
+    updates or deletes rows of labeling's Rollout, Clip, Query, Lease or Judgment itself; it calls labeling's
+    services (labeling.clips, labeling.services)."""
+    import re
+
+    models = "|".join(LABELING_MODELS)
+    writes = [
+        re.compile(rf"\b({models})\.objects\b[^\n]*\.(create|bulk_create|get_or_create|update_or_create)\("),
+        re.compile(rf"\b({models})\.objects\b[^\n]*\.(update|delete)\("),
+        re.compile(rf"\b({models})\("),  # building an instance to save it
+        re.compile(r"\b(clip|rollout|query|lease|judgment)s?\.save\("),
+        re.compile(r"\b(clip|rollout|query|lease|judgment)s?\.(video|poster|data)\.save\("),
+    ]
+    offenders = []
+    for path in sorted((ROOT / "trainer").rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if relative.parts[1] in {"core", "tests", "migrations"}:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            code = line.split("#", 1)[0]
+            if any(pattern.search(code) for pattern in writes):
+                offenders.append(f"{relative}:{number}: {line.strip()}")
+    assert not offenders, "trainer writes labeling's tables directly:\n" + "\n".join(offenders)

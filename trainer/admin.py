@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from labeling.admin import ProjectAdmin, ProjectScopedAdmin
+from labeling.admin import ProjectScopedAdmin
 from labeling.errors import ServiceError
 from labeling.models import JobKind, Project
 from labeling.services import job_start
@@ -125,5 +125,5 @@ def start_iteration(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset
             modeladmin.message_user(request, f"{project}: iteration {iteration.number} {iteration.message.lower()}.")
 
 
-# The trainer adds its actions to labeling's project admin (labeling doesn't know the trainer exists).
-ProjectAdmin.actions = [*ProjectAdmin.actions, train_reward_model, start_iteration]
+# Offered on labeling's project list through labeling.admin.project_action_register (from trainer.apps).
+PROJECT_ACTIONS = (train_reward_model, start_iteration)

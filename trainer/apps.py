@@ -24,3 +24,10 @@ class TrainerConfig(AppConfig):
         from .loop import iteration_in_progress
 
         pending_work.register("trainer.iterations", iteration_in_progress)
+        from labeling.admin import project_action_register
+
+        from .admin import PROJECT_ACTIONS
+
+        # Project actions appear on labeling's project admin without labeling importing trainer.
+        for action in PROJECT_ACTIONS:
+            project_action_register(action)

@@ -1,13 +1,12 @@
 """Rollouts → clips → videos → queries, for a project (the Django side of the clip pipeline).
 
-The numerical work lives in envs/policies/rollouts/video (no Django); this module stores what they make.
+The numerical work lives in envs/policies/rollouts/video (no Django); this module hands what they make to
+labeling's services (``labeling.clips``, ``labeling.services.queries_create_random``), which write the rows.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,12 +15,18 @@ from typing import Any
 
 import numpy as np
 from django.core.files import File
-from django.core.files.base import ContentFile
-from django.core.files.storage import FileSystemStorage
 from django.db import DatabaseError, transaction
-from django.db.models.fields.files import FieldFile
 
-from labeling.models import Clip, Job, Project, Query, RenderStatus, Rollout
+from labeling.clips import (
+    ClipSegment,
+    clip_render_claim,
+    clip_render_fail,
+    clip_render_finish,
+    clips_create,
+    rollout_store,
+    rollouts_delete,
+)
+from labeling.models import Clip, Job, Project, Query, RenderStatus
 from labeling.services import queries_create_random
 
 from .core import envs, rollouts, video
@@ -60,50 +65,6 @@ class GenerateClipsParams:
         return params
 
 
-def store_file(field_file: FieldFile, name: str, content: File) -> None:
-    """``field_file.save(name, content, save=False)``, except that no partly written file is ever visible.
-
-    Django's FileSystemStorage writes in place, chunk by chunk: a worker killed or a disk filled mid-write
-    would leave a truncated file under the artefact's name. Here the bytes go to a hidden temporary file in the
-    destination folder and are linked under the final (unused) name only once complete. Other storages
-    (object stores) write an object whole anyway.
-    """
-    storage = field_file.storage
-    if not isinstance(storage, FileSystemStorage):
-        field_file.save(name, content, save=False)
-        return
-    max_length = field_file.field.max_length
-    name = storage.get_available_name(field_file.field.generate_filename(field_file.instance, name), max_length)
-    target = Path(storage.path(name))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise FileExistsError(f"{target.parent} exists and is not a directory") from None
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            for chunk in content.chunks():
-                out.write(chunk)
-        os.chmod(temporary, storage.file_permissions_mode or 0o644)  # mkstemp makes it private
-        while True:
-            try:
-                os.link(temporary, target)  # atomic, and never replaces a file someone else stored
-                break
-            except FileExistsError:
-                name = storage.get_available_name(name, max_length)
-                target = Path(storage.path(name))
-            except OSError:  # no hard links on this file system: a rename is atomic too
-                os.replace(temporary, target)
-                break
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-    name = Path(os.path.relpath(target, storage.location)).as_posix()
-    field_file.name = name
-    setattr(field_file.instance, field_file.field.attname, name)
-    field_file._committed = True  # type: ignore[attr-defined]  # as FieldFile.save does
-
-
 def factor_columns(project: Project, preset: envs.EnvPreset) -> list[int]:
     """For each project factor, the column of the preset's per-step factor array that feeds it."""
     by_source = {spec.source: i for i, spec in enumerate(preset.factors)}
@@ -132,7 +93,7 @@ def generate_clips(job: Job) -> dict[str, Any]:
     probe_env.close()
 
     # A job re-run after its worker died starts over: whatever the dead attempt stored is removed first.
-    Rollout.objects.filter(job=job).delete()
+    rollouts_delete(project=project, job=job)
 
     new_clips: list[Clip] = []
     for index in range(params.rollouts):
@@ -175,35 +136,27 @@ def store_rollout(
     columns: list[int],
     iteration: int,
 ) -> list[Clip]:
-    segments = rollouts.segments(data.n_steps, project.segment_steps)
+    segments = [
+        ClipSegment(
+            start=seg.start,
+            length=seg.length,
+            factor_totals=dict(zip(keys, rollouts.segment_totals(data.factors, seg)[columns].tolist(), strict=True)),
+            true_return=float(data.rewards[seg.start : seg.start + seg.length].sum()),
+        )
+        for seg in rollouts.segments(data.n_steps, project.segment_steps)
+    ]
     with transaction.atomic():
-        rollout = Rollout(
+        rollout = rollout_store(
             project=project,
             policy=data.policy,
             env_seed=data.seed,
             n_steps=data.n_steps,
+            data=rollouts.save_npz(data),
             true_return=data.true_return,
             iteration=iteration,
             job=job,
         )
-        store_file(rollout.data, f"{project.slug}-{data.seed}.npz", ContentFile(rollouts.save_npz(data)))
-        rollout.save()
-        clips = [
-            Clip(
-                project=project,
-                rollout=rollout,
-                start=seg.start,
-                length=seg.length,
-                factor_totals={
-                    key: float(total)
-                    for key, total in zip(keys, rollouts.segment_totals(data.factors, seg)[columns], strict=True)
-                },
-                true_return=float(data.rewards[seg.start : seg.start + seg.length].sum()),
-                iteration=iteration,
-            )
-            for seg in segments
-        ]
-        return Clip.objects.bulk_create(clips)
+        return clips_create(rollout=rollout, segments=segments)
 
 
 def clips_needing_video(project: Project):
@@ -214,21 +167,15 @@ def clips_needing_video(project: Project):
 
 
 def render_clip(clip: Clip) -> bool:
-    """Render a clip's MP4 and poster from its rollout. Safe to call twice; a failure is stored on the clip.
+    """Render a clip's MP4 and poster from its rollout, if this caller wins the clip's render claim.
 
-    The files appear whole or not at all (see ``store_file``); if the second one cannot be stored the first is
-    removed again, so a failed clip leaves nothing under its name, and rendering it again starts clean.
+    True if this call rendered it. Safe to call twice and from concurrent workers: one claims the clip
+    (``labeling.clips.clip_render_claim``), the others return False. A failure is stored on the clip; the
+    files appear whole or not at all, and a failed clip leaves none behind (``clip_render_finish``).
     """
-    claimed = (
-        Clip.objects.filter(pk=clip.pk)
-        .exclude(render_status=RenderStatus.READY)
-        .update(render_status=RenderStatus.RENDERING)
-    )
-    if not claimed:
+    if not clip_render_claim(clip_id=clip.pk):
         return False
     project = clip.project
-    stored: list[str] = []
-    row_written = False
     try:
         with clip.rollout.data.open("rb") as handle:
             data = rollouts.load_npz(handle.read())
@@ -247,25 +194,11 @@ def render_clip(clip: Clip) -> bool:
             mp4, poster = Path(folder) / "clip.mp4", Path(folder) / "poster.jpg"
             video.write_mp4(frames, mp4, fps=fps)
             video.write_poster(frames[0], poster)
-            with mp4.open("rb") as handle:
-                store_file(clip.video, f"{project.slug}/{clip.pk}.mp4", File(handle))
-            stored.append(str(clip.video.name))
-            with poster.open("rb") as handle:
-                store_file(clip.poster, f"{project.slug}/{clip.pk}.jpg", File(handle))
-            stored.append(str(clip.poster.name))
-        clip.render_status, clip.render_error = RenderStatus.READY, ""
-        row_written = True  # from here on the row may point at the files (a commit can succeed unseen)
-        clip.save(update_fields=["video", "poster", "render_status", "render_error"])
-        return True
+            with mp4.open("rb") as mp4_handle, poster.open("rb") as poster_handle:
+                return clip_render_finish(clip=clip, video=File(mp4_handle), poster=File(poster_handle))
     except Exception as error:  # stored for the researcher; the job carries on with other clips
         logger.exception("rendering clip %s failed", clip.pk)
-        if not row_written:
-            for name in stored:
-                with contextlib.suppress(OSError):
-                    clip.video.storage.delete(name)
         if isinstance(error, DatabaseError):
-            raise  # the row cannot be updated now; the clip stays unready and is rendered again later
-        Clip.objects.filter(pk=clip.pk).update(
-            render_status=RenderStatus.FAILED, render_error=f"{type(error).__name__}: {error}"[:2000]
-        )
+            raise  # the row cannot be updated now; the claim goes stale and the clip is rendered again later
+        clip_render_fail(clip_id=clip.pk, error=f"{type(error).__name__}: {error}")
         return False

@@ -15,6 +15,7 @@ from typing import Any
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from labeling import events
 from labeling.models import COALESCING_JOB_KINDS, Job, JobStatus
 from labeling.services import send_task_by_name
 
@@ -70,4 +71,4 @@ def _send_next(job: Job) -> None:
         .first()
     )
     if waiting is not None:
-        transaction.on_commit(lambda: send_task_by_name(f"trainer.{job.kind}", waiting))
+        transaction.on_commit(lambda: send_task_by_name(events.JOB_TASKS[job.kind], waiting))

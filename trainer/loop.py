@@ -30,6 +30,7 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from accounts.models import User
+from labeling import events
 from labeling.errors import Conflict, ValidationFailed
 from labeling.models import Judgment, Project, QuerySource
 from labeling.services import send_task_by_name
@@ -42,12 +43,12 @@ logger = logging.getLogger(__name__)
 
 # One task per step, each routed to its queue in settings.CELERY_TASK_ROUTES.
 STEP_TASKS: Mapping[str, str] = {
-    IterationState.BUILDING_PREFERENCES: "trainer.iteration_build_preferences",
-    IterationState.TRAINING_REWARD: "trainer.iteration_train_reward",
-    IterationState.TRAINING_POLICY: "trainer.iteration_train_policy",
-    IterationState.ROLLING_OUT: "trainer.iteration_roll_out",
-    IterationState.RENDERING: "trainer.iteration_render",
-    IterationState.PUBLISHING: "trainer.iteration_publish",
+    IterationState.BUILDING_PREFERENCES: events.ITERATION_BUILD_PREFERENCES,
+    IterationState.TRAINING_REWARD: events.ITERATION_TRAIN_REWARD,
+    IterationState.TRAINING_POLICY: events.ITERATION_TRAIN_POLICY,
+    IterationState.ROLLING_OUT: events.ITERATION_ROLL_OUT,
+    IterationState.RENDERING: events.ITERATION_RENDER,
+    IterationState.PUBLISHING: events.ITERATION_PUBLISH,
 }
 MAX_ATTEMPTS = 3  # claims of one step (its worker died each time) before the iteration fails
 # The database connection broke under a step (a server restart, a failover, a killed backend). That is not the

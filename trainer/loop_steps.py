@@ -17,10 +17,13 @@ import numpy as np
 from django.core.files.base import ContentFile
 from django.db import transaction
 
-from labeling.models import Clip, Project, Query, QuerySource, RenderStatus, Rollout
+from labeling.clips import render_stale_after, rollouts_delete
+from labeling.files import store_file
+from labeling.models import Clip, Project, Query, QuerySource, RenderStatus
 from labeling.selectors import factor_extremes
+from labeling.services import queries_publish
 
-from .clip_pipeline import factor_columns, render_clip, store_file, store_rollout
+from .clip_pipeline import factor_columns, render_clip, store_rollout
 from .core import envs, rollouts
 from .core.jsonsafe import json_safe
 from .core.loop_settings import LoopSettings
@@ -206,7 +209,7 @@ def train_policy_step(iteration: Iteration, loop_settings: LoopSettings, report:
 def roll_out(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
     project = iteration.project
     # The iteration number names its clips; a dead attempt's rollouts (and their clips) go first.
-    Rollout.objects.filter(project=project, iteration=iteration.number).delete()
+    rollouts_delete(project=project, iteration=iteration.number)
     checkpoint = PolicyCheckpoint.objects.get(iteration=iteration)
     preset = envs.get_preset(project.env_id)
     keys = list(project.factors.order_by("position", "id").values_list("key", flat=True))
@@ -276,6 +279,30 @@ def _choose_pairs(iteration: Iteration, loop_settings: LoopSettings, clips: list
     return chosen, method
 
 
+def _render_all(clips: list[Clip], report: StepReporter) -> None:
+    """Render each clip once, here or elsewhere: a clip another worker is rendering (a render_clip task, or a
+    dead attempt of this step whose claim has not gone stale yet) is waited for, heartbeating, and taken over
+    once its claim is stale (``labeling.clips.clip_render_claim``)."""
+    pending = {clip.pk: clip for clip in clips}
+    done = 0
+    poll = min(1.0, render_stale_after().total_seconds() / 4)
+    while pending:
+        for clip_id in sorted(pending):
+            if render_clip(pending[clip_id]):
+                del pending[clip_id]
+                done += 1
+                report(done / len(clips), f"Rendered {done} of {len(clips)} clips")
+        # What this caller could not claim: finished or failed by the other renderer, or still being rendered.
+        statuses = dict(Clip.objects.filter(pk__in=list(pending)).values_list("pk", "render_status"))
+        for clip_id in list(pending):
+            if statuses.get(clip_id) not in (RenderStatus.RENDERING, RenderStatus.PENDING):
+                del pending[clip_id]
+                done += 1
+        if pending:
+            report(done / len(clips), f"Waiting for {len(pending)} clips being rendered elsewhere")
+            time.sleep(poll)
+
+
 def render(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
     project = iteration.project
     clips = list(
@@ -291,10 +318,9 @@ def render(iteration: Iteration, loop_settings: LoopSettings, report: StepReport
         Clip.objects.filter(pk__in=wanted)
         .exclude(render_status=RenderStatus.READY)
         .select_related("project", "rollout")
+        .order_by("id")
     )
-    for index, clip in enumerate(to_render):
-        render_clip(clip)
-        report((index + 1) / len(to_render), f"Rendered {index + 1} of {len(to_render)} clips")
+    _render_all(to_render, report)
     # A clip that could not be rendered (media folder unwritable, disk full, …) would be published in a query
     # nobody can ever be shown: fail the step instead, saying why. Retrying the iteration renders only the
     # clips that are not ready yet.
@@ -320,24 +346,17 @@ def publish(iteration: Iteration, loop_settings: LoopSettings, report: StepRepor
     selection = iteration.results.get("rendering", {})
     pairs = selection.get("pairs", [])
     source = QuerySource.ACTIVE if selection.get("selection") == "active" else QuerySource.RANDOM
-    rng = _rng(loop_settings, iteration, 7)
-    queries = [
-        Query(
-            project=project,
-            clip_a_id=a,
-            clip_b_id=b,
-            source=source,
-            uncertainty=score,
-            answers_wanted=project.overlap,
-            iteration=iteration.number,
-            # Newer iterations' questions first: they are about the behaviour the policy has now.
-            priority=iteration.number,
-            random_key=float(rng.random()),
-        )
-        for a, b, score in pairs
-    ]
-    # Safe to run twice: the unique (clip_a, clip_b) constraint on random/active queries drops repeats.
-    Query.objects.bulk_create(queries, ignore_conflicts=True)
+    # Safe to run twice: pairs already asked are skipped, so the questions are created once.
+    queries_publish(
+        project=project,
+        pairs=[(a, b) for a, b, _ in pairs],
+        uncertainties=[score for _, _, score in pairs],
+        source=source,
+        iteration=iteration.number,
+        # Newer iterations' questions first: they are about the behaviour the policy has now.
+        priority=iteration.number,
+        rng=_rng(loop_settings, iteration, 7),
+    )
     created = Query.objects.filter(project=project, iteration=iteration.number, source=source).count()
     report(1.0, f"Published {created} queries")
     return {

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from labeling import events
+
 from . import clip_pipeline
 from .jobs import job_run
 
 
-@shared_task(name="trainer.generate_clips")
+@shared_task(name=events.GENERATE_CLIPS)
 def generate_clips(job_id: int) -> None:
     job_run(job_id, clip_pipeline.generate_clips)
 
 
-@shared_task(name="trainer.render_clip")
+@shared_task(name=events.RENDER_CLIP)
 def render_clip(clip_id: int) -> None:
     from labeling.models import Clip
 
@@ -25,14 +27,14 @@ def render_clip(clip_id: int) -> None:
         clip_pipeline.render_clip(clip)
 
 
-@shared_task(name="trainer.build_preferences")
+@shared_task(name=events.BUILD_PREFERENCES)
 def build_preferences(job_id: int) -> None:
     from .preference_building import build_preferences as work
 
     job_run(job_id, work)
 
 
-@shared_task(name="trainer.train_reward_model")
+@shared_task(name=events.TRAIN_REWARD_MODEL)
 def train_reward_model(job_id: int) -> None:
     from .reward_training import train_reward_model_job
 
@@ -70,37 +72,37 @@ def _iteration_step(task, iteration_id: int, state: str) -> None:
         raise task.retry(countdown=stale_after().total_seconds(), max_retries=None)
 
 
-@shared_task(name="trainer.iteration_build_preferences", bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=events.ITERATION_BUILD_PREFERENCES, bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_build_preferences(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 
 
-@shared_task(name="trainer.iteration_train_reward", bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=events.ITERATION_TRAIN_REWARD, bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_train_reward(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 
 
-@shared_task(name="trainer.iteration_train_policy", bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=events.ITERATION_TRAIN_POLICY, bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_train_policy(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 
 
-@shared_task(name="trainer.iteration_roll_out", bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=events.ITERATION_ROLL_OUT, bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_roll_out(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 
 
-@shared_task(name="trainer.iteration_render", bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=events.ITERATION_RENDER, bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_render(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 
 
-@shared_task(name="trainer.iteration_publish", bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=events.ITERATION_PUBLISH, bind=True, acks_late=True, reject_on_worker_lost=True)
 def iteration_publish(self, iteration_id: int, state: str) -> None:
     _iteration_step(self, iteration_id, state)
 
 
-@shared_task(name="trainer.sweep_iterations")
+@shared_task(name=events.SWEEP_ITERATIONS)
 def sweep_iterations() -> dict[str, int]:
     from .loop import iterations_sweep
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from labeling import events
+
 from .env import database_from_url, env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -218,20 +220,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {
-    "trainer.generate_clips": {"queue": "render"},
-    "trainer.render_clip": {"queue": "render"},
-    "trainer.train_*": {"queue": "train"},
-    "trainer.iteration_train_reward": {"queue": "train"},
-    "trainer.iteration_train_policy": {"queue": "train"},
-    "trainer.iteration_roll_out": {"queue": "render"},
-    "trainer.iteration_render": {"queue": "render"},
-}
-CELERY_BEAT_SCHEDULE = {
-    "sweep-expired-leases": {"task": "labeling.sweep_leases", "schedule": 60.0},
-    "sweep-iterations": {"task": "trainer.sweep_iterations", "schedule": 60.0},
-}
+CELERY_TASK_DEFAULT_QUEUE = events.QUEUE_DEFAULT
+# Task names and their queues live in labeling.events (one place for every name that crosses an app boundary).
+CELERY_TASK_ROUTES = events.celery_routes()
+CELERY_BEAT_SCHEDULE = events.celery_beat_schedule()
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
