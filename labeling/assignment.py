@@ -51,6 +51,7 @@ from .models import (
     QueryStatus,
     RenderStatus,
 )
+from .selectors import servable_queries
 from .signals import judgment_recorded
 
 _swap_coin = random.SystemRandom()
@@ -189,13 +190,7 @@ def _next_candidate(*, project: Project, annotator: User, now) -> Query | None:
     answered = Judgment.objects.filter(query=OuterRef("pk"), annotator=annotator)
     skipped = Lease.objects.filter(query=OuterRef("pk"), annotator=annotator, skipped=True)
     candidates = (
-        Query.objects.filter(
-            project=project,
-            status=QueryStatus.OPEN,
-            source__in=[QuerySource.RANDOM, QuerySource.ACTIVE],
-            clip_a__render_status=RenderStatus.READY,
-            clip_b__render_status=RenderStatus.READY,
-        )
+        servable_queries(project)
         .exclude(Exists(answered))
         .exclude(Exists(skipped))
         .annotate(live=Coalesce(_live_leases_by_others(annotator, now), Value(0)))

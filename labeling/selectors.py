@@ -154,16 +154,8 @@ def next_clips_preview(*, project: Project, annotator: User, exclude_query_id: i
     """
     from django.db.models import Exists, OuterRef
 
-    from .models import QuerySource, RenderStatus
-
     query = (
-        Query.objects.filter(
-            project=project,
-            status=QueryStatus.OPEN,
-            source__in=[QuerySource.RANDOM, QuerySource.ACTIVE],
-            clip_a__render_status=RenderStatus.READY,
-            clip_b__render_status=RenderStatus.READY,
-        )
+        servable_queries(project)
         .exclude(pk=exclude_query_id)
         .exclude(Exists(Judgment.objects.filter(query=OuterRef("pk"), annotator=annotator)))
         .select_related("clip_a", "clip_b")
@@ -171,3 +163,16 @@ def next_clips_preview(*, project: Project, annotator: User, exclude_query_id: i
         .first()
     )
     return [query.clip_a, query.clip_b] if query is not None else []
+
+
+def servable_queries(project: Project) -> QuerySet[Query]:
+    """Open ordinary (random or active) queries of the project whose two clips are ready to watch."""
+    from .models import QuerySource, RenderStatus
+
+    return Query.objects.filter(
+        project=project,
+        status=QueryStatus.OPEN,
+        source__in=[QuerySource.RANDOM, QuerySource.ACTIVE],
+        clip_a__render_status=RenderStatus.READY,
+        clip_b__render_status=RenderStatus.READY,
+    )
