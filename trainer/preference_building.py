@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from django.core.files.base import ContentFile
 from django.db import transaction
 
+from labeling.files import store_file
 from labeling.models import Clip, Job, Judgment, Project
 from labeling.rankings import current_rankings
 
@@ -191,7 +192,7 @@ def preference_set_build(
         n_pairs=len(table),
         checksum=hashlib.sha256(raw).hexdigest(),
     )
-    preference_set.file.save(f"{project.slug}-preferences.parquet", ContentFile(raw), save=False)
+    store_file(preference_set.file, f"{project.slug}-preferences.parquet", ContentFile(raw))  # whole or not at all
     preference_set.save()
     return preference_set
 

@@ -12,6 +12,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from labeling.files import store_file
 from labeling.models import Clip, Job, Project
 
 from .core import rollouts
@@ -172,11 +173,12 @@ def reward_model_train(
                 "clip_ids": ids.tolist(),
             },
         )
-        reward_model.weights.save(
-            f"{project.slug}-v{reward_model.version}.safetensors", ContentFile(checkpoint.weights), save=False
+        # Written whole or not at all: a reader never sees a truncated checkpoint (labeling.files).
+        store_file(
+            reward_model.weights, f"{project.slug}-v{reward_model.version}.safetensors", ContentFile(checkpoint.weights)
         )
-        reward_model.metadata.save(
-            f"{project.slug}-v{reward_model.version}.json", ContentFile(checkpoint.metadata), save=False
+        store_file(
+            reward_model.metadata, f"{project.slug}-v{reward_model.version}.json", ContentFile(checkpoint.metadata)
         )
         reward_model.metrics = json_safe(result.metrics)
         reward_model.history = json_safe([dataclasses.asdict(epoch) for epoch in result.history])
