@@ -161,6 +161,7 @@ AXES_CLIENT_IP_CALLABLE = "accounts.client_ip.client_ip"
 # failures of the username that logged in, from that address.
 AXES_RESET_ON_SUCCESS = False
 AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
 
 # --- Content-Security-Policy (django-csp) ---------------------------------------------------------------
