@@ -12,10 +12,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.typing import AuthenticatedRequest
-from labeling import exports, selectors
+from labeling import exports
 from labeling.api.errors import error_response
 from labeling.api.serializers import JobSerializer, bounded_json
-from labeling.api.views import require_researcher, visible_object
+from labeling.api.views import require_researcher, researcher_project, visible_object
 from labeling.errors import NotFound, ValidationFailed
 from labeling.models import JobKind
 from labeling.parsing import parse_optional_int
@@ -84,8 +84,7 @@ class TrainRequestSerializer(serializers.Serializer):
 class RewardModelListView(APIView):
     @extend_schema(responses=RewardModelSerializer(many=True), summary="The project's reward-model versions")
     def get(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
-        require_researcher(request, project)
+        project = researcher_project(request, slug)
         models = RewardModel.objects.filter(project=project).order_by("-version")
         return Response(RewardModelSerializer(models, many=True).data)
 
@@ -95,8 +94,7 @@ class RewardModelListView(APIView):
         summary="Build preferences from rankings and/or judgments, then train a new version",
     )
     def post(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
-        require_researcher(request, project)
+        project = researcher_project(request, slug)
         spec = TrainRequestSerializer(data=request.data)
         spec.is_valid(raise_exception=True)
         job = job_start(
@@ -142,8 +140,7 @@ class PreferenceExportView(APIView):
         summary="A preference set: every labelled pair with its target, weight and origin",
     )
     def get(self, request: AuthenticatedRequest, slug: str) -> StreamingHttpResponse | FileResponse | Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
-        require_researcher(request, project)
+        project = researcher_project(request, slug)
         sets = PreferenceSet.objects.filter(project=project).order_by("-created_at", "-id")
         set_id = parse_optional_int(request.query_params.get("set"), name="set", minimum=1)
         preference_set = sets.filter(pk=set_id).first() if set_id is not None else sets.first()

@@ -11,9 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.typing import AuthenticatedRequest
-from labeling import selectors
 from labeling.api.serializers import bounded_json
-from labeling.api.views import require_researcher, visible_object
+from labeling.api.views import require_researcher, researcher_project, visible_object
 from labeling.errors import ValidationFailed
 
 from . import loop
@@ -97,8 +96,7 @@ def _iteration_for_researcher(request: AuthenticatedRequest, iteration_id: int) 
 class IterationListView(APIView):
     @extend_schema(responses=IterationSerializer(many=True), summary="The loop's iterations, newest first")
     def get(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
-        require_researcher(request, project)
+        project = researcher_project(request, slug)
         iterations = Iteration.objects.filter(project=project).select_related("policy").order_by("-number")
         return Response(IterationSerializer(iterations, many=True).data)
 
@@ -108,8 +106,7 @@ class IterationListView(APIView):
         summary="Start the next iteration (pairwise mode: it waits for its label budget, then starts itself)",
     )
     def post(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
-        require_researcher(request, project)
+        project = researcher_project(request, slug)
         spec = IterationCreateSerializer(data=request.data)
         spec.is_valid(raise_exception=True)
         iteration = loop.iteration_create(

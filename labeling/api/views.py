@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from accounts.typing import AuthenticatedRequest
 from labeling import assignment, exports, rankings, revisions, selectors, services
 from labeling.errors import NotFound, ServiceError
-from labeling.models import Choice, Job, JobKind, Membership, Query
+from labeling.models import Choice, Job, JobKind, Membership, Project, Query
 from labeling.parsing import parse_optional_int
 
 from .errors import error_response
@@ -48,6 +48,13 @@ class _Forbidden(ServiceError):
 def require_researcher(request: AuthenticatedRequest, project) -> None:
     if not selectors.is_project_researcher(project=project, user=request.user):
         raise _Forbidden("only the project's researchers may do this")
+
+
+def researcher_project(request: AuthenticatedRequest, slug: str) -> Project:
+    """The project, for its researchers; 404 for non-members (no existence oracle), 403 for annotators."""
+    project = selectors.project_for_member(slug=slug, user=request.user)
+    require_researcher(request, project)
+    return project
 
 
 _M = TypeVar("_M", bound=Model)
@@ -277,8 +284,7 @@ class JudgmentExportView(APIView):
         summary="Stream every judgment of the project",
     )
     def get(self, request: AuthenticatedRequest, slug: str) -> StreamingHttpResponse | Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
-        require_researcher(request, project)
+        project = researcher_project(request, slug)
         fmt = request.query_params.get("format", "jsonl")
         rows = (exports.judgment_row(j) for j in selectors.judgments_for_export(project))
         if fmt == "jsonl":
@@ -320,8 +326,7 @@ class RankingListView(APIView):
 class JobListView(APIView):
     @extend_schema(responses=JobSerializer(many=True), summary="The project's background jobs")
     def get(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
-        require_researcher(request, project)
+        project = researcher_project(request, slug)
         return Response(JobSerializer(selectors.recent_jobs(project, limit=100), many=True).data)
 
     @extend_schema(
@@ -330,8 +335,7 @@ class JobListView(APIView):
         summary="Start a job (generate_clips: rollouts → clips → videos → random queries)",
     )
     def post(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
-        require_researcher(request, project)
+        project = researcher_project(request, slug)
         spec = JobCreateSerializer(data=request.data)
         spec.is_valid(raise_exception=True)
         job = services.job_start(
