@@ -7,15 +7,10 @@ from . import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("projects/<slug:slug>/", views.project_detail, name="project-detail"),
-    path("projects/<slug:slug>/jobs/", views.project_jobs, name="project-jobs"),
     path("projects/<slug:slug>/train/", views.project_train, name="project-train"),
-    path("projects/<slug:slug>/iterations/", views.project_iterations, name="project-iterations"),
+    path("projects/<slug:slug>/runs/", views.project_runs, name="project-runs"),
+    path("projects/<slug:slug>/runs/<id:run_id>/", views.project_run_action, name="project-run-action"),
     path("projects/<slug:slug>/iterations/start/", views.project_iteration_start, name="project-iteration-start"),
-    path(
-        "projects/<slug:slug>/iterations/<id:iteration_id>/",
-        views.project_iteration_action,
-        name="project-iteration-action",
-    ),
     path("projects/<slug:slug>/generate/", views.project_generate_clips, name="project-generate"),
     path("projects/<slug:slug>/label/", views.label, name="label"),
     path("projects/<slug:slug>/rank/", views.rank, name="rank"),

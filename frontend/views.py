@@ -19,12 +19,12 @@ from django_htmx.http import HttpResponseStopPolling
 from accounts.typing import AuthenticatedHttpRequest
 from labeling import assignment, events, rankings, revisions, selectors, services
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError, ValidationFailed
-from labeling.models import Choice, JobKind, Project, Query
+from labeling.models import Choice, Project, Query
 from labeling.parsing import loads_bounded, parse_float, parse_int
 from labeling.ratelimits import rate_limited
 from trainer import loop
 from trainer import selectors as trainer_selectors
-from trainer.models import Iteration
+from trainer.models import Run, RunKind
 
 
 def _project(request: AuthenticatedHttpRequest, slug: str) -> Project:
@@ -69,25 +69,28 @@ def project_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
         "project": project,
         "factors": project.factors.all(),
         "progress": selectors.project_progress(project),
-        "jobs": selectors.recent_jobs(project),
         "ranking_summary": trainer_selectors.ranking_summary(project),
         "reward_models": models,
         "training_chart": trainer_selectors.training_chart(latest_ready),
         "chart_model": latest_ready,
         "quality": selectors.quality_report(project),
-        **trainer_selectors.iterations_overview(project),
+        **trainer_selectors.runs_overview(project),
     }
     return render(request, "frontend/project_detail.html", context)
 
 
 @login_required
 @require_GET
-def project_iterations(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    """The loop table, polled by htmx while an iteration is unfinished."""
+def project_runs(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    """The runs table, polled by htmx while a run is unfinished; polling stops once everything has finished."""
     project = _researcher_project(request, slug)
-    context = {"project": project, **trainer_selectors.iterations_overview(project)}
-    response = render(request, "frontend/_iterations.html", context)
-    if request.htmx and context["active_iteration"] is None:
+    context = {
+        "project": project,
+        "progress": selectors.project_progress(project),
+        **trainer_selectors.runs_overview(project),
+    }
+    response = render(request, "frontend/_runs.html", context)
+    if request.htmx and not context["any_unfinished"]:
         return HttpResponseStopPolling(response.content)
     return response
 
@@ -115,17 +118,17 @@ def project_iteration_start(request: AuthenticatedHttpRequest, slug: str) -> Htt
 
 @login_required
 @require_POST
-def project_iteration_action(request: AuthenticatedHttpRequest, slug: str, iteration_id: int) -> HttpResponse:
+def project_run_action(request: AuthenticatedHttpRequest, slug: str, run_id: int) -> HttpResponse:
     project = _researcher_project(request, slug)
-    iteration = Iteration.objects.filter(project=project, pk=iteration_id).select_related("project").first()
-    if iteration is None:
-        raise Http404("no such iteration")
-    action = loop.ITERATION_ACTIONS.get(request.POST.get("action", ""))
+    run = Run.objects.filter(project=project, pk=run_id).select_related("project").first()
+    if run is None:
+        raise Http404("no such run")
+    action = loop.RUN_ACTIONS.get(request.POST.get("action", ""))
     if action is None:
         messages.error(request, "Unknown action.")
     else:
         try:
-            action(iteration)
+            action(run)
         except ServiceError as error:
             messages.error(request, error.message)
     return redirect(project)
@@ -136,27 +139,9 @@ def project_iteration_action(request: AuthenticatedHttpRequest, slug: str, itera
 @require_POST
 def project_train(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _researcher_project(request, slug)
-    services.job_start(
-        project=project,
-        kind=JobKind.BUILD_PREFERENCES,
-        params={"sources": "auto", "train": True},
-        created_by=request.user,
-    )
+    loop.run_start(project=project, kind=RunKind.RETRAIN, params={"sources": "auto"}, created_by=request.user)
     messages.success(request, "Building preferences; a new reward model will be trained from them.")
     return redirect(project)
-
-
-@login_required
-@require_GET
-def project_jobs(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    """The jobs table, polled by htmx while something runs; polling stops once everything has finished."""
-    project = _researcher_project(request, slug)
-    jobs = list(selectors.recent_jobs(project))
-    context = {"project": project, "jobs": jobs, "progress": selectors.project_progress(project)}
-    response = render(request, "frontend/_jobs.html", context)
-    if request.htmx and all(job.is_finished for job in jobs):
-        return HttpResponseStopPolling(response.content)
-    return response
 
 
 @login_required
@@ -171,9 +156,9 @@ def project_generate_clips(request: AuthenticatedHttpRequest, slug: str) -> Http
     except ValidationFailed:
         messages.error(request, "Use 1–1000 rollouts, 0–100000 queries and a seed from 0 to 2147483647.")
         return redirect(project)
-    services.job_start(
+    loop.run_start(
         project=project,
-        kind=JobKind.GENERATE_CLIPS,
+        kind=RunKind.GENERATE_CLIPS,
         params={"rollouts": rollouts, "queries": queries, "seed": seed},
         created_by=request.user,
     )

@@ -32,12 +32,11 @@ from django.http.response import HttpResponseBase
 from django.utils.html import format_html
 
 from accounts.admin import UserAdmin as AccountsUserAdmin
+from accounts.services import researcher_models_add
 
 from . import environments, events, services, uploads
 from .models import (
     Clip,
-    Job,
-    JobKind,
     Judgment,
     Lease,
     Membership,
@@ -224,7 +223,13 @@ class ScopedModelForm(forms.ModelForm):
 
 
 class ScopedModelAdmin(ScopedFormfieldsMixin, admin.ModelAdmin):
-    """Scoped relations and relation filters (see ScopedFormfieldsMixin)."""
+    """Scoped relations and relation filters (see ScopedFormfieldsMixin). Its model (and its inlines' models) are
+    ones researchers manage: the researchers' group gets their permissions."""
+
+    def __init__(self, model: Any, admin_site: Any) -> None:
+        super().__init__(model, admin_site)
+        for managed in [model, *(inline.model for inline in self.inlines)]:
+            researcher_models_add(managed._meta.app_label, managed._meta.model_name)
 
     def get_list_filter(self, request: HttpRequest) -> tuple[Any, ...]:
         return _relation_filters(self.model, super().get_list_filter(request))
@@ -376,7 +381,7 @@ class ProjectAdmin(ScopedModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("created_by", "created_at")
     inlines = [RewardFactorInline, MembershipInline]
-    own_actions = ("generate_clips", "create_gold_questions")
+    own_actions = ("create_gold_questions",)
 
     @property
     def actions(self) -> list[Any]:  # type: ignore[override]  # computed: other apps register theirs at start-up
@@ -400,18 +405,6 @@ class ProjectAdmin(ScopedModelAdmin):
     @admin.display(description="clips")
     def n_clips(self, project: Project) -> int:
         return project.clips.count()
-
-    @admin.action(description="Generate clips (8 episodes, 50 random queries)")
-    def generate_clips(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
-        for project in queryset:
-            seed = project.rollouts.count()
-            services.job_start(
-                project=project,
-                kind=JobKind.GENERATE_CLIPS,
-                params={"rollouts": 8, "queries": 50, "seed": seed},
-                created_by=request.user,  # type: ignore[arg-type]
-            )
-        self.message_user(request, f"Started clip generation for {queryset.count()} project(s).", messages.SUCCESS)
 
     @admin.action(description="Create 20 gold questions (known answers from the true return)")
     def create_gold_questions(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
@@ -591,19 +584,6 @@ class JudgmentAdmin(ProjectScopedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-
-@admin.register(Job)
-class JobAdmin(ProjectScopedAdmin):
-    """Jobs start from the project actions; their state is the workers'."""
-
-    list_display = ("id", "project", "kind", "status", "percent_done", "message", "created_at", "finished_at")
-    list_filter = ("project", "kind", "status")
-    search_fields = ("message", "error")
-
-    @admin.display(description="progress")
-    def percent_done(self, job: Job) -> str:
-        return format_html('<progress value="{}" max="100"></progress> {}%', job.percent, job.percent)
 
 
 def view_on_site(request: HttpRequest, content_type_id: str, object_id: str) -> HttpResponseBase:

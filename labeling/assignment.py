@@ -41,8 +41,6 @@ from .errors import (
 )
 from .models import (
     Choice,
-    Job,
-    JobStatus,
     Judgment,
     Lease,
     Project,
@@ -234,11 +232,7 @@ def _why_nothing(*, project: Project, annotator: User) -> str:
     ready = unanswered.filter(clip_a__render_status=RenderStatus.READY, clip_b__render_status=RenderStatus.READY)
     if ready.exists():
         return NothingToDo.LEASED_BY_OTHERS
-    if (
-        unanswered.exists()
-        or Job.objects.filter(project=project, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists()
-        or pending_work.work_pending(project)
-    ):
+    if unanswered.exists() or pending_work.work_pending(project):
         return NothingToDo.WAITING
     return NothingToDo.DONE
 

@@ -5,7 +5,7 @@ video, but it writes labeling's tables only through these functions.
 
 The render claim: a clip is rendered by whoever moves it to RENDERING first (``clip_render_claim``, one
 conditional UPDATE from PENDING or FAILED). A RENDERING clip whose claim is older than the stale limit
-(``HERONRY["ITERATION_STALE_SECONDS"]``, the limit after which a loop step's worker is presumed dead) may be
+(``HERONRY["RUN_STALE_SECONDS"]``, the limit after which a loop step's worker is presumed dead) may be
 claimed again: its worker died, or its database connection broke before it could finish or fail the clip.
 """
 
@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from .errors import ValidationFailed
 from .files import store_file
-from .models import Clip, Job, Project, RenderStatus, Rollout
+from .models import Clip, Project, RenderStatus, Rollout
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def rollout_store(
     data: bytes,
     true_return: float | None,
     iteration: int = 0,
-    job: Job | None = None,
+    run: int | None = None,
 ) -> Rollout:
     """Store a rollout's arrays (an ``.npz``; written whole or not at all) and its row."""
     rollout = Rollout(
@@ -58,7 +58,7 @@ def rollout_store(
         n_steps=n_steps,
         true_return=true_return,
         iteration=iteration,
-        job=job,
+        run=run,
     )
     store_file(rollout.data, f"{project.slug}-{env_seed}.npz", ContentFile(data))
     try:
@@ -93,19 +93,12 @@ def clips_create(*, rollout: Rollout, segments: Sequence[ClipSegment]) -> list[C
     return Clip.objects.bulk_create(clips)
 
 
-def rollouts_delete(*, project: Project, job: Job | None = None, iteration: int | None = None) -> int:
-    """Delete the project's rollouts (and their clips) made by ``job`` or in loop ``iteration``.
+def rollouts_delete(*, project: Project, run: int) -> int:
+    """Delete the project's rollouts (and their clips) made by the trainer's run ``run`` (its id).
 
-    A worker re-running work whose earlier attempt died calls this first, so running twice leaves one result.
+    A worker re-running a step whose earlier attempt died calls this first, so running twice leaves one result.
     """
-    if job is None and iteration is None:
-        raise ValueError("say which rollouts: those of a job or of an iteration")
-    rows = Rollout.objects.filter(project=project)
-    if job is not None:
-        rows = rows.filter(job=job)
-    if iteration is not None:
-        rows = rows.filter(iteration=iteration)
-    deleted, _ = rows.delete()
+    deleted, _ = Rollout.objects.filter(project=project, run=run).delete()
     return deleted
 
 
@@ -114,7 +107,7 @@ def rollouts_delete(*, project: Project, job: Job | None = None, iteration: int 
 
 def render_stale_after() -> timedelta:
     """How old a RENDERING claim must be before another worker may take the clip over."""
-    seconds = settings.HERONRY["ITERATION_STALE_SECONDS"]
+    seconds = settings.HERONRY["RUN_STALE_SECONDS"]
     assert isinstance(seconds, int)  # parsed strictly in settings
     return timedelta(seconds=seconds)
 

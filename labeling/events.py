@@ -27,46 +27,47 @@ SWEEP_LEASES = "labeling.sweep_leases"
 
 # --- Celery tasks: trainer's (labeling sends some of these by name) --------------------------------------------
 
-GENERATE_CLIPS = "trainer.generate_clips"
-RENDER_CLIP = "trainer.render_clip"
-BUILD_PREFERENCES = "trainer.build_preferences"
-TRAIN_REWARD_MODEL = "trainer.train_reward_model"
-ITERATION_BUILD_PREFERENCES = "trainer.iteration_build_preferences"
-ITERATION_TRAIN_REWARD = "trainer.iteration_train_reward"
-ITERATION_TRAIN_POLICY = "trainer.iteration_train_policy"
-ITERATION_ROLL_OUT = "trainer.iteration_roll_out"
-ITERATION_RENDER = "trainer.iteration_render"
-ITERATION_PUBLISH = "trainer.iteration_publish"
-SWEEP_ITERATIONS = "trainer.sweep_iterations"
+RENDER_CLIP = "trainer.render_clip"  # one clip, on demand (a page showed it before its video was made)
+# One task per step of a run (trainer.models.Run); the step's name is the run's state while it does it.
+RUN_GENERATING_CLIPS = "trainer.run_generating_clips"
+RUN_BUILDING_PREFERENCES = "trainer.run_building_preferences"
+RUN_TRAINING_REWARD = "trainer.run_training_reward"
+RUN_TRAINING_POLICY = "trainer.run_training_policy"
+RUN_ROLLING_OUT = "trainer.run_rolling_out"
+RUN_RENDERING = "trainer.run_rendering"
+RUN_PUBLISHING = "trainer.run_publishing"
+SWEEP_RUNS = "trainer.sweep_runs"
 
 # Every task and the queue it runs on (CELERY_TASK_ROUTES is built from this).
 TASK_QUEUES: Mapping[str, str] = {
     SWEEP_LEASES: QUEUE_DEFAULT,
-    GENERATE_CLIPS: QUEUE_RENDER,
     RENDER_CLIP: QUEUE_RENDER,
-    BUILD_PREFERENCES: QUEUE_DEFAULT,
-    TRAIN_REWARD_MODEL: QUEUE_TRAIN,
-    ITERATION_BUILD_PREFERENCES: QUEUE_DEFAULT,
-    ITERATION_TRAIN_REWARD: QUEUE_TRAIN,
-    ITERATION_TRAIN_POLICY: QUEUE_TRAIN,
-    ITERATION_ROLL_OUT: QUEUE_RENDER,
-    ITERATION_RENDER: QUEUE_RENDER,
-    ITERATION_PUBLISH: QUEUE_DEFAULT,
-    SWEEP_ITERATIONS: QUEUE_DEFAULT,
+    RUN_GENERATING_CLIPS: QUEUE_RENDER,
+    RUN_BUILDING_PREFERENCES: QUEUE_DEFAULT,
+    RUN_TRAINING_REWARD: QUEUE_TRAIN,
+    RUN_TRAINING_POLICY: QUEUE_TRAIN,
+    RUN_ROLLING_OUT: QUEUE_RENDER,
+    RUN_RENDERING: QUEUE_RENDER,
+    RUN_PUBLISHING: QUEUE_DEFAULT,
+    SWEEP_RUNS: QUEUE_DEFAULT,
 }
 TASKS: tuple[str, ...] = tuple(TASK_QUEUES)
 
-# The task that runs a labeling Job, by the job's kind (labeling.models.JobKind values).
-JOB_TASKS: Mapping[str, str] = {
-    "generate_clips": GENERATE_CLIPS,
-    "build_preferences": BUILD_PREFERENCES,
-    "train_reward_model": TRAIN_REWARD_MODEL,
+# The task of each run step, by the step's name (trainer.models.RunState values).
+STEP_TASKS: Mapping[str, str] = {
+    "generating_clips": RUN_GENERATING_CLIPS,
+    "building_preferences": RUN_BUILDING_PREFERENCES,
+    "training_reward": RUN_TRAINING_REWARD,
+    "training_policy": RUN_TRAINING_POLICY,
+    "rolling_out": RUN_ROLLING_OUT,
+    "rendering": RUN_RENDERING,
+    "publishing": RUN_PUBLISHING,
 }
 
 # Periodic tasks (CELERY_BEAT_SCHEDULE): entry name → (task, seconds between runs).
 BEAT: Mapping[str, tuple[str, float]] = {
     "sweep-expired-leases": (SWEEP_LEASES, 60.0),
-    "sweep-iterations": (SWEEP_ITERATIONS, 60.0),
+    "sweep-runs": (SWEEP_RUNS, 60.0),
 }
 
 

@@ -154,7 +154,8 @@ class Rollout(models.Model):
     data = models.FileField(upload_to="rollouts/%Y/%m/")
     true_return = models.FloatField(null=True, blank=True)
     iteration = models.PositiveIntegerField(default=0, help_text="0 = the initial pool.")
-    job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="rollouts")
+    # The trainer's run that made it, by id: labeling doesn't know the trainer's models (nor may it import them).
+    run = models.PositiveIntegerField(null=True, blank=True, db_index=True, help_text="The run that made it.")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -390,104 +391,6 @@ class Judgment(models.Model):
         if preferred is None:
             return None
         return 1.0 if preferred == self.query.clip_a_id else 0.0
-
-
-class JobKind(models.TextChoices):
-    GENERATE_CLIPS = "generate_clips", "Generate clips"
-    RENDER_CLIPS = "render_clips", "Render clips"
-    BUILD_PREFERENCES = "build_preferences", "Build preferences"
-    TRAIN_REWARD_MODEL = "train_reward_model", "Train reward model"
-
-
-class JobStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    DONE = "done", "Done"
-    FAILED = "failed", "Failed"
-
-
-# Work rebuilt from the project's current data: a request while one such job waits supersedes it
-# (labeling.services.job_start) instead of queueing another, and one runs at a time (trainer.jobs).
-COALESCING_JOB_KINDS: tuple[str, ...] = (JobKind.BUILD_PREFERENCES.value, JobKind.TRAIN_REWARD_MODEL.value)
-
-
-class Job(models.Model):
-    """A piece of background work a researcher asked for, with progress they can watch and errors they can read."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
-    kind = models.CharField(max_length=32, choices=JobKind.choices)
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    params = models.JSONField(default=dict, blank=True)
-    result = models.JSONField(default=dict, blank=True)
-    progress = models.FloatField(default=0.0)
-    message = models.CharField(max_length=300, blank=True)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    # A running job whose worker has said nothing for this long is presumed dead and may be claimed again.
-    STALE_AFTER = timedelta(minutes=10)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["project", "kind"],
-                condition=Q(status=JobStatus.QUEUED.value, kind__in=list(COALESCING_JOB_KINDS)),
-                name="job_one_queued_build_or_training_per_project",
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (JobStatus.DONE, JobStatus.FAILED)
-
-    @property
-    def percent(self) -> int:
-        return round(100 * self.progress)
-
-    # State changes are conditional updates, so two workers that received the same message (at-least-once
-    # delivery) cannot both run it, and a finished job is never reopened.
-    def claim(self) -> bool:
-        now = timezone.now()
-        claimable = Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING, heartbeat_at__lt=now - self.STALE_AFTER)
-        claimed = Job.objects.filter(claimable, pk=self.pk).update(
-            status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, message="Started"
-        )
-        if claimed:
-            self.refresh_from_db()
-        return claimed == 1
-
-    def report(self, progress: float, message: str) -> None:
-        progress = min(max(progress, 0.0), 1.0)
-        Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
-            progress=progress, message=message[:300], heartbeat_at=timezone.now()
-        )
-        self.progress, self.message = progress, message[:300]
-
-    def finish(self, result: dict | None = None, message: str = "Done") -> None:
-        Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
-            status=JobStatus.DONE,
-            progress=1.0,
-            message=message[:300],
-            result=result or {},
-            finished_at=timezone.now(),
-        )
-        self.refresh_from_db()
-
-    def fail(self, error: str) -> None:
-        Job.objects.filter(pk=self.pk).exclude(status=JobStatus.DONE).update(
-            status=JobStatus.FAILED, error=error, message="Failed", finished_at=timezone.now()
-        )
-        self.refresh_from_db()
 
 
 class FactorRanking(models.Model):

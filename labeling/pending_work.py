@@ -1,8 +1,8 @@
 """Whether more work for annotators is on its way, from apps labeling doesn't know about.
 
-When an annotator has nothing to do, the answer says whether to wait (new clips are being made) or stop. Jobs
-are labeling's own; the trainer's loop iterations register a check here when Django starts (trainer.apps),
-so labeling never imports trainer.
+When an annotator has nothing to do, the answer says whether to wait (new clips are being made) or stop. The
+trainer's runs (loop iterations, clip generation) register a check here when Django starts (trainer.apps), so
+labeling never imports trainer.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from django.db.models import Count, Q, QuerySet
 from accounts.models import User
 
 from .errors import NotFound
-from .models import Clip, Job, Judgment, Membership, Project, ProjectRole, Query, QueryStatus
+from .models import Clip, Judgment, Membership, Project, ProjectRole, Query, QueryStatus
 
 
 def projects_for_user(user: User) -> QuerySet[Project]:
@@ -52,10 +52,6 @@ def project_progress(project: Project) -> dict[str, Any]:
 
 def annotator_progress(*, project: Project, annotator: User) -> dict[str, int]:
     return {"judgments": Judgment.objects.filter(query__project=project, annotator=annotator).count()}
-
-
-def recent_jobs(project: Project, limit: int = 10) -> QuerySet[Job]:
-    return Job.objects.filter(project=project).order_by("-created_at", "-id")[:limit]
 
 
 def judgments_for_export(project: Project) -> Iterator[Judgment]:

@@ -10,21 +10,16 @@ from typing import Any
 
 import numpy as np
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db import transaction
 from django.utils.text import slugify
 
 from accounts.models import User
 
-from . import environments, events
-from .errors import Conflict, ValidationFailed
+from . import environments
+from .errors import ValidationFailed
 from .models import (
-    COALESCING_JOB_KINDS,
     Clip,
     FeedbackMode,
-    Job,
-    JobKind,
-    JobStatus,
     Membership,
     Project,
     ProjectRole,
@@ -237,60 +232,6 @@ def queries_publish(
     # random/active pairs drops those rows here.
     Query.objects.bulk_create(queries, batch_size=1000, ignore_conflicts=True)
     return len(queries)
-
-
-def job_create(*, project: Project, kind: str, params: Mapping[str, Any] | None = None, created_by: User | None) -> Job:
-    if kind not in JobKind.values:
-        raise ValidationFailed(f"unknown job kind {kind!r}")
-    return Job.objects.create(project=project, kind=kind, params=dict(params or {}), created_by=created_by)
-
-
-def job_start(*, project: Project, kind: str, params: Mapping[str, Any] | None = None, created_by: User | None) -> Job:
-    """Create a job and send it to the workers once the transaction commits.
-
-    The task is sent by name (``labeling.events.JOB_TASKS[kind]``): labeling announces work, the trainer app does it.
-
-    A preference build or a reward-model training (COALESCING_JOB_KINDS) asked for while one of its kind waits
-    for a worker supersedes the waiting one instead of queueing another: ``job_queue_coalesced``. Its task is
-    sent again all the same; a delivery that finds the job claimed does nothing, and a lost message is replaced.
-    """
-    task = events.JOB_TASKS.get(kind)
-    if task is None:
-        raise ValidationFailed(f"no worker runs jobs of kind {kind!r}")
-    if kind in COALESCING_JOB_KINDS:
-        job = job_queue_coalesced(project=project, kind=kind, params=params, created_by=created_by)
-    else:
-        job = job_create(project=project, kind=kind, params=params, created_by=created_by)
-    transaction.on_commit(lambda: send_task_by_name(task, job.pk))
-    return job
-
-
-def job_queue_coalesced(
-    *, project: Project, kind: str, params: Mapping[str, Any] | None = None, created_by: User | None
-) -> Job:
-    """The project's one queued job of ``kind``, now with these params, requester and time; created if none waits.
-
-    A running job doesn't count: the new one waits for it and then runs on fresher data. Race-free: the
-    database allows one queued job of a coalescing kind per project, the takeover is a conditional update
-    (lost to a worker's claim, it queues a new job), and of two simultaneous creations one fails and takes
-    over the other's.
-    """
-    values = {"params": dict(params or {}), "created_by": created_by, "created_at": timezone.now()}
-    for _ in range(5):
-        waiting = (
-            Job.objects.filter(project=project, kind=kind, status=JobStatus.QUEUED).values_list("pk", flat=True).first()
-        )
-        if waiting is not None:
-            message = "Queued (replaced an earlier request)"
-            if Job.objects.filter(pk=waiting, status=JobStatus.QUEUED).update(message=message, **values):
-                return Job.objects.select_related("project").get(pk=waiting)
-            continue  # a worker claimed it a moment ago
-        try:
-            with transaction.atomic():
-                return Job.objects.create(project=project, kind=kind, **values)
-        except IntegrityError:
-            continue  # another request queued one at the same moment
-    raise Conflict("the job queue is too busy to take this request; try again")
 
 
 def send_task_by_name(name: str, *args: Any) -> None:

@@ -125,3 +125,23 @@ def npz_bytes(**arrays) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
+
+
+def run_in_process(project: Project, created_by: User | None, kind: str, **params):
+    """Queue a run of ``kind`` and do its steps here and now, as a worker would; returns it, refreshed."""
+    from unittest import mock
+
+    from trainer import loop
+    from trainer.loop_steps import STEP_WORK
+    from trainer.models import Run
+
+    # No task is sent (not even to a real worker that a test started): the steps run here, one after another.
+    with mock.patch.object(loop, "_send_step", lambda *args: None):
+        run = loop.run_start(project=project, kind=kind, params=params, created_by=created_by)
+        for _ in range(len(run.steps)):
+            run = Run.objects.get(pk=run.pk)
+            if run.state not in run.steps:
+                break
+            loop.step_run(run.pk, run.state, STEP_WORK[run.state])
+    run.refresh_from_db()
+    return run

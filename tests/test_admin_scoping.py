@@ -38,8 +38,6 @@ from labeling import uploads
 from labeling.admin import project_path
 from labeling.models import (
     Clip,
-    Job,
-    JobKind,
     Judgment,
     Lease,
     Membership,
@@ -49,8 +47,8 @@ from labeling.models import (
     QuerySource,
     RenderStatus,
 )
-from labeling.services import job_create, membership_add, queries_create_random
-from trainer.models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
+from labeling.services import membership_add, queries_create_random
+from trainer.models import ITERATION_STEPS, PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
 
 from .conftest import PASSWORD, add_fake_clips, make_project
 
@@ -77,18 +75,25 @@ def populate(project: Project, owner: User, annotators: list[User], *, n_clips: 
         repeat_of=first,
         assigned_to=annotators[0],
     )
-    job = job_create(project=project, kind=JobKind.GENERATE_CLIPS, created_by=owner)
-    project.rollouts.update(job=job)
-    preference_set = PreferenceSet.objects.create(
-        project=project, job=job, file="preferences/x.parquet", sources="judgments", checksum="0" * 64
+    clips_run = Run.objects.create(
+        project=project, kind=RunKind.GENERATE_CLIPS, steps=["generating_clips"], state="done", created_by=owner
     )
-    reward_model = RewardModel.objects.create(project=project, version=1, preference_set=preference_set, job=job)
-    iteration = Iteration.objects.create(
-        project=project, number=1, preference_set=preference_set, reward_model=reward_model, created_by=owner
+    project.rollouts.update(run=clips_run.pk)
+    preference_set = PreferenceSet.objects.create(
+        project=project, run=clips_run, file="preferences/x.parquet", sources="judgments", checksum="0" * 64
+    )
+    reward_model = RewardModel.objects.create(project=project, version=1, preference_set=preference_set, run=clips_run)
+    iteration = Run.objects.create(
+        project=project,
+        number=1,
+        steps=list(ITERATION_STEPS),
+        preference_set=preference_set,
+        reward_model=reward_model,
+        created_by=owner,
     )
     PolicyCheckpoint.objects.create(
         project=project,
-        iteration=iteration,
+        run=iteration,
         reward_model=reward_model,
         algorithm="sac",
         timesteps=10,
@@ -601,7 +606,7 @@ def test_platform_owned_rows_and_fields_are_read_only(world):
     form = client.get(url(Clip, "change", clip.pk)).content.decode()
     for field in ("render_status", "render_error", "factor_totals", "true_return", "start", "rollout"):
         assert f'name="{field}"' not in form, field
-    for model in (Job, PreferenceSet, RewardModel, PolicyCheckpoint):
+    for model in (PreferenceSet, RewardModel, PolicyCheckpoint):
         obj = world.rows(model, world.b).first()
         assert client.get(url(model, "add")).status_code == 403
         assert "<input" not in re.sub(r'<input type="hidden"[^>]*>', "", page_form(client, model, obj.pk))

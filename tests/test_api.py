@@ -166,17 +166,18 @@ def test_openapi_schema_and_docs(api):
     assert b"cdn" not in docs.content.lower()
 
 
-def test_researcher_starts_a_job_and_reads_its_progress(project, researcher):
+def test_researcher_starts_a_run_and_reads_its_progress(project, researcher, monkeypatch):
+    from trainer import loop
+
+    monkeypatch.setattr(loop, "_send_step", lambda *args: None)  # no worker picks it up here
     client = api_client_for(researcher)
-    bad = client.post(
-        f"/api/v1/projects/{project.slug}/jobs/", {"kind": "generate_clips", "params": {"rollouts": 0}}, format="json"
-    )
-    assert bad.status_code == 400 and "rollouts" in bad.json()["error"]["fields"]
-    started = client.post(
-        f"/api/v1/projects/{project.slug}/jobs/",
-        {"kind": "generate_clips", "params": {"rollouts": 1, "queries": 1}},
-        format="json",
-    )
-    assert started.status_code == 202
-    job = client.get(started.json()["url"]).json()
-    assert job["status"] == "queued" and job["progress"] == 0.0
+    url = f"/api/v1/projects/{project.slug}/runs/"
+    bad = client.post(url, {"kind": "generate_clips", "params": {"rollouts": 0}}, format="json")
+    assert bad.status_code == 400 and "params.rollouts" in bad.json()["error"]["fields"]
+    assert client.post(url, {"kind": "launch_rockets"}, format="json").status_code == 400
+    assert client.post(url, {"kind": "render_clips", "params": {"clips": "all"}}, format="json").status_code == 400
+    started = client.post(url, {"kind": "generate_clips", "params": {"rollouts": 1, "queries": 1}}, format="json")
+    assert started.status_code == 201
+    run = client.get(started.json()["url"]).json()
+    assert run["kind"] == "generate_clips" and run["steps"] == ["generating_clips"]
+    assert run["state"] == "generating_clips" and run["progress"] == 0.0 and run["params"]["rollouts"] == 1

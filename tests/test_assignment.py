@@ -132,11 +132,13 @@ def test_swapped_display_is_recorded_and_mapped_back_to_clips(project_with_queri
 
 
 def test_unrendered_clips_are_not_served_and_the_reason_says_wait(project, annotator):
-    from labeling.models import Job
+    from trainer.models import Run, RunKind
 
     clips = add_fake_clips(project, 4, ready=False)
     queries_create_random(project=project, count=3, rng=__import__("numpy").random.default_rng(0), clips=clips)
-    Job.objects.create(project=project, kind="generate_clips", status="running")
+    Run.objects.create(
+        project=project, kind=RunKind.GENERATE_CLIPS, steps=["generating_clips"], state="generating_clips"
+    )
     result = assignment.lease_next_query(project=project, annotator=annotator)
     assert result.lease is None
     assert result.reason == assignment.NothingToDo.WAITING

@@ -176,10 +176,10 @@ def test_form_numbers_are_strict(project, annotator, researcher):
     researcher_page.force_login(researcher)
     for rollouts in ("²", "9" * 5000, "0", "1001"):
         response = researcher_page.post(reverse("project-generate", args=[project.slug]), {"rollouts": rollouts})
-        assert response.status_code == 302  # refused with a message, no job
-    assert not project.jobs.exists()
+        assert response.status_code == 302  # refused with a message, no run
+    assert not project.runs.exists()
     response = researcher_page.post(reverse("project-iteration-start", args=[project.slug]), {"count": "9" * 5000})
-    assert response.status_code == 302 and not project.iterations.exists()
+    assert response.status_code == 302 and not project.runs.exists()
 
 
 # --- environment arguments are data ------------------------------------------------------------------------
@@ -300,16 +300,16 @@ def test_training_and_loop_requests_enforce_the_maxima(project, researcher):
     response = client.post(url, {"cap": 5_000_001}, format="json")
     assert response.status_code == 400
     response = client.post(
-        f"/api/v1/projects/{project.slug}/iterations/", {"settings": {"preference_cap": 10**7}}, format="json"
+        f"/api/v1/projects/{project.slug}/runs/", {"settings": {"preference_cap": 10**7}}, format="json"
     )
     assert response.status_code == 400
     response = client.post(
-        f"/api/v1/projects/{project.slug}/jobs/",
+        f"/api/v1/projects/{project.slug}/runs/",
         {"kind": "generate_clips", "params": {"rollouts": 10**6}},
         format="json",
     )
-    assert response.status_code == 400 and "rollouts" in _error(response)["fields"]
-    assert not project.jobs.exists() and not project.iterations.exists()
+    assert response.status_code == 400 and "params.rollouts" in _error(response)["fields"]
+    assert not project.runs.exists()
 
 
 # --- rankings ----------------------------------------------------------------------------------------------
@@ -434,5 +434,5 @@ def test_schema_describes_the_paginated_clip_list(project, annotator):
     # and it matches what the view returns
     body = client.get(f"/api/v1/projects/{project.slug}/clips/").json()
     assert set(body) == {"next", "previous", "results"}
-    job = document["paths"]["/api/v1/jobs/{job_id}/"]["get"]["parameters"][0]
-    assert job["schema"] == {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}
+    run = document["paths"]["/api/v1/runs/{run_id}/"]["get"]["parameters"][0]
+    assert run["schema"] == {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}

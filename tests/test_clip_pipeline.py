@@ -5,27 +5,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labeling.models import Clip, Job, JobKind, Query, RenderStatus
-from labeling.services import job_create
-from trainer.clip_pipeline import generate_clips
+from labeling.models import Clip, Query, RenderStatus
+from tests.conftest import run_in_process
+from trainer import loop
 from trainer.core import rollouts, video
-from trainer.jobs import job_run
+from trainer.loop_steps import STEP_WORK
+from trainer.models import Run, RunKind, RunState
 
 
-def run_job(project, researcher, **params) -> Job:
-    job = job_create(project=project, kind=JobKind.GENERATE_CLIPS, params=params, created_by=researcher)
-    job_run(job.pk, generate_clips)
-    return Job.objects.get(pk=job.pk)
+def run_job(project, researcher, **params) -> Run:
+    return run_in_process(project, researcher, RunKind.GENERATE_CLIPS, **params)
 
 
 def test_generate_clips_on_pendulum(project, researcher):
-    job = run_job(project, researcher, rollouts=2, steps=100, queries=3, seed=7)
-    assert job.status == "done", job.error
-    assert job.progress == 1.0 and job.result == {
+    run = run_job(project, researcher, rollouts=2, steps=100, queries=3, seed=7)
+    assert run.state == "done", run.error
+    result = run.results["generating_clips"]
+    assert run.overall_progress == 1.0 and result == {
         "rollouts": 2,
         "clips": 4,
         "queries": 3,
-        "rendered": job.result["rendered"],
+        "rendered": result["rendered"],
+        "attempts": 1,
     }
     clips = list(Clip.objects.filter(project=project).select_related("rollout"))
     assert len(clips) == 4 and {c.length for c in clips} == {50}
@@ -58,33 +59,29 @@ def test_the_same_seed_gives_the_same_clips(project, researcher):
     assert [c.factor_totals for c in Clip.objects.order_by("id")] == first
 
 
-def test_a_failing_job_records_its_error(project, researcher):
-    job = run_job(project, researcher, rollouts=1, policies=["no_such_policy"])
-    assert job.status == "failed"
-    assert "no_such_policy" in job.error
-    assert job.finished_at is not None
+def test_a_failing_run_records_its_error(project, researcher):
+    run = run_job(project, researcher, rollouts=1, policies=["no_such_policy"])
+    assert run.state == "failed"
+    assert "no_such_policy" in run.error
+    assert run.finished_at is not None
 
 
-def test_a_job_runs_only_once(project, researcher):
-    job = run_job(project, researcher, rollouts=1, steps=50, queries=0, render="none")
-    job_run(job.pk, generate_clips)  # a duplicate delivery finds the job already done
+def test_a_run_step_runs_only_once(project, researcher):
+    run = run_job(project, researcher, rollouts=1, steps=50, queries=0, render="none")
+    step = RunState.GENERATING_CLIPS
+    # A duplicate delivery finds the run already past the step.
+    assert loop.step_run(run.pk, step, STEP_WORK[step]) is loop.StepOutcome.GONE
     assert Clip.objects.count() == 1
 
 
-def test_job_progress_is_reported(project, researcher, monkeypatch):
+def test_run_progress_is_reported(project, researcher, monkeypatch):
     seen: list[float] = []
-    job = job_create(
-        project=project,
-        kind=JobKind.GENERATE_CLIPS,
-        params={"rollouts": 2, "steps": 50, "queries": 1},
-        created_by=researcher,
-    )
-    original = Job.report
+    original = loop.StepReporter.__call__
 
     def spy(self, progress, message):
         seen.append(progress)
         original(self, progress, message)
 
-    monkeypatch.setattr(Job, "report", spy)
-    job_run(job.pk, generate_clips)
+    monkeypatch.setattr(loop.StepReporter, "__call__", spy)
+    run_job(project, researcher, rollouts=2, steps=50, queries=1)
     assert seen == sorted(seen) and seen[0] < 1.0 and seen[-1] == 1.0

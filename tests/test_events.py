@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 
 from labeling import events
-from labeling.models import COALESCING_JOB_KINDS, JobKind
+from trainer.models import STEP_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,10 +35,9 @@ def test_every_registered_task_of_ours_has_its_name_here(celery_app):
     assert ours == set(events.TASKS)
 
 
-def test_job_kinds_map_to_tasks_and_the_settings_use_the_names():
-    assert set(events.JOB_TASKS) <= set(JobKind.values)
-    assert set(COALESCING_JOB_KINDS) <= set(events.JOB_TASKS)
-    assert set(events.JOB_TASKS.values()) <= set(events.TASKS)
+def test_every_run_step_has_a_task_and_the_settings_use_the_names():
+    assert set(events.STEP_TASKS) == set(STEP_STATES)
+    assert set(events.STEP_TASKS.values()) <= set(events.TASKS)
     assert events.celery_routes() == settings.CELERY_TASK_ROUTES
     assert {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()} <= set(events.TASKS)
 

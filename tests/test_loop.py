@@ -18,8 +18,7 @@ from labeling.rankings import ranking_submit
 from trainer import loop
 from trainer.core import rollouts
 from trainer.core.loop_settings import LoopSettings
-from trainer.loop_steps import STEP_WORK
-from trainer.models import Iteration, IterationState, PolicyCheckpoint, RewardModel
+from trainer.models import ITERATION_STEPS, PolicyCheckpoint, RewardModel, Run, RunKind, RunState
 
 from .conftest import api_client_for
 from .test_rankings_and_reward_models import RANKING, make_clips
@@ -46,7 +45,7 @@ def ranked_project(project, researcher, annotator, django_capture_on_commit_call
     return project
 
 
-def run_iteration(project, researcher, django_capture_on_commit_callbacks, **kwargs) -> Iteration:
+def run_iteration(project, researcher, django_capture_on_commit_callbacks, **kwargs) -> Run:
     with django_capture_on_commit_callbacks(execute=True):
         iteration = loop.iteration_create(project=project, created_by=researcher, **kwargs)
     iteration.refresh_from_db()
@@ -57,13 +56,13 @@ def test_a_ranking_mode_iteration_runs_every_step_and_links_its_artefacts(
     ranked_project, researcher, django_capture_on_commit_callbacks
 ):
     iteration = run_iteration(ranked_project, researcher, django_capture_on_commit_callbacks)
-    assert iteration.state == IterationState.DONE, iteration.error
-    assert set(iteration.results) == set(STEP_WORK)  # (PostgreSQL's jsonb doesn't keep key order)
+    assert iteration.state == RunState.DONE, iteration.error
+    assert set(iteration.results) == set(ITERATION_STEPS)  # (PostgreSQL's jsonb doesn't keep key order)
     # The lineage: preference set → reward model → policy → clips (ranking mode asks no pairwise questions).
-    assert iteration.preference_set.iteration == iteration
-    assert iteration.reward_model.iteration == iteration
+    assert iteration.preference_set.run == iteration
+    assert iteration.reward_model.run == iteration
     assert iteration.reward_model.preference_set == iteration.preference_set
-    policy = PolicyCheckpoint.objects.get(iteration=iteration)
+    policy = PolicyCheckpoint.objects.get(run=iteration)
     assert policy.reward_model == iteration.reward_model
     assert policy.timesteps == TINY["policy_timesteps"]
     assert len(policy.evaluation["true_returns"]) == 2
@@ -93,11 +92,11 @@ def test_the_next_iteration_continues_from_the_previous_policy(
     ranked_project, researcher, django_capture_on_commit_callbacks
 ):
     first = run_iteration(ranked_project, researcher, django_capture_on_commit_callbacks, count=2)
-    second = Iteration.objects.get(project=ranked_project, number=2)
-    assert first.state == second.state == IterationState.DONE, (first.error, second.error)
+    second = Run.objects.get(project=ranked_project, number=2)
+    assert first.state == second.state == RunState.DONE, (first.error, second.error)
     assert second.previous == first
-    policy = PolicyCheckpoint.objects.get(iteration=second)
-    assert policy.previous == PolicyCheckpoint.objects.get(iteration=first)
+    policy = PolicyCheckpoint.objects.get(run=second)
+    assert policy.previous == PolicyCheckpoint.objects.get(run=first)
     assert policy.timesteps == 2 * TINY["policy_timesteps"]
     # The second preference set includes the first iteration's clips.
     assert second.preference_set.n_pairs > first.preference_set.n_pairs
@@ -107,10 +106,10 @@ def test_true_reward_iterations_skip_the_reward_steps(ranked_project, researcher
     iteration = run_iteration(
         ranked_project, researcher, django_capture_on_commit_callbacks, overrides={"policy_reward": "true"}
     )
-    assert iteration.state == IterationState.DONE, iteration.error
+    assert iteration.state == RunState.DONE, iteration.error
     assert "skipped" in iteration.results["building_preferences"]
     assert iteration.reward_model is None
-    policy = PolicyCheckpoint.objects.get(iteration=iteration)
+    policy = PolicyCheckpoint.objects.get(run=iteration)
     assert policy.reward_model is None and policy.evaluation["learned_returns"] is None
 
 
@@ -153,13 +152,13 @@ def test_a_pairwise_iteration_waits_for_its_budget_then_starts_by_itself_and_ask
 ):
     project = pairwise_project
     iteration = run_iteration(project, researcher, django_capture_on_commit_callbacks)
-    assert iteration.state == IterationState.QUEUED and iteration.start_after_labels == 6
+    assert iteration.state == RunState.QUEUED and iteration.start_after_labels == 6
     assert _label_everything(project, [annotator], django_capture_on_commit_callbacks, limit=5) == 5
     iteration.refresh_from_db()
-    assert iteration.state == IterationState.QUEUED
+    assert iteration.state == RunState.QUEUED
     assert _label_everything(project, [annotator], django_capture_on_commit_callbacks, limit=1) == 1
     iteration.refresh_from_db()
-    assert iteration.state == IterationState.DONE, iteration.error
+    assert iteration.state == RunState.DONE, iteration.error
     assert iteration.labels_used == 6
     queries = Query.objects.filter(project=project, iteration=1)
     assert queries.count() == 6
@@ -183,11 +182,11 @@ def test_researchers_pause_resume_and_cancel(
     project = pairwise_project
     iteration = run_iteration(project, researcher, django_capture_on_commit_callbacks)
     client = api_client_for(researcher)
-    url = f"/api/v1/iterations/{iteration.pk}/"
+    url = f"/api/v1/runs/{iteration.pk}/"
     assert client.post(url, {"action": "pause"}, format="json").json()["paused"] is True
     _label_everything(project, [annotator], django_capture_on_commit_callbacks)
     iteration.refresh_from_db()
-    assert iteration.state == IterationState.QUEUED  # budget met, but paused
+    assert iteration.state == RunState.QUEUED  # budget met, but paused
     with django_capture_on_commit_callbacks(execute=True):
         client.post(url, {"action": "resume"}, format="json")
     body = client.get(url).json()
@@ -196,8 +195,8 @@ def test_researchers_pause_resume_and_cancel(
     assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
 
     second = run_iteration(project, researcher, django_capture_on_commit_callbacks)
-    assert second.state == IterationState.QUEUED
-    body = client.post(f"/api/v1/iterations/{second.pk}/", {"action": "cancel"}, format="json").json()
+    assert second.state == RunState.QUEUED
+    body = client.post(f"/api/v1/runs/{second.pk}/", {"action": "cancel"}, format="json").json()
     assert body["state"] == "cancelled"
 
 
@@ -205,8 +204,8 @@ def test_force_start_ignores_the_label_budget(pairwise_project, researcher, djan
     iteration = run_iteration(pairwise_project, researcher, django_capture_on_commit_callbacks)
     client = api_client_for(researcher)
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(f"/api/v1/iterations/{iteration.pk}/", {"action": "start"}, format="json")
-    body = client.get(f"/api/v1/iterations/{iteration.pk}/").json()
+        client.post(f"/api/v1/runs/{iteration.pk}/", {"action": "start"}, format="json")
+    body = client.get(f"/api/v1/runs/{iteration.pk}/").json()
     # No labels yet: building preferences fails and says why.
     assert body["state"] == "failed"
     assert "no preferences to build from" in body["error"]
@@ -216,7 +215,7 @@ def test_the_api_lists_and_starts_iterations_and_checks_input(
     ranked_project, researcher, annotator, outsider, django_capture_on_commit_callbacks
 ):
     client = api_client_for(researcher)
-    url = f"/api/v1/projects/{ranked_project.slug}/iterations/"
+    url = f"/api/v1/projects/{ranked_project.slug}/runs/"
     for body, field in [
         ({"count": 0}, "count"),
         ({"settings": {"policy_timesteps": -5}}, "settings"),
@@ -227,7 +226,7 @@ def test_the_api_lists_and_starts_iterations_and_checks_input(
         response = client.post(url, body, format="json")
         assert response.status_code == 400, body
         assert field in response.json()["error"]["fields"], response.json()
-    assert not Iteration.objects.exists()
+    assert not Run.objects.filter(kind=RunKind.ITERATION).exists()
     assert api_client_for(annotator).post(url, {}, format="json").status_code == 403
     assert api_client_for(outsider).get(url).status_code == 404
 
@@ -235,7 +234,9 @@ def test_the_api_lists_and_starts_iterations_and_checks_input(
         response = client.post(url, {"count": 1}, format="json")
     assert response.status_code == 201
     listed = client.get(url).json()
-    assert [row["number"] for row in listed] == [1]
+    assert [(row["kind"], row["number"]) for row in listed] == [("iteration", 1), ("generate_clips", None)]
+    assert client.get(url + "?kind=iteration").json() == listed[:1]
+    assert client.get(url + "?kind=nonsense").status_code == 400
     row = listed[0]
     assert row["state"] == "done" and row["overall_progress"] == 1.0
     assert row["policy"]["evaluation"]["true_mean"] is not None
@@ -246,9 +247,7 @@ def test_the_api_lists_and_starts_iterations_and_checks_input(
 
 def test_one_unfinished_iteration_at_a_time(pairwise_project, researcher, django_capture_on_commit_callbacks):
     run_iteration(pairwise_project, researcher, django_capture_on_commit_callbacks)
-    response = api_client_for(researcher).post(
-        f"/api/v1/projects/{pairwise_project.slug}/iterations/", {}, format="json"
-    )
+    response = api_client_for(researcher).post(f"/api/v1/projects/{pairwise_project.slug}/runs/", {}, format="json")
     assert response.status_code == 409
 
 
@@ -256,7 +255,7 @@ def test_one_unfinished_iteration_at_a_time(pairwise_project, researcher, django
 
 
 @pytest.fixture
-def started(ranked_project, researcher, monkeypatch) -> Iteration:
+def started(ranked_project, researcher, monkeypatch) -> Run:
     """An iteration in its first step, whose task was never sent."""
     monkeypatch.setattr(loop, "_send_step", lambda *args: None)
     return loop.iteration_create(project=ranked_project, created_by=researcher)
@@ -277,31 +276,31 @@ def test_a_step_runs_once_however_often_it_is_delivered(started, monkeypatch):
     assert loop.step_run(started.pk, state, work) is loop.StepOutcome.GONE  # redelivered after it finished
     assert calls == [started.pk]
     started.refresh_from_db()
-    assert started.state == IterationState.TRAINING_REWARD and started.results[state] == {"ok": True, "attempts": 1}
+    assert started.state == RunState.TRAINING_REWARD and started.results[state] == {"ok": True, "attempts": 1}
     assert started.heartbeat_at is None and started.attempts == 0
 
 
 def test_a_step_whose_worker_died_is_claimed_again_and_gives_up_after_three_tries(started, settings):
     state = started.state
-    stale = timezone.now() - timedelta(seconds=settings.HERONRY["ITERATION_STALE_SECONDS"] + 1)
+    stale = timezone.now() - timedelta(seconds=settings.HERONRY["RUN_STALE_SECONDS"] + 1)
 
     def dies(iteration, loop_settings, report):
-        Iteration.objects.filter(pk=iteration.pk).update(heartbeat_at=stale)  # the worker vanished mid-step
-        raise loop.IterationStopped  # (how a vanished worker looks from here: nothing recorded)
+        Run.objects.filter(pk=iteration.pk).update(heartbeat_at=stale)  # the worker vanished mid-step
+        raise loop.RunStopped  # (how a vanished worker looks from here: nothing recorded)
 
     for _ in range(loop.MAX_ATTEMPTS):
         assert loop.step_run(started.pk, state, dies) is loop.StepOutcome.GONE
     assert loop.step_run(started.pk, state, dies) is loop.StepOutcome.DONE
     started.refresh_from_db()
-    assert started.state == IterationState.FAILED and "3 times" in started.error
+    assert started.state == RunState.FAILED and "3 times" in started.error
 
 
 def test_the_sweep_resends_dead_steps(started, settings, monkeypatch):
     sent = []
     monkeypatch.setattr(loop, "send_task_by_name", lambda name, *args: sent.append((name, args)))
-    assert loop.iterations_sweep()["resent"] == 0  # entered its step just now
-    Iteration.objects.filter(pk=started.pk).update(step_since=timezone.now() - timedelta(hours=1))
-    assert loop.iterations_sweep()["resent"] == 1
+    assert loop.runs_sweep()["resent"] == 0  # entered its step just now
+    Run.objects.filter(pk=started.pk).update(step_since=timezone.now() - timedelta(hours=1))
+    assert loop.runs_sweep()["resent"] == 1
     assert sent == [(loop.STEP_TASKS[started.state], (started.pk, started.state))]
 
 
@@ -311,19 +310,19 @@ def test_a_failing_step_fails_the_iteration_with_the_reason(started):
 
     assert loop.step_run(started.pk, started.state, broken) is loop.StepOutcome.DONE
     started.refresh_from_db()
-    assert started.state == IterationState.FAILED
+    assert started.state == RunState.FAILED
     assert "the reward model exploded" in started.error and "Building preferences" in started.error
 
 
 def test_cancelling_stops_a_busy_worker_at_its_next_report(started):
     def cancelled_meanwhile(iteration, loop_settings, report):
-        loop.iteration_cancel(Iteration.objects.get(pk=iteration.pk))
-        report(0.5, "still going")  # raises IterationStopped
+        loop.run_cancel(Run.objects.get(pk=iteration.pk))
+        report(0.5, "still going")  # raises RunStopped
         raise AssertionError("not reached")
 
     assert loop.step_run(started.pk, started.state, cancelled_meanwhile) is loop.StepOutcome.GONE
     started.refresh_from_db()
-    assert started.state == IterationState.CANCELLED
+    assert started.state == RunState.CANCELLED
     assert not RewardModel.objects.exists()
 
 
@@ -336,9 +335,9 @@ def test_annotators_are_told_to_wait_while_an_iteration_makes_new_questions(
     monkeypatch.setattr(loop, "_send_step", lambda *args: None)
     iteration = loop.iteration_create(project=pairwise_project, created_by=researcher)
     assert lease_next_query(project=pairwise_project, annotator=annotator).reason == NothingToDo.DONE
-    Iteration.objects.filter(pk=iteration.pk).update(state=IterationState.ROLLING_OUT)
+    Run.objects.filter(pk=iteration.pk).update(state=RunState.ROLLING_OUT)
     assert lease_next_query(project=pairwise_project, annotator=annotator).reason == NothingToDo.WAITING
-    loop.iteration_cancel(iteration)
+    loop.run_cancel(iteration)
     assert lease_next_query(project=pairwise_project, annotator=annotator).reason == NothingToDo.DONE
 
 
@@ -356,33 +355,38 @@ def test_the_dashboard_starts_iterations_shows_their_progress_and_controls_them(
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(reverse("project-iteration-start", args=[ranked_project.slug]), {"count": "1"})
     assert response.status_code == 302
-    iteration = Iteration.objects.get(project=ranked_project)
-    assert iteration.state == IterationState.DONE, iteration.error
+    iteration = Run.objects.get(project=ranked_project, kind=RunKind.ITERATION)
+    assert iteration.state == RunState.DONE, iteration.error
     page = client.get(reverse("project-detail", args=[ranked_project.slug])).content.decode()
     assert "The loop" in page and "Policy return per iteration" in page and 'data-chart="' in page
-    fragment = client.get(reverse("project-iterations", args=[ranked_project.slug]), HTTP_HX_REQUEST="true")
+    fragment = client.get(reverse("project-runs", args=[ranked_project.slug]), HTTP_HX_REQUEST="true")
     assert fragment.status_code == 286  # nothing unfinished: htmx stops polling
 
     # A running iteration: progress shows, polling goes on, and the researcher can pause and cancel it.
-    running = Iteration.objects.create(
-        project=ranked_project, number=2, state=IterationState.TRAINING_POLICY, progress=0.5, message="Step 5000"
+    running = Run.objects.create(
+        project=ranked_project,
+        number=2,
+        steps=list(ITERATION_STEPS),
+        state=RunState.TRAINING_POLICY,
+        progress=0.5,
+        message="Step 5000",
     )
-    fragment = client.get(reverse("project-iterations", args=[ranked_project.slug]), HTTP_HX_REQUEST="true")
+    fragment = client.get(reverse("project-runs", args=[ranked_project.slug]), HTTP_HX_REQUEST="true")
     assert fragment.status_code == 200
     html = fragment.content.decode()
     assert "Step 5000" in html and f'value="{running.percent}"' in html and "Training policy" in html
-    action = reverse("project-iteration-action", args=[ranked_project.slug, running.pk])
+    action = reverse("project-run-action", args=[ranked_project.slug, running.pk])
     client.post(action, {"action": "pause"})
     running.refresh_from_db()
     assert running.paused
     client.post(action, {"action": "cancel"})
     running.refresh_from_db()
-    assert running.state == IterationState.CANCELLED
+    assert running.state == RunState.CANCELLED
     # Annotators can't see or control the loop.
     client.logout()
     login(client, annotator)
     assert client.post(action, {"action": "resume"}).status_code == 404
-    assert client.get(reverse("project-iterations", args=[ranked_project.slug])).status_code == 404
+    assert client.get(reverse("project-runs", args=[ranked_project.slug])).status_code == 404
 
 
 def test_the_admin_starts_pauses_resumes_and_cancels_iterations(client, pairwise_project, researcher, monkeypatch):
@@ -392,21 +396,21 @@ def test_the_admin_starts_pauses_resumes_and_cancels_iterations(client, pairwise
         "/admin/labeling/project/", {"action": "start_iteration", "_selected_action": [pairwise_project.pk]}
     )
     assert response.status_code == 302
-    iteration = Iteration.objects.get(project=pairwise_project)
-    assert iteration.state == IterationState.QUEUED and iteration.start_after_labels == TINY["label_budget"]
-    listing = client.get("/admin/trainer/iteration/")
+    iteration = Run.objects.get(project=pairwise_project, kind=RunKind.ITERATION)
+    assert iteration.state == RunState.QUEUED and iteration.start_after_labels == TINY["label_budget"]
+    listing = client.get("/admin/trainer/run/")
     assert listing.status_code == 200 and "Waiting for labels" in listing.content.decode()
 
-    def act(action: str) -> Iteration:
-        client.post("/admin/trainer/iteration/", {"action": action, "_selected_action": [iteration.pk]})
+    def act(action: str) -> Run:
+        client.post("/admin/trainer/run/", {"action": action, "_selected_action": [iteration.pk]})
         iteration.refresh_from_db()
         return iteration
 
     assert act("pause").paused
     assert not act("resume").paused
-    assert act("start_now").state == IterationState.BUILDING_PREFERENCES
-    assert act("cancel").state == IterationState.CANCELLED
-    assert client.get("/admin/trainer/iteration/add/").status_code == 403
+    assert act("start_now").state == RunState.BUILDING_PREFERENCES
+    assert act("cancel").state == RunState.CANCELLED
+    assert client.get("/admin/trainer/run/add/").status_code == 403
     assert client.get("/admin/trainer/policycheckpoint/").status_code == 200
 
 
@@ -416,9 +420,9 @@ def test_projects_without_a_simulator_cannot_start_the_loop(researcher):
     project = make_project(researcher, slug="uploads")
     project.env_id = "external"
     project.save()
-    response = api_client_for(researcher).post(f"/api/v1/projects/{project.slug}/iterations/", {}, format="json")
+    response = api_client_for(researcher).post(f"/api/v1/projects/{project.slug}/runs/", {}, format="json")
     assert response.status_code == 400 and "simulator" in response.json()["error"]["message"]
-    assert not Iteration.objects.exists()
+    assert not Run.objects.filter(kind=RunKind.ITERATION).exists()
 
 
 @pytest.mark.slow
@@ -435,8 +439,8 @@ def test_the_loop_runs_on_mujoco_too(researcher, annotator, django_capture_on_co
     with django_capture_on_commit_callbacks(execute=True):
         ranking_submit(project=project, annotator=annotator, groups=[["forward_velocity"], ["control_cost"]], sigmas={})
     iteration = run_iteration(project, researcher, django_capture_on_commit_callbacks)
-    assert iteration.state == IterationState.DONE, iteration.error
-    policy = PolicyCheckpoint.objects.get(iteration=iteration)
+    assert iteration.state == RunState.DONE, iteration.error
+    policy = PolicyCheckpoint.objects.get(run=iteration)
     assert policy.algorithm == "sac" and policy.timesteps == TINY["policy_timesteps"]
     assert Clip.objects.filter(project=project, iteration=1).count() == 2 * 4
     assert Clip.objects.filter(project=project, render_status=RenderStatus.READY).exists()  # the factor extremes

@@ -18,10 +18,10 @@ from django.test import Client
 from accounts.models import Role
 from accounts.services import user_create
 from labeling import assignment
-from labeling.models import Job, JobKind, Judgment, ProjectRole
+from labeling.models import Judgment, ProjectRole
 from labeling.services import membership_add, queries_create_random
 from tests.conftest import PASSWORD, add_fake_clips, api_client_for, make_project
-from trainer.models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
+from trainer.models import ITERATION_STEPS, PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
 
 MISSING_ID = 987_654_321
 
@@ -53,15 +53,17 @@ def world(researcher, annotator) -> World:
     ).judgment
     lease = assignment.lease_next_query(project=project, annotator=annotator).lease
     assert lease is not None
-    job = Job.objects.create(project=project, kind=JobKind.GENERATE_CLIPS, created_by=researcher)
+    job = Run.objects.create(
+        project=project, kind=RunKind.GENERATE_CLIPS, steps=["generating_clips"], created_by=researcher
+    )
     preference_set = PreferenceSet(project=project, sources="rankings", checksum="0" * 64)
     preference_set.file.save("p.parquet", ContentFile(b"PAR1"), save=False)
     preference_set.save()
     reward_model = RewardModel(project=project, version=1, preference_set=preference_set, status="ready")
     reward_model.weights.save("w.safetensors", ContentFile(b"weights"), save=False)
     reward_model.save()
-    iteration = Iteration.objects.create(project=project, number=1)
-    policy = PolicyCheckpoint(project=project, iteration=iteration, algorithm="sac", timesteps=10)
+    iteration = Run.objects.create(project=project, number=1, steps=list(ITERATION_STEPS))
+    policy = PolicyCheckpoint(project=project, run=iteration, algorithm="sac", timesteps=10)
     policy.model_file.save("policy.zip", ContentFile(b"PK"), save=False)
     policy.save()
 
@@ -84,11 +86,11 @@ def world(researcher, annotator) -> World:
 
 # (method, path template, body); {id} is filled with the object's id or a missing one.
 API_ROUTES = [
-    ("get", "/api/v1/jobs/{job}/", None),
+    ("get", "/api/v1/runs/{job}/", None),
     ("get", "/api/v1/reward-models/{reward_model}/weights", None),
     ("get", "/api/v1/reward-models/{reward_model}/weights?part=metadata", None),
-    ("get", "/api/v1/iterations/{iteration}/", None),
-    ("post", "/api/v1/iterations/{iteration}/", {"action": "pause"}),
+    ("get", "/api/v1/runs/{iteration}/", None),
+    ("post", "/api/v1/runs/{iteration}/", {"action": "pause"}),
     ("get", "/api/v1/policies/{policy}/checkpoint", None),
     (
         "post",
@@ -127,12 +129,12 @@ def test_api_detail_routes_answer_alike_for_hidden_and_missing(world, outsider, 
     assert (hidden.status_code, hidden.content) == (absent.status_code, absent.content)
     # and nothing happened to the hidden objects
     assert Judgment.objects.filter(pk=world.judgment).exists()
-    assert Iteration.objects.get(pk=world.iteration).paused is False
+    assert Run.objects.get(pk=world.iteration).paused is False
 
 
 PAGE_ROUTES = [
-    ("post", "/projects/{other_slug}/iterations/{iteration}/", {"action": "pause"}),
-    ("post", "/projects/{slug}/iterations/{iteration}/", {"action": "pause"}),
+    ("post", "/projects/{other_slug}/runs/{iteration}/", {"action": "pause"}),
+    ("post", "/projects/{slug}/runs/{iteration}/", {"action": "pause"}),
     ("post", "/projects/{other_slug}/history/", {"judgment": "{judgment}", "choice": "right"}),
     ("post", "/leases/{lease}/heartbeat/", None),
     ("post", "/leases/{lease}/release/", None),
@@ -159,27 +161,29 @@ def test_page_routes_answer_alike_for_hidden_and_missing(world, outsider, caller
     hidden, absent = call(False), call(True)
     assert hidden.status_code in (204, 404, 409), hidden.content
     assert (hidden.status_code, hidden.content) == (absent.status_code, absent.content)
-    assert Iteration.objects.get(pk=world.iteration).paused is False
+    assert Run.objects.get(pk=world.iteration).paused is False
 
 
 def test_members_who_are_not_researchers_may_get_a_403(world, annotator):
     """Inside a project the caller belongs to, researcher-only routes say so (the project is known to them)."""
     client = api_client_for(annotator)
-    response = client.get(f"/api/v1/jobs/{world.job}/")
+    response = client.get(f"/api/v1/runs/{world.job}/")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "permission_denied"
-    assert client.get(f"/api/v1/jobs/{MISSING_ID}/").status_code == 404
+    assert client.get(f"/api/v1/runs/{MISSING_ID}/").status_code == 404
 
 
 def test_researchers_still_see_their_objects(world, researcher):
     client = api_client_for(researcher)
-    assert client.get(f"/api/v1/jobs/{world.job}/").status_code == 200
-    assert client.get(f"/api/v1/iterations/{world.iteration}/").status_code == 200
+    assert client.get(f"/api/v1/runs/{world.job}/").status_code == 200
+    assert client.get(f"/api/v1/runs/{world.iteration}/").status_code == 200
     assert client.get(f"/api/v1/reward-models/{world.reward_model}/weights").status_code == 200
     assert client.get(f"/api/v1/policies/{world.policy}/checkpoint").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/api/v1/jobs/{n}/", "/api/v1/iterations/{n}/", "/projects/secret/iterations/{n}/"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/reward-models/{n}/weights", "/api/v1/runs/{n}/", "/projects/secret/runs/{n}/"]
+)
 def test_over_long_ids_are_a_plain_404(world, researcher, path):
     client = api_client_for(researcher)
     client.force_login(researcher)

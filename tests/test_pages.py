@@ -6,8 +6,9 @@ import re
 
 from django.urls import reverse
 
-from labeling.models import Job, Judgment
+from labeling.models import Judgment
 from tests.conftest import PASSWORD
+from trainer.models import Run, RunKind, RunState
 
 
 def login(client, user):
@@ -80,15 +81,23 @@ def test_nothing_to_do_says_why(client, project, annotator):
     assert 'data-reason="done"' in page and "answered every question" in page
 
 
-def test_dashboard_shows_jobs_with_progress_and_stops_polling_when_done(client, project, researcher):
+def test_dashboard_shows_runs_with_progress_and_stops_polling_when_done(client, project, researcher):
     login(client, researcher)
-    Job.objects.create(project=project, kind="generate_clips", status="running", progress=0.4, message="Rolled out 2")
+    Run.objects.create(
+        project=project,
+        kind=RunKind.GENERATE_CLIPS,
+        steps=[RunState.GENERATING_CLIPS],
+        state=RunState.GENERATING_CLIPS,
+        progress=0.4,
+        message="Rolled out 2",
+    )
     page = client.get(reverse("project-detail", args=[project.slug])).content.decode()
     assert "Rolled out 2" in page and 'value="40"' in page and 'hx-trigger="every 2s"' in page
-    polling = client.get(reverse("project-jobs", args=[project.slug]), HTTP_HX_REQUEST="true")
+    assert "Generate clips #" in page
+    polling = client.get(reverse("project-runs", args=[project.slug]), HTTP_HX_REQUEST="true")
     assert polling.status_code == 200
-    Job.objects.update(status="done", progress=1.0)
-    finished = client.get(reverse("project-jobs", args=[project.slug]), HTTP_HX_REQUEST="true")
+    Run.objects.update(state=RunState.DONE, progress=1.0)
+    finished = client.get(reverse("project-runs", args=[project.slug]), HTTP_HX_REQUEST="true")
     assert finished.status_code == 286  # htmx's "stop polling"
 
 
@@ -101,8 +110,8 @@ def test_researcher_starts_clip_generation_from_the_dashboard(
             reverse("project-generate", args=[project.slug]), {"rollouts": "1", "queries": "1", "seed": "0"}
         )
     assert response.status_code == 302
-    job = Job.objects.get()
-    assert job.status == "done", job.error  # ran in-process here; a real worker runs it in the integration test
+    run = Run.objects.get()
+    assert run.state == "done", run.error  # ran in-process here; a real worker runs it in the integration test
     assert project.clips.count() == 4
 
 
@@ -178,7 +187,7 @@ def test_dashboard_shows_rankings_agreement_reward_models_and_training_chart(
     assert "v1" in page and "0.950" in page and "data-chart=" in page and "uPlot.iife.min.js" in page
     response = client.post(reverse("project-train", args=[project.slug]))
     assert response.status_code == 302
-    assert project.jobs.filter(kind="build_preferences").exists()
+    assert project.runs.filter(kind=RunKind.RETRAIN).exists()
 
 
 def test_dashboard_shows_annotator_quality(client, project_with_queries, researcher, annotator, annotator2):

@@ -54,7 +54,7 @@ from rest_framework.test import APIClient
 from accounts.models import Role, User
 from accounts.services import user_create
 from labeling import assignment
-from labeling.models import FactorRanking, Job, JobKind, JobStatus, Judgment, Lease, Project, ProjectRole, Query
+from labeling.models import FactorRanking, Judgment, Lease, Project, ProjectRole, Query
 from labeling.services import membership_add, queries_create_random
 from tests.conftest import PASSWORD, add_fake_clips, make_project
 
@@ -141,22 +141,19 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-lease-heartbeat", "POST"): everyone(409, anonymous=UNAUTHENTICATED) | {"annotator": 200},
     ("api-lease-skip", "POST"): everyone(404, anonymous=UNAUTHENTICATED) | {"annotator": 204},
     ("api-lease-release", "POST"): everyone(204, anonymous=UNAUTHENTICATED),  # idempotent: releasing nothing is fine
-    # --- API: rankings, jobs, exports ---
+    # --- API: rankings, exports ---
     ("api-rankings", "GET"): api_members(200),  # annotators see their own rankings only
     ("api-rankings", "POST"): api_members(201),
-    ("api-jobs", "GET"): api_researcher_only(200),
-    ("api-jobs", "POST"): api_researcher_only(202),
-    ("api-job-detail", "GET"): api_researcher_only(200),
     ("api-export-judgments", "GET"): api_researcher_only(200),
     ("api-export-preferences", "GET"): api_researcher_only(200),
     # --- API: reward models, the loop, policies ---
     ("api-reward-models", "GET"): api_researcher_only(200),
     ("api-reward-models", "POST"): api_researcher_only(202),
     ("api-reward-weights", "GET"): api_researcher_only(200),
-    ("api-iterations", "GET"): api_researcher_only(200),
-    ("api-iterations", "POST"): api_researcher_only(201),
-    ("api-iteration", "GET"): api_researcher_only(200),
-    ("api-iteration", "POST"): api_researcher_only(409),  # reaches the action: pausing a finished iteration
+    ("api-runs", "GET"): api_researcher_only(200),
+    ("api-runs", "POST"): api_researcher_only(201),
+    ("api-run", "GET"): api_researcher_only(200),
+    ("api-run", "POST"): api_researcher_only(409),  # reaches the action: pausing a finished iteration
     ("api-policy", "GET"): api_researcher_only(200),
     # --- media ---
     ("clip-media", "GET"): page_members(200),
@@ -175,11 +172,10 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("history", "GET"): page_members(200),
     ("history", "POST"): page_members(302, researcher=404),  # only the author revises
     # --- pages for the project's researchers ---
-    ("project-jobs", "GET"): page_researcher_only(200),
     ("project-train", "POST"): page_researcher_only(302),
-    ("project-iterations", "GET"): page_researcher_only(200),
+    ("project-runs", "GET"): page_researcher_only(200),
     ("project-iteration-start", "POST"): page_researcher_only(302),
-    ("project-iteration-action", "POST"): page_researcher_only(302),
+    ("project-run-action", "POST"): page_researcher_only(302),
     ("project-generate", "POST"): page_researcher_only(302),
 }
 
@@ -196,7 +192,7 @@ class World:
     query: Query  # leased to the annotator, not yet answered
     lease: Lease
     judgment: Judgment  # the annotator's, just given (so it can still be undone)
-    job: Job
+    job: Any  # a finished clip-generation run
     ranking: FactorRanking
     reward_model: Any
     preference_set: Any
@@ -209,12 +205,11 @@ class World:
             "slug": self.project.slug,
             "clip_id": self.clip_id,
             "kind": "video",
-            "job_id": self.job.pk,
             "query_id": self.query.pk,
             "judgment_id": self.judgment.pk,
             "token": self.lease.token,
             "model_id": self.reward_model.pk,
-            "iteration_id": self.iteration.pk,
+            "run_id": self.iteration.pk,
             "policy_id": self.policy.pk,
         }
 
@@ -238,7 +233,7 @@ def _parquet_preferences(clip_ids: list[int]) -> bytes:
 
 def seed_world() -> World:
     """Project A with one of everything a path can name; project B owned by another researcher. No training."""
-    from trainer.models import Iteration, IterationState, PolicyCheckpoint, PreferenceSet, RewardModel
+    from trainer.models import ITERATION_STEPS, PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind, RunState
 
     researcher = user_create(username="rita", password=PASSWORD, role=Role.RESEARCHER)
     annotator = user_create(username="anna", password=PASSWORD, role=Role.ANNOTATOR)
@@ -264,8 +259,13 @@ def seed_world() -> World:
     ranking = FactorRanking.objects.create(
         project=project, annotator=annotator, groups=[["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]]
     )
-    job = Job.objects.create(
-        project=project, kind=JobKind.GENERATE_CLIPS, status=JobStatus.DONE, progress=1.0, created_by=researcher
+    job = Run.objects.create(
+        project=project,
+        kind=RunKind.GENERATE_CLIPS,
+        steps=["generating_clips"],
+        state=RunState.DONE,
+        progress=1.0,
+        created_by=researcher,
     )
     raw = _parquet_preferences([c.pk for c in clips])
     preference_set = PreferenceSet(
@@ -277,12 +277,15 @@ def seed_world() -> World:
     reward_model.weights.save("rm.safetensors", ContentFile(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "), save=False)
     reward_model.metadata.save("rm.json", ContentFile(json.dumps({"version": 1}).encode()), save=False)
     reward_model.save()
-    iteration = Iteration.objects.create(
-        project=project, number=1, state=IterationState.DONE, reward_model=reward_model, preference_set=preference_set
+    iteration = Run.objects.create(
+        project=project,
+        number=1,
+        steps=list(ITERATION_STEPS),
+        state=RunState.DONE,
+        reward_model=reward_model,
+        preference_set=preference_set,
     )
-    policy = PolicyCheckpoint(
-        project=project, iteration=iteration, reward_model=reward_model, algorithm="sac", timesteps=100
-    )
+    policy = PolicyCheckpoint(project=project, run=iteration, reward_model=reward_model, algorithm="sac", timesteps=100)
     policy.model_file.save("policy.zip", ContentFile(b"PK\x05\x06" + bytes(18)), save=False)
     policy.save()
     for user in (researcher, annotator, outsider, other_researcher):
@@ -340,10 +343,9 @@ BODIES: dict[tuple[str, str], Body] = {
     },
     ("api-judgment-detail", "PATCH"): lambda w, who: {"choice": "right"},
     ("api-rankings", "POST"): lambda w, who: {"groups": RANKING_GROUPS},
-    ("api-jobs", "POST"): lambda w, who: {"kind": "generate_clips", "params": {"rollouts": 1, "queries": 0}},
     ("api-reward-models", "POST"): lambda w, who: {},
-    ("api-iterations", "POST"): lambda w, who: {},
-    ("api-iteration", "POST"): lambda w, who: {"action": "pause"},
+    ("api-runs", "POST"): lambda w, who: {},
+    ("api-run", "POST"): lambda w, who: {"action": "pause"},
     ("label-judge", "POST"): lambda w, who: {
         "query": w.query.pk,
         "lease": str(w.lease.token),
@@ -355,7 +357,7 @@ BODIES: dict[tuple[str, str], Body] = {
     ("history", "POST"): lambda w, who: {"judgment": w.judgment.pk, "choice": "right"},
     ("rank", "POST"): lambda w, who: {"groups": json.dumps(RANKING_GROUPS)},
     ("project-iteration-start", "POST"): lambda w, who: {"count": 1},
-    ("project-iteration-action", "POST"): lambda w, who: {"action": "pause"},
+    ("project-run-action", "POST"): lambda w, who: {"action": "pause"},
     ("project-generate", "POST"): lambda w, who: {"rollouts": 1, "queries": 0, "seed": 0},
 }
 

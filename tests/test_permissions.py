@@ -76,16 +76,13 @@ def test_researcher_admin_is_scoped_to_their_projects(client, project, researche
 
 
 def test_researcher_starts_clip_generation_and_training_from_the_admin(client, project, researcher):
-    from labeling.models import Job
+    from trainer.models import Run
 
     client.force_login(researcher)
     for action in ("generate_clips", "train_reward_model"):
         response = client.post("/admin/labeling/project/", {"action": action, "_selected_action": [project.pk]})
         assert response.status_code == 302
-    assert set(Job.objects.filter(project=project).values_list("kind", flat=True)) == {
-        "generate_clips",
-        "build_preferences",
-    }
+    assert set(Run.objects.filter(project=project).values_list("kind", flat=True)) == {"generate_clips", "retrain"}
 
 
 def test_researcher_creates_gold_questions_from_the_admin(client, project, researcher):

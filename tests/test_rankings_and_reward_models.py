@@ -1,4 +1,4 @@
-"""Factor rankings → HERON preference sets → reward models, through the API and the Celery job chain."""
+"""Factor rankings → HERON preference sets → reward models, through the API and retrain runs."""
 
 from __future__ import annotations
 
@@ -11,27 +11,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from labeling import assignment
-from labeling.models import FactorRanking, Job, JobKind
-from labeling.services import job_create
-from tests.conftest import api_client_for
-from trainer.clip_pipeline import generate_clips
+from labeling.models import FactorRanking
+from tests.conftest import api_client_for, run_in_process
 from trainer.core.reward import from_bytes
-from trainer.jobs import job_run
-from trainer.models import PreferenceSet, RewardModel
+from trainer.models import PreferenceSet, RewardModel, Run, RunKind
 
 SMALL_MODEL = {"hidden_sizes": [32, 32], "ensemble_size": 2, "max_epochs": 15, "patience": 4}
 RANKING = [["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]]
 
 
 def make_clips(project, researcher, rollouts=6, **params):
-    job = job_create(
-        project=project,
-        kind=JobKind.GENERATE_CLIPS,
-        created_by=researcher,
-        params={"rollouts": rollouts, "steps": 200, "queries": 0, "render": "none", **params},
-    )
-    job_run(job.pk, generate_clips)
-    assert Job.objects.get(pk=job.pk).status == "done"
+    params = {"rollouts": rollouts, "steps": 200, "queries": 0, "render": "none", **params}
+    run = run_in_process(project, researcher, RunKind.GENERATE_CLIPS, **params)
+    assert run.state == "done", run.error
 
 
 @pytest.mark.parametrize(
@@ -93,21 +85,21 @@ def test_submitting_a_ranking_builds_preferences_and_trains_a_reward_model(
     make_clips(project, researcher, rollouts=4)
     project.loop_settings = {}
     project.save()
-    # The job chain runs in-process here (eager); the real worker runs the same tasks.
+    # The retrain run's steps run in-process here (eager); the real worker runs the same tasks.
     with django_capture_on_commit_callbacks(execute=True):
         response = api_client_for(annotator).post(
             f"/api/v1/projects/{project.slug}/rankings/", {"groups": RANKING}, format="json"
         )
     assert response.status_code == 201
-    build = Job.objects.get(kind=JobKind.BUILD_PREFERENCES)
-    assert build.status == "done", build.error
+    retrain = Run.objects.get(kind=RunKind.RETRAIN)
+    assert retrain.state == "done", retrain.error
+    assert retrain.steps == ["building_preferences", "training_reward"]
     preference_set = PreferenceSet.objects.get()
     table = pq.read_table(io.BytesIO(preference_set.file.read()))
     assert set(table.column("origin").to_pylist()) == {"heron"}
     assert preference_set.n_pairs == len(table) > 0 and preference_set.rankings[0]["groups"] == RANKING
-    train = Job.objects.get(kind=JobKind.TRAIN_REWARD_MODEL)
-    assert train.status == "done", train.error
     model = RewardModel.objects.get()
+    assert retrain.reward_model == model and retrain.preference_set == preference_set
     assert model.status == "ready" and model.version == 1 and model.preference_set == preference_set
     assert model.history and model.metrics["epochs_run"] == len(model.history)
 
@@ -135,8 +127,8 @@ def test_reward_models_from_judgments_alone_and_from_both(
     lines = [json.loads(x) for x in b"".join(rows.streaming_content).decode().splitlines()]
     assert {r["origin"] for r in lines} == {"human"} and {r["annotator"] for r in lines} == {annotator.username}
     # The fake clips of this fixture have no rollout arrays, so training fails — and says so.
-    train = Job.objects.get(kind=JobKind.TRAIN_REWARD_MODEL)
-    assert train.status == "failed" and train.error
+    retrain = Run.objects.get(kind=RunKind.RETRAIN)
+    assert retrain.state == "failed" and retrain.error.startswith("Training reward")
     assert RewardModel.objects.get().status == "failed"
 
 
@@ -147,7 +139,7 @@ def test_training_requests_are_validated(project, researcher):
     assert client.post(url, {"config": {"no_such": 1}}, format="json").status_code == 400
     assert client.post(url, {"sources": "dreams"}, format="json").status_code == 400
     assert client.post(url, {"margin_scope": "batch"}, format="json").status_code == 400
-    assert not Job.objects.exists()
+    assert not Run.objects.exists()
 
 
 @pytest.mark.slow

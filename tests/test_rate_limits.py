@@ -1,10 +1,10 @@
-"""Work can't be flooded: per-user rate limits shared by the API and the pages, and at most one queued preference
-build and one queued reward-model training per project (a new request supersedes the waiting one)."""
+"""Work can't be flooded: per-user rate limits shared by the API and the pages, and at most one queued retrain (or
+preference build, or reward-model training) per project (a new request supersedes the waiting one); one run of a
+project works at a time."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
@@ -17,11 +17,11 @@ from django.utils import timezone
 from frontend import views
 from labeling import ratelimits, services
 from labeling.api.throttles import SCOPES
-from labeling.models import Job, JobKind, JobStatus
 from labeling.rankings import ranking_submit
 from labeling.ratelimits import rate_limited
 from tests.conftest import api_client_for
-from trainer import jobs
+from trainer import loop
+from trainer.models import Run, RunKind, RunState
 
 RANKING = [["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]]
 
@@ -69,10 +69,10 @@ def rates(settings):
 
 @pytest.fixture
 def sent(monkeypatch):
-    """Tasks are recorded, not run: the jobs stay queued as they would with busy workers."""
+    """Tasks are recorded, not run: the runs stay where they are, as they would with busy workers."""
     calls: list[tuple[str, tuple]] = []
     monkeypatch.setattr(services, "send_task_by_name", lambda name, *args: calls.append((name, args)))
-    monkeypatch.setattr(jobs, "send_task_by_name", lambda name, *args: calls.append((name, args)))
+    monkeypatch.setattr(loop, "send_task_by_name", lambda name, *args: calls.append((name, args)))
     return calls
 
 
@@ -137,7 +137,7 @@ def test_the_ranking_page_and_the_api_share_one_counter(project, annotator, rate
 
 
 @pages
-def test_job_training_and_iteration_starts_share_one_counter_across_api_and_pages(
+def test_clip_generation_training_and_iteration_starts_share_one_counter_across_api_and_pages(
     project, researcher, annotator, rates, sent
 ):
     rates(runs="7/hour")
@@ -145,9 +145,9 @@ def test_job_training_and_iteration_starts_share_one_counter_across_api_and_page
     page = browser(researcher)
     slug = project.slug
     attempts = [
-        lambda: api.post(f"/api/v1/projects/{slug}/jobs/", {"kind": "generate_clips", "params": {}}, format="json"),
+        lambda: api.post(f"/api/v1/projects/{slug}/runs/", {"kind": "generate_clips", "params": {}}, format="json"),
         lambda: api.post(f"/api/v1/projects/{slug}/reward-models/", {}, format="json"),
-        lambda: api.post(f"/api/v1/projects/{slug}/iterations/", {}, format="json"),
+        lambda: api.post(f"/api/v1/projects/{slug}/runs/", {}, format="json"),
         lambda: page.post(f"/projects/{slug}/train/"),
         lambda: page.post(f"/projects/{slug}/generate/", {"rollouts": 2, "queries": 0}),
         lambda: page.post(f"/projects/{slug}/iterations/start/", {"count": 1}),
@@ -155,12 +155,12 @@ def test_job_training_and_iteration_starts_share_one_counter_across_api_and_page
     ]
     for attempt in attempts:
         assert attempt().status_code != 429
-    assert_throttled(api.post(f"/api/v1/projects/{slug}/jobs/", {"kind": "generate_clips"}, format="json"))
-    assert_throttled(api.post(f"/api/v1/projects/{slug}/iterations/", {}, format="json"))
+    assert_throttled(api.post(f"/api/v1/projects/{slug}/runs/", {"kind": "generate_clips"}, format="json"))
+    assert_throttled(api.post(f"/api/v1/projects/{slug}/runs/", {}, format="json"))
     for url in (f"/projects/{slug}/train/", f"/projects/{slug}/generate/", f"/projects/{slug}/iterations/start/"):
         assert page.post(url).status_code == 429, url
-    # Reading the jobs is not limited, and the annotator's allowance is untouched.
-    assert api.get(f"/api/v1/projects/{slug}/jobs/").status_code == 200
+    # Reading the runs is not limited, and the annotator's allowance is untouched.
+    assert api.get(f"/api/v1/projects/{slug}/runs/").status_code == 200
     assert (
         api_client_for(annotator)
         .post(f"/api/v1/projects/{slug}/rankings/", {"groups": RANKING}, format="json")
@@ -238,11 +238,11 @@ def test_the_real_page_views_carry_the_same_scopes():
         assert match.func.rate_limit_scope == scope, name
 
 
-# --- one queued build, one queued training --------------------------------------------------------------------
+# --- one queued retrain per project; one active run per project ------------------------------------------------
 
 
-def queued(project, kind=JobKind.BUILD_PREFERENCES):
-    return list(Job.objects.filter(project=project, kind=kind, status=JobStatus.QUEUED))
+def queued(project, kind=RunKind.RETRAIN):
+    return list(Run.objects.filter(project=project, kind=kind, state=RunState.QUEUED))
 
 
 def submit(project, annotator, capture) -> None:
@@ -251,56 +251,59 @@ def submit(project, annotator, capture) -> None:
         ranking_submit(project=project, annotator=annotator, groups=RANKING)
 
 
-def test_thirty_rankings_in_a_row_queue_one_build(
+def start(project, kind=RunKind.RETRAIN, created_by=None, **params) -> Run:
+    return loop.run_start(project=project, kind=kind, params=params, created_by=created_by)
+
+
+def busy(project) -> Run:
+    """Another run of the project is working (a worker holds its step): new runs wait behind it."""
+    return Run.objects.create(
+        project=project,
+        kind=RunKind.GENERATE_CLIPS,
+        steps=[RunState.GENERATING_CLIPS],
+        state=RunState.GENERATING_CLIPS,
+        heartbeat_at=timezone.now(),
+    )
+
+
+def test_thirty_rankings_in_a_row_start_one_retrain_and_queue_one_more(
     project, annotator, annotator2, sent, django_capture_on_commit_callbacks
 ):
     for i in range(30):
         submit(project, (annotator, annotator2)[i % 2], django_capture_on_commit_callbacks)
-    builds = Job.objects.filter(project=project, kind=JobKind.BUILD_PREFERENCES)
-    assert builds.count() == 1
-    (build,) = builds
-    assert build.status == JobStatus.QUEUED
-    assert build.created_by == annotator2  # the latest request
-    assert build.params == {"sources": "auto", "train": True}
-    assert set(sent) == {("trainer.build_preferences", (build.pk,))}  # sent again each time: a duplicate is a no-op
-
-
-def test_a_running_build_does_not_block_the_next_one_but_only_one_waits(
-    project, annotator, annotator2, sent, django_capture_on_commit_callbacks
-):
-    submit(project, annotator, django_capture_on_commit_callbacks)
-    (first,) = queued(project)
-    assert first.claim()  # a worker took it
-    for i in range(30):
-        submit(project, (annotator, annotator2)[i % 2], django_capture_on_commit_callbacks)
-    builds = Job.objects.filter(project=project, kind=JobKind.BUILD_PREFERENCES)
-    assert sorted(builds.values_list("status", flat=True)) == [JobStatus.QUEUED, JobStatus.RUNNING]
+    retrains = Run.objects.filter(project=project, kind=RunKind.RETRAIN).order_by("id")
+    assert retrains.count() == 2
+    first, second = retrains
+    assert first.state == RunState.BUILDING_PREFERENCES  # started (its task recorded, not run)
+    assert second.state == RunState.QUEUED and second.created_by == annotator2  # the latest request
+    assert second.message.startswith(f"Waiting for retrain reward model #{first.pk}")
+    assert second.params["sources"] == "auto" and "train" not in second.params
+    assert set(sent) == {("trainer.run_building_preferences", (first.pk, "building_preferences"))}
 
 
 def test_a_new_request_supersedes_the_waiting_one(
     project, researcher, annotator, sent, django_capture_on_commit_callbacks
 ):
+    busy(project)
     api = api_client_for(researcher)
     first = api.post(f"/api/v1/projects/{project.slug}/reward-models/", {"cap": 500}, format="json")
-    assert first.status_code == 202
+    assert first.status_code == 202 and first.json()["kind"] == "retrain"
     submit(project, annotator, django_capture_on_commit_callbacks)
     assert queued(project)[0].created_by == annotator
     second = api.post(f"/api/v1/projects/{project.slug}/reward-models/", {"cap": 800}, format="json")
     assert second.json()["id"] == first.json()["id"]
-    (build,) = queued(project)
-    assert build.params["cap"] == 800 and build.created_by == researcher
-    assert "replaced an earlier request" in build.message
+    (retrain,) = queued(project)
+    assert retrain.params["cap"] == 800 and retrain.created_by == researcher
+    assert "replaced an earlier request" in retrain.message
+    assert sent == []  # nothing starts while the project's other run works
 
 
-def test_the_chained_training_coalesces_too(project, researcher, sent):
-    one = services.job_start(
-        project=project, kind=JobKind.TRAIN_REWARD_MODEL, params={"preference_set": 1}, created_by=researcher
-    )
-    two = services.job_start(
-        project=project, kind=JobKind.TRAIN_REWARD_MODEL, params={"preference_set": 2}, created_by=None
-    )
+def test_each_rebuilding_kind_coalesces_on_its_own(project, researcher, sent):
+    busy(project)
+    one = start(project, RunKind.TRAIN_REWARD_MODEL, researcher, preference_set=1)
+    two = start(project, RunKind.TRAIN_REWARD_MODEL, None, preference_set=2)
     assert one.pk == two.pk
-    (training,) = queued(project, JobKind.TRAIN_REWARD_MODEL)
+    (training,) = queued(project, RunKind.TRAIN_REWARD_MODEL)
     assert training.params == {"preference_set": 2} and training.created_by is None
     assert len(queued(project)) == 0  # kinds don't coalesce with each other
 
@@ -309,169 +312,199 @@ def test_other_kinds_and_other_projects_are_not_coalesced(project, researcher, s
     from tests.conftest import make_project
 
     other = make_project(researcher, slug="other")
+    busy(project)
+    busy(other)
     for target in (project, project, other):
-        services.job_start(project=target, kind=JobKind.GENERATE_CLIPS, params={}, created_by=researcher)
-        services.job_start(project=target, kind=JobKind.BUILD_PREFERENCES, params={}, created_by=researcher)
-    assert len(queued(project, JobKind.GENERATE_CLIPS)) == 2
+        start(target, RunKind.GENERATE_CLIPS, researcher)
+        start(target, RunKind.RETRAIN, researcher)
+    assert len(queued(project, RunKind.GENERATE_CLIPS)) == 2
     assert len(queued(project)) == 1 and len(queued(other)) == 1
 
 
-def test_the_database_refuses_a_second_queued_build(project):
-    Job.objects.create(project=project, kind=JobKind.BUILD_PREFERENCES)
+def test_the_database_refuses_a_second_queued_retrain_and_a_second_active_run(project):
+    def new(**fields) -> Run:
+        return Run.objects.create(project=project, kind=RunKind.RETRAIN, steps=["building_preferences"], **fields)
+
+    new()
     with pytest.raises(IntegrityError), transaction.atomic():
-        Job.objects.create(project=project, kind=JobKind.BUILD_PREFERENCES)
-    Job.objects.create(project=project, kind=JobKind.BUILD_PREFERENCES, status=JobStatus.RUNNING)
+        new()
+    new(state=RunState.BUILDING_PREFERENCES)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        busy(project)
 
 
-def test_a_takeover_lost_to_a_worker_queues_a_new_job(project, researcher, sent, monkeypatch):
-    services.job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={}, created_by=researcher)
+def test_a_takeover_lost_to_a_start_queues_a_new_run(project, researcher, sent, monkeypatch):
+    busy_run = busy(project)
+    start(project, created_by=researcher)
     (waiting,) = queued(project)
-    real_filter = Job.objects.filter
-    claimed: list[bool] = []
+    real_filter = Run.objects.filter
+    started: list[bool] = []
 
-    def filter_then_claim(*args, **kwargs):  # a worker claims the job between the look-up and the takeover
-        if kwargs.get("pk") == waiting.pk and not claimed:
-            claimed.append(False)
-            claimed[0] = waiting.claim()
+    def filter_then_start(*args, **kwargs):  # the waiting run starts between the look-up and the takeover
+        if kwargs.get("pk") == waiting.pk and kwargs.get("state") == RunState.QUEUED and not started:
+            started.append(False)
+            real_filter(pk=busy_run.pk).update(state=RunState.DONE)
+            started[0] = loop.run_maybe_start(Run.objects.get(pk=waiting.pk))
         return real_filter(*args, **kwargs)
 
-    monkeypatch.setattr(Job.objects, "filter", filter_then_claim)
-    job = services.job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={"cap": 9}, created_by=None)
+    monkeypatch.setattr(Run.objects, "filter", filter_then_start)
+    run = start(project, cap=9)
     monkeypatch.undo()
-    assert claimed == [True]
-    assert job.pk != waiting.pk and job.status == JobStatus.QUEUED and job.params == {"cap": 9}
-    assert Job.objects.get(pk=waiting.pk).params == {}  # the running one kept what it started with
+    assert started == [True]
+    assert run.pk != waiting.pk and run.state == RunState.QUEUED and run.params["cap"] == 9
+    assert Run.objects.get(pk=waiting.pk).params["cap"] == 200_000  # the started one kept what it started with
 
 
-def test_a_build_waits_for_the_running_one_which_then_sends_it(
-    project, researcher, sent, django_capture_on_commit_callbacks
-):
-    services.job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={}, created_by=researcher)
-    (first,) = queued(project)
-    ran: list[int] = []
-    later: list[Job] = []
-
-    def work(job):
-        ran.append(job.pk)
-        if job.pk == first.pk:  # meanwhile: a new request, and a second worker picks up its message at once
-            later.append(
-                services.job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={"cap": 7}, created_by=None)
-            )
-            jobs.job_run(later[0].pk, work)
-            assert Job.objects.get(pk=later[0].pk).status == JobStatus.QUEUED
-            assert Job.objects.get(pk=later[0].pk).message == f"Waiting for job #{first.pk} to finish"
-        return {}
-
+def test_a_waiting_run_starts_when_the_active_one_ends(project, researcher, sent, django_capture_on_commit_callbacks):
+    first = start(project, created_by=researcher)
+    assert first.state == RunState.BUILDING_PREFERENCES
+    second = start(project, RunKind.GENERATE_CLIPS, researcher)
+    assert second.state == RunState.QUEUED and "Waiting for" in second.message
     sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        jobs.job_run(first.pk, work)
-    assert ran == [first.pk]
-    (second,) = later
-    assert ("trainer.build_preferences", (second.pk,)) in sent  # the finished one starts the waiting one
-    jobs.job_run(second.pk, work)
-    assert ran == [first.pk, second.pk]
-    assert Job.objects.get(pk=second.pk).status == JobStatus.DONE
+        loop.step_run(first.pk, first.state, lambda run, settings, report: {})
+        first.refresh_from_db()
+        assert first.state == RunState.TRAINING_REWARD  # its next step: the project's lane stays taken
+        second.refresh_from_db()
+        assert second.state == RunState.QUEUED
+        loop.step_run(first.pk, first.state, lambda run, settings, report: {})
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.state == RunState.DONE and second.state == RunState.GENERATING_CLIPS
+    assert ("trainer.run_generating_clips", (second.pk, "generating_clips")) in sent
 
 
-def test_a_failed_build_also_sends_the_waiting_one(project, researcher, sent, django_capture_on_commit_callbacks):
-    services.job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={}, created_by=researcher)
-    (first,) = queued(project)
+def test_a_failed_or_cancelled_run_also_starts_the_waiting_one(project, researcher, sent):
+    first = start(project, created_by=researcher)
+    second = start(project, RunKind.GENERATE_CLIPS, researcher)
 
-    def work(job):
-        services.job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={}, created_by=None)
+    def fails(run, settings, report):
         raise ValueError("no preferences to build from")
 
-    sent.clear()
-    with django_capture_on_commit_callbacks(execute=True):
-        jobs.job_run(first.pk, work)
-    (waiting,) = queued(project)
-    assert Job.objects.get(pk=first.pk).status == JobStatus.FAILED
-    assert sent[-1] == ("trainer.build_preferences", (waiting.pk,))
+    loop.step_run(first.pk, first.state, fails)
+    second.refresh_from_db()
+    assert second.state == RunState.GENERATING_CLIPS
+    third = start(project, RunKind.GENERATE_CLIPS, researcher)
+    loop.run_cancel(second)
+    third.refresh_from_db()
+    assert third.state == RunState.GENERATING_CLIPS
 
 
-def test_a_stale_running_build_does_not_hold_up_the_next(project, researcher, sent):
-    services.job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={}, created_by=researcher)
-    (dead,) = queued(project)
-    assert dead.claim()
-    Job.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - Job.STALE_AFTER - timedelta(seconds=1))
-    job = services.job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={}, created_by=None)
-    jobs.job_run(job.pk, lambda job: {"ok": True})
-    assert Job.objects.get(pk=job.pk).status == JobStatus.DONE
+def test_a_ranking_during_a_running_iteration_trains_after_it_not_beside_it(
+    project, researcher, annotator, sent, django_capture_on_commit_callbacks
+):
+    iteration = Run.objects.create(
+        project=project, number=1, steps=["building_preferences", "training_reward"], state="training_reward"
+    )
+    submit(project, annotator, django_capture_on_commit_callbacks)
+    (retrain,) = queued(project)
+    assert retrain.message == "Waiting for iteration 1 to finish"
+    assert not Run.objects.filter(project=project, state__in=["building_preferences"]).exists()
+    loop.run_cancel(iteration)
+    retrain.refresh_from_db()
+    assert retrain.state == RunState.BUILDING_PREFERENCES
 
 
-def test_thirty_api_rankings_in_eager_mode_build_and_train_at_most_once_each(
+def test_thirty_api_rankings_in_eager_mode_train_at_most_twice(
     project, annotator, annotator2, settings, rates, monkeypatch, django_capture_on_commit_callbacks
 ):
-    """With tasks run in-process at commit, each request's chain runs at once; coalescing within a transaction
-    (the callbacks of one block run after all 30) leaves one build and one training."""
-    from trainer import preference_building, reward_training
+    """With tasks run in-process at commit, each request's retrain runs at once; coalescing within a transaction
+    (the callbacks of one block run after all 30) leaves the retrain the first one started and one more that
+    waited for it: each builds and trains once."""
+    from trainer import loop_steps
 
     rates(rankings="100/hour")
     built: list[int] = []
     trained: list[int] = []
 
-    def fake_build(job):
-        built.append(job.pk)
-        services.job_start(project=project, kind=JobKind.TRAIN_REWARD_MODEL, params={}, created_by=job.created_by)
-        return {}
+    def recorder(seen: list[int]):
+        def work(run, loop_settings, report) -> dict:
+            seen.append(run.pk)
+            return {}
 
-    monkeypatch.setattr(preference_building, "build_preferences", fake_build)
+        return work
 
-    def fake_train(job):
-        trained.append(job.pk)
-        return {}
-
-    monkeypatch.setattr(reward_training, "train_reward_model_job", fake_train)
+    monkeypatch.setitem(loop_steps.STEP_WORK, "building_preferences", recorder(built))
+    monkeypatch.setitem(loop_steps.STEP_WORK, "training_reward", recorder(trained))
     with django_capture_on_commit_callbacks(execute=True):
         for i in range(30):
             ranking_submit(project=project, annotator=(annotator, annotator2)[i % 2], groups=RANKING)
-    assert len(built) == 1 and len(trained) == 1
-    assert Job.objects.filter(project=project).count() == 2
-    assert not Job.objects.filter(status=JobStatus.QUEUED).exists()
+    assert len(built) == 2 and built == trained
+    assert list(Run.objects.filter(project=project).values_list("state", flat=True)) == [RunState.DONE] * 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_migration_merges_queued_duplicates(researcher):
+def test_the_migration_turns_jobs_into_runs(researcher):
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
 
     from tests.conftest import make_project
 
     project = make_project(researcher)
-    before = [("labeling", "0005_skip_and_full_view")]
-    after = [("labeling", "0006_job_one_queued_build_or_training_per_project")]
+    before = [("labeling", "0008_rollout_run"), ("trainer", "0002_iterations_and_policies")]
     executor = MigrationExecutor(connection)
     executor.migrate(before)
     try:
-        OldJob = executor.loader.project_state(before).apps.get_model("labeling", "Job")
+        old = executor.loader.project_state(before).apps
+        OldJob = old.get_model("labeling", "Job")
+        OldIteration = old.get_model("trainer", "Iteration")
+        OldRollout = old.get_model("labeling", "Rollout")
+        OldPreferenceSet = old.get_model("trainer", "PreferenceSet")
         now = timezone.now()
-        ids = [
-            OldJob.objects.create(project_id=project.pk, kind=kind, status="queued", created_at=now + timedelta(s)).pk
-            for s, kind in enumerate(["build_preferences"] * 3 + ["train_reward_model"] * 2 + ["generate_clips"] * 2)
-        ]
+
+        def job(kind, status, **fields):
+            return OldJob.objects.create(project_id=project.pk, kind=kind, status=status, created_at=now, **fields)
+
+        done_clips = job("generate_clips", "done", result={"clips": 4})
+        queued_build = job("build_preferences", "queued", params={"sources": "auto", "train": True})
+        running = job("train_reward_model", "running", params={"preference_set": 1})
+        built = job("build_preferences", "done", params={"train": False})
+        rollout = OldRollout.objects.create(
+            project_id=project.pk, policy="random", env_seed=1, n_steps=10, job=done_clips
+        )
+        preference_set = OldPreferenceSet.objects.create(project_id=project.pk, job=built, sources="rankings")
+        iteration = OldIteration.objects.create(project_id=project.pk, number=1, state="done")
+        loop_rollout = OldRollout.objects.create(
+            project_id=project.pk, policy="sac", env_seed=2, n_steps=10, iteration=1
+        )
     finally:
         executor = MigrationExecutor(connection)
-        executor.migrate(after)
-        # Back to the latest schema, so later migrations (and the tests after this one) find their columns.
-        executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())
-    statuses = dict(Job.objects.filter(pk__in=ids).values_list("pk", "status"))
-    assert [statuses[pk] for pk in ids] == ["failed", "failed", "queued", "failed", "queued", "queued", "queued"]
-    assert Job.objects.get(pk=ids[0]).error.startswith(f"Superseded by job #{ids[2]}")
+    runs = {run.kind + ":" + run.state: run for run in Run.objects.filter(project=project)}
+    assert set(runs) == {
+        "generate_clips:done",
+        "retrain:queued",
+        "train_reward_model:failed",
+        "build_preferences:done",
+        "iteration:done",
+    }
+    assert runs["generate_clips:done"].results == {"generating_clips": {"clips": 4}}
+    assert runs["retrain:queued"].steps == ["building_preferences", "training_reward"]
+    assert runs["retrain:queued"].params == {"sources": "auto"}
+    assert "upgrade" in runs["train_reward_model:failed"].error
+    assert runs["iteration:done"].pk == iteration.pk and runs["iteration:done"].steps[0] == "building_preferences"
+    from labeling.models import Rollout
+    from trainer.models import PreferenceSet
+
+    assert Rollout.objects.get(pk=rollout.pk).run == runs["generate_clips:done"].pk
+    assert Rollout.objects.get(pk=loop_rollout.pk).run == iteration.pk
+    assert PreferenceSet.objects.get(pk=preference_set.pk).run_id == runs["build_preferences:done"].pk
+    assert runs["build_preferences:done"].preference_set_id == preference_set.pk
+    del queued_build, running
 
 
 @pytest.mark.skipif(
     "postgresql" not in django_settings.DATABASES["default"]["ENGINE"], reason="needs PostgreSQL (concurrent writers)"
 )
 @pytest.mark.django_db(transaction=True)
-def test_simultaneous_requests_leave_one_queued_build(researcher, monkeypatch):
+def test_simultaneous_requests_leave_one_queued_retrain_and_one_active_run(researcher, monkeypatch):
     import threading
 
     from django.db import connection
 
     from tests.conftest import make_project
 
-    monkeypatch.setattr(services, "send_task_by_name", lambda name, *args: None)
+    monkeypatch.setattr(loop, "send_task_by_name", lambda name, *args: None)
     project = make_project(researcher)
     barrier = threading.Barrier(8)
     errors: list[BaseException] = []
@@ -480,7 +513,8 @@ def test_simultaneous_requests_leave_one_queued_build(researcher, monkeypatch):
         try:
             barrier.wait()
             with transaction.atomic():
-                services.job_start(project=project, kind=JobKind.BUILD_PREFERENCES, params={"seed": i}, created_by=None)
+                kind = RunKind.RETRAIN if i % 2 else RunKind.GENERATE_CLIPS
+                loop.run_start(project=project, kind=kind, params={"seed": i}, created_by=None)
         except BaseException as error:
             errors.append(error)
         finally:
@@ -492,4 +526,7 @@ def test_simultaneous_requests_leave_one_queued_build(researcher, monkeypatch):
     for thread in threads:
         thread.join()
     assert not errors
-    assert Job.objects.filter(project=project, kind=JobKind.BUILD_PREFERENCES).count() == 1
+    runs = Run.objects.filter(project=project)
+    assert runs.filter(state__in=loop.STEP_STATES).count() == 1
+    assert runs.filter(kind=RunKind.RETRAIN, state=RunState.QUEUED).count() <= 1
+    assert runs.filter(kind=RunKind.GENERATE_CLIPS).count() == 4

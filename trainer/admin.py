@@ -1,7 +1,7 @@
 """Admin for training artefacts, scoped to the researcher's projects like the labeling admin.
 
-Preference sets, reward models, iterations and policies are made by the workers: the admin views them (and runs the
-iteration actions); nothing here adds them or edits what they hold, except an iteration's number of follow-ups.
+Preference sets, reward models, runs and policies are made by the workers: the admin views them (and runs the run
+actions); nothing here adds them or edits what they hold, except an iteration's number of follow-ups.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from django.http import HttpRequest
 
 from labeling.admin import ProjectScopedAdmin
 from labeling.errors import ServiceError
-from labeling.models import JobKind, Project
-from labeling.services import job_start
+from labeling.models import Project
 
 from . import loop
-from .models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
+from .models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
 
 
 @admin.register(PreferenceSet)
@@ -44,70 +43,91 @@ class RewardModelAdmin(ProjectScopedAdmin):
 @admin.action(description="Build preferences and train a reward model")
 def train_reward_model(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Project]) -> None:
     for project in queryset:
-        job_start(
+        loop.run_start(
             project=project,
-            kind=JobKind.BUILD_PREFERENCES,
-            params={"sources": "auto", "train": True},
+            kind=RunKind.RETRAIN,
+            params={"sources": "auto"},
             created_by=request.user,  # type: ignore[arg-type]
         )
     modeladmin.message_user(request, f"Started training for {queryset.count()} project(s).", messages.SUCCESS)
 
 
-def _apply(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Iteration], change, verb: str
-) -> None:
+@admin.action(description="Generate clips (8 episodes, 50 random queries)")
+def generate_clips(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Project]) -> None:
+    for project in queryset:
+        loop.run_start(
+            project=project,
+            kind=RunKind.GENERATE_CLIPS,
+            params={"rollouts": 8, "queries": 50, "seed": project.rollouts.count()},
+            created_by=request.user,  # type: ignore[arg-type]
+        )
+    modeladmin.message_user(request, f"Started clip generation for {queryset.count()} project(s).", messages.SUCCESS)
+
+
+def _apply(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Run], change, verb: str) -> None:
     done = 0
-    for iteration in queryset.select_related("project"):
+    for run in queryset.select_related("project"):
         try:
-            change(iteration)
+            change(run)
             done += 1
         except ServiceError as error:
-            modeladmin.message_user(request, f"Iteration {iteration.number}: {error.message}", messages.WARNING)
+            modeladmin.message_user(request, f"{run.title}: {error.message}", messages.WARNING)
     if done:
-        modeladmin.message_user(request, f"{verb} {done} iteration(s).", messages.SUCCESS)
+        modeladmin.message_user(request, f"{verb} {done} run(s).", messages.SUCCESS)
 
 
-@admin.register(Iteration)
-class IterationAdmin(ProjectScopedAdmin):
-    list_display = ("project", "number", "state", "paused", "progress_bar", "message", "true_return", "labels_used")
-    list_filter = ("project", "state", "paused")
+@admin.register(Run)
+class RunAdmin(ProjectScopedAdmin):
+    """Every piece of background work: loop iterations, retrains, clip generation, renders."""
+
+    list_display = ("project", "title", "state", "paused", "progress_bar", "message", "true_return", "created_at")
+    list_filter = ("project", "kind", "state", "paused")
     list_select_related = ("project", "policy")
+    search_fields = ("message", "error")
     change_fields = ("follow_ups",)
-    actions = ["pause", "resume", "start_now", "cancel"]
+    actions = ["pause", "resume", "start_now", "cancel", "retry"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # iterations start from the project's "Start an iteration" action, the dashboard or the API
+        return False  # runs start from the project actions, the dashboard or the API
+
+    @admin.display(description="run")
+    def title(self, run: Run) -> str:
+        return run.title
 
     @admin.display(description="progress")
-    def progress_bar(self, iteration: Iteration) -> str:
-        return f"{iteration.percent}%"
+    def progress_bar(self, run: Run) -> str:
+        return f"{run.percent}%"
 
     @admin.display(description="true return")
-    def true_return(self, iteration: Iteration) -> str:
-        policy = getattr(iteration, "policy", None)  # selected with the list (list_select_related)
+    def true_return(self, run: Run) -> str:
+        policy = getattr(run, "policy", None)  # selected with the list (list_select_related)
         value = policy.true_return if policy else None
         return f"{value:.1f}" if isinstance(value, float) else "—"
 
     @admin.action(description="Pause (after the current step)")
-    def pause(self, request: HttpRequest, queryset: QuerySet[Iteration]) -> None:
-        _apply(self, request, queryset, loop.iteration_pause, "Paused")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        _apply(self, request, queryset, loop.run_pause, "Paused")
 
     @admin.action(description="Resume")
-    def resume(self, request: HttpRequest, queryset: QuerySet[Iteration]) -> None:
-        _apply(self, request, queryset, loop.iteration_resume, "Resumed")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        _apply(self, request, queryset, loop.run_resume, "Resumed")
 
     @admin.action(description="Start now (even before the label budget is met)")
-    def start_now(self, request: HttpRequest, queryset: QuerySet[Iteration]) -> None:
-        _apply(self, request, queryset, loop.iteration_start_now, "Started")
+    def start_now(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        _apply(self, request, queryset, loop.run_start_now, "Started")
 
     @admin.action(description="Cancel")
-    def cancel(self, request: HttpRequest, queryset: QuerySet[Iteration]) -> None:
-        _apply(self, request, queryset, loop.iteration_cancel, "Cancelled")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        _apply(self, request, queryset, loop.run_cancel, "Cancelled")
+
+    @admin.action(description="Retry from the failed step")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        _apply(self, request, queryset, loop.run_retry, "Retried")
 
 
 @admin.register(PolicyCheckpoint)
 class PolicyCheckpointAdmin(ProjectScopedAdmin):
-    list_display = ("project", "iteration", "algorithm", "timesteps", "true_return", "learned_return", "created_at")
+    list_display = ("project", "run", "algorithm", "timesteps", "true_return", "learned_return", "created_at")
     list_filter = ("project", "algorithm")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -126,4 +146,4 @@ def start_iteration(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset
 
 
 # Offered on labeling's project list through labeling.admin.project_action_register (from trainer.apps).
-PROJECT_ACTIONS = (train_reward_model, start_iteration)
+PROJECT_ACTIONS = (generate_clips, train_reward_model, start_iteration)

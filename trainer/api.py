@@ -14,12 +14,10 @@ from rest_framework.views import APIView
 from accounts.typing import AuthenticatedRequest
 from labeling import exports
 from labeling.api.errors import error_response
-from labeling.api.serializers import JobSerializer, bounded_json
+from labeling.api.serializers import bounded_json
 from labeling.api.views import require_researcher, researcher_project, visible_object
 from labeling.errors import NotFound, ValidationFailed
-from labeling.models import JobKind
 from labeling.parsing import parse_optional_int
-from labeling.services import job_start
 
 from .core.reward import RewardModelConfig
 from .models import PreferenceSet, RewardModel
@@ -37,7 +35,7 @@ class RewardModelSerializer(serializers.ModelSerializer):
             "status",
             "error",
             "preference_set",
-            "job",
+            "run",
             "config",
             "metrics",
             "history",
@@ -49,7 +47,9 @@ class RewardModelSerializer(serializers.ModelSerializer):
         return f"/api/v1/reward-models/{reward_model.pk}/weights" if reward_model.weights else None
 
 
-class TrainRequestSerializer(serializers.Serializer):
+class PreferenceRequestSerializer(serializers.Serializer):
+    """How to build a preference set (and, in a retrain, the reward-model config to train on it)."""
+
     sources = serializers.ChoiceField(choices=["auto", "rankings", "judgments", "both"], default="auto")
     cap = serializers.IntegerField(
         min_value=1, max_value=5_000_000, default=200_000, help_text="Preference pairs at most (1 to 5 000 000)."
@@ -78,7 +78,7 @@ class TrainRequestSerializer(serializers.Serializer):
             PreferenceParams.from_dict({**attrs, "reward_config": config})
         except (TypeError, ValueError) as error:
             raise serializers.ValidationError({"config": [str(error)]}) from None
-        return {**attrs, "reward_config": config, "train": True}
+        return {**attrs, "reward_config": config}
 
 
 class RewardModelListView(APIView):
@@ -89,18 +89,21 @@ class RewardModelListView(APIView):
         return Response(RewardModelSerializer(models, many=True).data)
 
     @extend_schema(
-        request=TrainRequestSerializer,
-        responses={202: JobSerializer},
-        summary="Build preferences from rankings and/or judgments, then train a new version",
+        request=PreferenceRequestSerializer,
+        responses={202: OpenApiTypes.OBJECT},
+        summary="Build preferences from rankings and/or judgments, then train a new version (a retrain run; the "
+        "same as POST …/runs/ with kind=retrain)",
     )
     def post(self, request: AuthenticatedRequest, slug: str) -> Response:
+        from . import loop
+        from .api_runs import RunSerializer
+        from .models import RunKind
+
         project = researcher_project(request, slug)
-        spec = TrainRequestSerializer(data=request.data)
+        spec = PreferenceRequestSerializer(data=request.data)
         spec.is_valid(raise_exception=True)
-        job = job_start(
-            project=project, kind=JobKind.BUILD_PREFERENCES, params=spec.validated_data, created_by=request.user
-        )
-        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        run = loop.run_start(project=project, kind=RunKind.RETRAIN, params=spec.validated_data, created_by=request.user)
+        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
 class RewardModelWeightsView(APIView):

@@ -21,9 +21,9 @@ class TrainerConfig(AppConfig):
         judgment_recorded.connect(on_judgment_recorded, dispatch_uid="trainer.on_judgment_recorded")
         from labeling import pending_work
 
-        from .loop import iteration_in_progress
+        from .loop import new_questions_coming
 
-        pending_work.register("trainer.iterations", iteration_in_progress)
+        pending_work.register("trainer.runs", new_questions_coming)
         from labeling.admin import project_action_register
 
         from .admin import PROJECT_ACTIONS

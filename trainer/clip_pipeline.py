@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from labeling.clips import (
     rollout_store,
     rollouts_delete,
 )
-from labeling.models import Clip, Job, Project, Query, RenderStatus
+from labeling.models import Clip, Project, Query, RenderStatus
 from labeling.services import queries_create_random
 
 from .core import envs, rollouts, video
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GenerateClipsParams:
-    """What a generate_clips job does. Stored as the job's params (JSON)."""
+    """What a generate_clips run does. Stored as the run's params (JSON)."""
 
     rollouts: int = 8
     """Number of episodes to roll out."""
@@ -78,10 +78,11 @@ def factor_columns(project: Project, preset: envs.EnvPreset) -> list[int]:
     return columns
 
 
-def generate_clips(job: Job) -> dict[str, Any]:
-    """Run the job: seeded rollouts, clips with factor totals, random queries, then video for the clips shown."""
-    project = job.project
-    params = GenerateClipsParams.from_dict(job.params)
+def generate_clips(run: Any, report: Callable[[float, str], None]) -> dict[str, Any]:
+    """A generate_clips run's step: seeded rollouts, clips with factor totals, random queries, then video for the
+    clips shown. ``run`` is a trainer Run (its project, id and params)."""
+    project = run.project
+    params = GenerateClipsParams.from_dict(run.params)
     preset = envs.get_preset(project.env_id)
     keys = list(project.factors.order_by("position", "id").values_list("key", flat=True))
     columns = factor_columns(project, preset)
@@ -92,8 +93,8 @@ def generate_clips(job: Job) -> dict[str, Any]:
     action_space = probe_env.action_space
     probe_env.close()
 
-    # A job re-run after its worker died starts over: whatever the dead attempt stored is removed first.
-    rollouts_delete(project=project, job=job)
+    # A step re-run after its worker died starts over: whatever the dead attempt stored is removed first.
+    rollouts_delete(project=project, run=run.pk)
 
     new_clips: list[Clip] = []
     for index in range(params.rollouts):
@@ -108,9 +109,11 @@ def generate_clips(job: Job) -> dict[str, Any]:
             env_kwargs=project.env_kwargs,
         )
         new_clips.extend(
-            store_rollout(project=project, job=job, data=data, keys=keys, columns=columns, iteration=params.iteration)
+            store_rollout(
+                project=project, run=run.pk, data=data, keys=keys, columns=columns, iteration=params.iteration
+            )
         )
-        job.report(0.5 * (index + 1) / params.rollouts, f"Rolled out {index + 1} of {params.rollouts} episodes")
+        report(0.5 * (index + 1) / params.rollouts, f"Rolled out {index + 1} of {params.rollouts} episodes")
 
     created = queries_create_random(
         project=project, count=params.queries, rng=rng, clips=new_clips, iteration=params.iteration
@@ -123,14 +126,14 @@ def generate_clips(job: Job) -> dict[str, Any]:
         to_render = []
     for index, clip in enumerate(to_render):
         render_clip(clip)
-        job.report(0.5 + 0.5 * (index + 1) / len(to_render), f"Rendered {index + 1} of {len(to_render)} clips")
+        report(0.5 + 0.5 * (index + 1) / len(to_render), f"Rendered {index + 1} of {len(to_render)} clips")
     return {"rollouts": params.rollouts, "clips": len(new_clips), "queries": created, "rendered": len(to_render)}
 
 
 def store_rollout(
     *,
     project: Project,
-    job: Job | None,
+    run: int,
     data: rollouts.RolloutData,
     keys: list[str],
     columns: list[int],
@@ -154,7 +157,7 @@ def store_rollout(
             data=rollouts.save_npz(data),
             true_return=data.true_return,
             iteration=iteration,
-            job=job,
+            run=run,
         )
         return clips_create(rollout=rollout, segments=segments)
 

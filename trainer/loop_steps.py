@@ -1,15 +1,19 @@
-"""The work of each loop step (the Django side; numerics live in trainer.core.policy, trainer.core.reward, heron).
+"""The work of each run step (the Django side; numerics live in trainer.core.policy, trainer.core.reward, heron).
 
-Each function gets the claimed iteration, its resolved settings and a reporter (progress + heartbeat),
-starts by removing whatever a dead earlier attempt of the same step left behind (so running a step twice
-leaves one result), sets the artefact links it made on the iteration, and returns a JSON-friendly summary
-that ``trainer.loop`` stores under ``iteration.results[state]``.
+Each function gets the claimed run, its resolved loop settings and a reporter (progress + heartbeat), starts by
+removing whatever a dead earlier attempt of the same step left behind (so running a step twice leaves one
+result), sets the artefact links it made on the run, and returns a JSON-friendly summary that ``trainer.loop``
+stores under ``run.results[state]``. A loop iteration's steps take their parameters from the loop settings; the
+same steps in another kind of run (a retrain, a preference build, a training, a render) from ``run.params``,
+checked when the run is queued (``PARAMS_CHECKS``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium
@@ -23,7 +27,7 @@ from labeling.models import Clip, Project, Query, QuerySource, RenderStatus
 from labeling.selectors import factor_extremes
 from labeling.services import queries_publish
 
-from .clip_pipeline import factor_columns, render_clip, store_rollout
+from .clip_pipeline import GenerateClipsParams, factor_columns, generate_clips, render_clip, store_rollout
 from .core import envs, rollouts
 from .core.jsonsafe import json_safe
 from .core.loop_settings import LoopSettings
@@ -39,17 +43,23 @@ from .core.policy import (
 from .core.query_selection import select_pairs
 from .core.reward import RewardEnsemble, from_bytes
 from .loop import StepReporter, pairwise_labels
-from .models import Iteration, PolicyCheckpoint, PreferenceSet, RewardModel
+from .models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
 from .preference_building import PreferenceParams, preference_set_build
 from .reward_training import clip_features, resolve_reward_config, reward_model_train
 
 
-def _rng(loop_settings: LoopSettings, iteration: Iteration, purpose: int) -> np.random.Generator:
+def _number(iteration: Run) -> int:
+    """A loop iteration's number (the steps that need it run in iterations only, which always have one)."""
+    assert iteration.number is not None, f"run {iteration.pk} is not a loop iteration"
+    return iteration.number
+
+
+def _rng(loop_settings: LoopSettings, iteration: Run, purpose: int) -> np.random.Generator:
     """Independent, reproducible streams per (loop seed, iteration, purpose)."""
-    return np.random.default_rng([loop_settings.seed, iteration.number, purpose])
+    return np.random.default_rng([loop_settings.seed, _number(iteration), purpose])
 
 
-def _seed(loop_settings: LoopSettings, iteration: Iteration, purpose: int) -> int:
+def _seed(loop_settings: LoopSettings, iteration: Run, purpose: int) -> int:
     return int(_rng(loop_settings, iteration, purpose).integers(0, 2**31 - 1))
 
 
@@ -62,20 +72,22 @@ def _skipped(loop_settings: LoopSettings) -> dict[str, Any] | None:
 # --- 1. labels → preference set -----------------------------------------------------------------------------
 
 
-def build_preferences(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
-    if skipped := _skipped(loop_settings):
+def build_preferences(iteration: Run, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+    if iteration.is_iteration and (skipped := _skipped(loop_settings)):
         return skipped
     project = iteration.project
-    RewardModel.objects.filter(iteration=iteration).delete()
-    PreferenceSet.objects.filter(iteration=iteration).delete()
-    params = PreferenceParams(
-        sources=loop_settings.preference_sources,
-        cap=loop_settings.preference_cap,
-        seed=_seed(loop_settings, iteration, 1),
-        train=False,
-    )
+    RewardModel.objects.filter(run=iteration).delete()
+    PreferenceSet.objects.filter(run=iteration).delete()
+    if iteration.is_iteration:
+        params = PreferenceParams(
+            sources=loop_settings.preference_sources,
+            cap=loop_settings.preference_cap,
+            seed=_seed(loop_settings, iteration, 1),
+        )
+    else:
+        params = PreferenceParams.from_dict(iteration.params)
     with transaction.atomic():
-        preference_set = preference_set_build(project=project, params=params, report=report, iteration=iteration)
+        preference_set = preference_set_build(project=project, params=params, report=report, run=iteration)
     iteration.preference_set = preference_set
     iteration.labels_used = int(preference_set.counts.get("human", 0))
     return {"preference_set": preference_set.pk, "pairs": preference_set.n_pairs, **preference_set.counts}
@@ -84,20 +96,33 @@ def build_preferences(iteration: Iteration, loop_settings: LoopSettings, report:
 # --- 2. preference set → reward model -----------------------------------------------------------------------
 
 
-def train_reward(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
-    if skipped := _skipped(loop_settings):
+def train_reward(iteration: Run, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+    if iteration.is_iteration and (skipped := _skipped(loop_settings)):
         return skipped
+    RewardModel.objects.filter(run=iteration).delete()
+    holdout = 0.1
+    if iteration.is_iteration:
+        config = resolve_reward_config({**loop_settings.reward_config, "seed": _seed(loop_settings, iteration, 2)})
+    else:
+        params = iteration.params
+        overrides = params.get("reward_config") or params.get("config") or {}
+        config = resolve_reward_config({**overrides, **({"seed": params["seed"]} if "seed" in params else {})})
+        holdout = float(params.get("holdout_clip_fraction", holdout))
+        if iteration.preference_set is None:  # a training alone: the named set, else the newest
+            sets = PreferenceSet.objects.filter(project=iteration.project).order_by("-created_at", "-id")
+            if params.get("preference_set"):
+                sets = sets.filter(pk=int(params["preference_set"]))
+            iteration.preference_set = sets.first()
     if iteration.preference_set is None:
-        raise ValueError("the iteration has no preference set")
-    RewardModel.objects.filter(iteration=iteration).delete()
-    config = resolve_reward_config({**loop_settings.reward_config, "seed": _seed(loop_settings, iteration, 2)})
+        raise ValueError("no preference set to train on: build preferences first")
     reward_model = reward_model_train(
         project=iteration.project,
         preference_set=iteration.preference_set,
         config=config,
         report=report,
+        holdout_clip_fraction=holdout,
         seed=config.seed,
-        iteration=iteration,
+        run=iteration,
     )
     iteration.reward_model = reward_model
     metrics = reward_model.metrics
@@ -139,9 +164,9 @@ def _snapshot(checkpoint: PolicyCheckpoint) -> PolicySnapshot:
     )
 
 
-def train_policy_step(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+def train_policy_step(iteration: Run, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
     project = iteration.project
-    PolicyCheckpoint.objects.filter(iteration=iteration).delete()
+    PolicyCheckpoint.objects.filter(run=iteration).delete()
     config = loop_settings.policy_config(seed=_seed(loop_settings, iteration, 3))
     reward_fn: RewardFn | None = None
     raw_reward_fn: RewardFn | None = None
@@ -151,7 +176,7 @@ def train_policy_step(iteration: Iteration, loop_settings: LoopSettings, report:
         ensemble = _load_reward(iteration.reward_model)
         reward_fn = ensemble_reward_fn(ensemble, normalized=config.normalize_reward)
         raw_reward_fn = ensemble_reward_fn(ensemble, normalized=False)
-    previous_checkpoint = PolicyCheckpoint.objects.filter(iteration=iteration.previous).first()
+    previous_checkpoint = PolicyCheckpoint.objects.filter(run=iteration.previous).first()
     previous = _snapshot(previous_checkpoint) if previous_checkpoint is not None else None
     env_factory = _env_factory(project)
 
@@ -180,7 +205,7 @@ def train_policy_step(iteration: Iteration, loop_settings: LoopSettings, report:
         env.close()
     checkpoint = PolicyCheckpoint(
         project=project,
-        iteration=iteration,
+        run=iteration,
         reward_model=iteration.reward_model if loop_settings.policy_reward == "learned" else None,
         previous=previous_checkpoint,
         algorithm=snapshot.algorithm,
@@ -189,7 +214,7 @@ def train_policy_step(iteration: Iteration, loop_settings: LoopSettings, report:
         evaluation=json_safe(evaluation.to_dict()),
         train_seconds=train_seconds,
     )
-    name = f"{project.slug}-i{iteration.number}"
+    name = f"{project.slug}-i{_number(iteration)}"
     store_file(checkpoint.model_file, f"{name}.zip", ContentFile(snapshot.model_zip))
     if snapshot.replay_buffer is not None:
         store_file(checkpoint.replay_buffer, f"{name}-replay.npz", ContentFile(snapshot.replay_buffer))
@@ -206,11 +231,11 @@ def train_policy_step(iteration: Iteration, loop_settings: LoopSettings, report:
 # --- 4. policy → rollouts → clips ---------------------------------------------------------------------------
 
 
-def roll_out(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+def roll_out(iteration: Run, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
     project = iteration.project
     # The iteration number names its clips; a dead attempt's rollouts (and their clips) go first.
-    rollouts_delete(project=project, iteration=iteration.number)
-    checkpoint = PolicyCheckpoint.objects.get(iteration=iteration)
+    rollouts_delete(project=project, run=iteration.pk)
+    checkpoint = PolicyCheckpoint.objects.get(run=iteration)
     preset = envs.get_preset(project.env_id)
     keys = list(project.factors.order_by("position", "id").values_list("key", flat=True))
     columns = factor_columns(project, preset)
@@ -233,7 +258,9 @@ def roll_out(iteration: Iteration, loop_settings: LoopSettings, report: StepRepo
             env_kwargs=project.env_kwargs,
         )
         n_clips += len(
-            store_rollout(project=project, job=None, data=data, keys=keys, columns=columns, iteration=iteration.number)
+            store_rollout(
+                project=project, run=iteration.pk, data=data, keys=keys, columns=columns, iteration=_number(iteration)
+            )
         )
         returns.append(data.true_return)
         report((index + 1) / loop_settings.rollouts, f"Rolled out {index + 1} of {loop_settings.rollouts} episodes")
@@ -247,7 +274,7 @@ def roll_out(iteration: Iteration, loop_settings: LoopSettings, report: StepRepo
 # --- 5. choose the pairs to ask, render what people will see --------------------------------------------------
 
 
-def _choose_pairs(iteration: Iteration, loop_settings: LoopSettings, clips: list[Clip]) -> tuple[list[list[Any]], str]:
+def _choose_pairs(iteration: Run, loop_settings: LoopSettings, clips: list[Clip]) -> tuple[list[list[Any]], str]:
     project = iteration.project
     if not project.has_pairwise or loop_settings.label_budget == 0 or len(clips) < 2:
         return [], "none"
@@ -303,10 +330,19 @@ def _render_all(clips: list[Clip], report: StepReporter) -> None:
             time.sleep(poll)
 
 
-def render(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+def render(iteration: Run, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
     project = iteration.project
+    if not iteration.is_iteration:  # a render run: the clips it names (of its project)
+        clips = list(
+            Clip.objects.filter(project=project, pk__in=iteration.params.get("clips", []))
+            .select_related("project", "rollout")
+            .order_by("id")
+        )
+        _render_all(clips, report)
+        n_failed = Clip.objects.filter(pk__in=[c.pk for c in clips], render_status=RenderStatus.FAILED).count()
+        return {"rendered": len(clips) - n_failed, "failed": n_failed}
     clips = list(
-        Clip.objects.filter(project=project, iteration=iteration.number).select_related("rollout").order_by("id")
+        Clip.objects.filter(project=project, iteration=_number(iteration)).select_related("rollout").order_by("id")
     )
     pairs, method = _choose_pairs(iteration, loop_settings, clips)
     # Only clips a person will look at get video: those in the new queries and the factor extremes the
@@ -341,7 +377,7 @@ def render(iteration: Iteration, loop_settings: LoopSettings, report: StepReport
 # --- 6. publish the queries -----------------------------------------------------------------------------------
 
 
-def publish(iteration: Iteration, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+def publish(iteration: Run, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
     project = iteration.project
     selection = iteration.results.get("rendering", {})
     pairs = selection.get("pairs", [])
@@ -352,12 +388,12 @@ def publish(iteration: Iteration, loop_settings: LoopSettings, report: StepRepor
         pairs=[(a, b) for a, b, _ in pairs],
         uncertainties=[score for _, _, score in pairs],
         source=source,
-        iteration=iteration.number,
+        iteration=_number(iteration),
         # Newer iterations' questions first: they are about the behaviour the policy has now.
-        priority=iteration.number,
+        priority=_number(iteration),
         rng=_rng(loop_settings, iteration, 7),
     )
-    created = Query.objects.filter(project=project, iteration=iteration.number, source=source).count()
+    created = Query.objects.filter(project=project, iteration=_number(iteration), source=source).count()
     report(1.0, f"Published {created} queries")
     return {
         "queries": created,
@@ -367,11 +403,58 @@ def publish(iteration: Iteration, loop_settings: LoopSettings, report: StepRepor
     }
 
 
+# --- clip generation (a run of its own) ------------------------------------------------------------------------
+
+
+def generate(run: Run, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
+    return generate_clips(run, report)
+
+
 STEP_WORK = {
+    "generating_clips": generate,
     "building_preferences": build_preferences,
     "training_reward": train_reward,
     "training_policy": train_policy_step,
     "rolling_out": roll_out,
     "rendering": render,
     "publishing": publish,
+}
+
+
+# --- parameters of runs other than loop iterations, checked when they are queued ------------------------------
+
+
+def _preference_params(raw: dict[str, Any]) -> dict[str, Any]:
+    raw.pop("train", None)  # from before a retrain was its own kind of run
+    if raw.get("reward_config") is not None:
+        resolve_reward_config(dict(raw["reward_config"]))
+    return dataclasses.asdict(PreferenceParams.from_dict(raw))
+
+
+def _training_params(raw: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(raw) - {"preference_set", "config", "holdout_clip_fraction", "seed"}
+    if unknown:
+        raise ValueError(f"unknown train_reward_model parameters: {sorted(unknown)}")
+    resolve_reward_config(dict(raw.get("config") or {}))
+    return raw
+
+
+def _generate_params(raw: dict[str, Any]) -> dict[str, Any]:
+    return dataclasses.asdict(GenerateClipsParams.from_dict(raw)) | {"policies": list(raw.get("policies", []))}
+
+
+def _render_params(raw: dict[str, Any]) -> dict[str, Any]:
+    clips = raw.get("clips")
+    if set(raw) != {"clips"} or not isinstance(clips, list) or not all(isinstance(c, int) for c in clips):
+        raise ValueError("a render run takes {'clips': [clip ids]}")
+    return {"clips": clips}
+
+
+# Each kind's check returns the parameters as stored (defaults filled in); it raises ValueError on bad ones.
+PARAMS_CHECKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    RunKind.RETRAIN: _preference_params,
+    RunKind.BUILD_PREFERENCES: _preference_params,
+    RunKind.TRAIN_REWARD_MODEL: _training_params,
+    RunKind.GENERATE_CLIPS: _generate_params,
+    RunKind.RENDER_CLIPS: _render_params,
 }

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.conf import settings as django_settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
-from labeling.models import Job, Project
+from labeling.models import Project
 
 
 class PreferenceSet(models.Model):
@@ -14,10 +15,7 @@ class PreferenceSet(models.Model):
     annotator)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="preference_sets")
-    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    iteration = models.ForeignKey(
-        "Iteration", null=True, blank=True, on_delete=models.SET_NULL, related_name="preference_sets"
-    )
+    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="preference_sets")
     file = models.FileField(upload_to="preferences/%Y/%m/")
     sources = models.CharField(max_length=16, help_text="rankings, judgments or both")
     settings = models.JSONField(default=dict, help_text="How it was built (cap, margin scope, ties, α, seed).")
@@ -46,10 +44,7 @@ class RewardModel(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reward_models")
     version = models.PositiveIntegerField()
     preference_set = models.ForeignKey(PreferenceSet, on_delete=models.PROTECT, related_name="reward_models")
-    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    iteration = models.ForeignKey(
-        "Iteration", null=True, blank=True, on_delete=models.SET_NULL, related_name="reward_models"
-    )
+    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="reward_models")
     config = models.JSONField(default=dict)
     metrics = models.JSONField(default=dict)
     history = models.JSONField(default=list)
@@ -67,8 +62,18 @@ class RewardModel(models.Model):
         return f"{self.project.slug} reward model v{self.version}"
 
 
-class IterationState(models.TextChoices):
+class RunKind(models.TextChoices):
+    ITERATION = "iteration", "Loop iteration"
+    RETRAIN = "retrain", "Retrain reward model"
+    BUILD_PREFERENCES = "build_preferences", "Build preferences"
+    TRAIN_REWARD_MODEL = "train_reward_model", "Train reward model"
+    GENERATE_CLIPS = "generate_clips", "Generate clips"
+    RENDER_CLIPS = "render_clips", "Render clips"
+
+
+class RunState(models.TextChoices):
     QUEUED = "queued", "Queued"
+    GENERATING_CLIPS = "generating_clips", "Generating clips"
     BUILDING_PREFERENCES = "building_preferences", "Building preferences"
     TRAINING_REWARD = "training_reward", "Training reward"
     TRAINING_POLICY = "training_policy", "Training policy"
@@ -80,31 +85,53 @@ class IterationState(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
-# The steps in order; each one's task does its work and hands the iteration to the next.
+# What each kind of run does, step by step; a run stores its own list (``Run.steps``), so a manual retrain is a
+# run of two of the loop's steps. Each step's task does its work and hands the run to its next step.
 ITERATION_STEPS: tuple[str, ...] = (
-    IterationState.BUILDING_PREFERENCES,
-    IterationState.TRAINING_REWARD,
-    IterationState.TRAINING_POLICY,
-    IterationState.ROLLING_OUT,
-    IterationState.RENDERING,
-    IterationState.PUBLISHING,
+    RunState.BUILDING_PREFERENCES,
+    RunState.TRAINING_REWARD,
+    RunState.TRAINING_POLICY,
+    RunState.ROLLING_OUT,
+    RunState.RENDERING,
+    RunState.PUBLISHING,
 )
-FINISHED_STATES: tuple[str, ...] = (IterationState.DONE, IterationState.FAILED, IterationState.CANCELLED)
+KIND_STEPS: dict[str, tuple[str, ...]] = {
+    RunKind.ITERATION: ITERATION_STEPS,
+    RunKind.RETRAIN: (RunState.BUILDING_PREFERENCES, RunState.TRAINING_REWARD),
+    RunKind.BUILD_PREFERENCES: (RunState.BUILDING_PREFERENCES,),
+    RunKind.TRAIN_REWARD_MODEL: (RunState.TRAINING_REWARD,),
+    RunKind.GENERATE_CLIPS: (RunState.GENERATING_CLIPS,),
+    RunKind.RENDER_CLIPS: (RunState.RENDERING,),
+}
+STEP_STATES: tuple[str, ...] = tuple(
+    state for state in RunState.values if state not in ("queued", "done", "failed", "cancelled")
+)
+FINISHED_STATES: tuple[str, ...] = (RunState.DONE, RunState.FAILED, RunState.CANCELLED)
+# Kinds rebuilt from the project's current data: a request while one of them waits replaces the waiting one's
+# parameters instead of queueing another (trainer.loop.run_start).
+COALESCING_KINDS: tuple[str, ...] = (RunKind.RETRAIN, RunKind.BUILD_PREFERENCES, RunKind.TRAIN_REWARD_MODEL)
 
 
-class Iteration(models.Model):
-    """One turn of the loop: labels → preference set → reward model → policy → clips → queries.
+class Run(models.Model):
+    """Background work on a project, as a list of steps: a loop iteration, a retrain, clip generation, a render.
 
-    ``state`` moves forward only through conditional updates (see ``trainer.loop``), so a step delivered
-    twice runs once. ``heartbeat_at`` is set while a worker holds the current step; a step whose heartbeat
-    is older than the stale limit is presumed dead and may be claimed again.
+    ``state`` is QUEUED, one of the run's ``steps``, or finished, and moves only by conditional updates (see
+    ``trainer.loop``), so a step delivered twice runs once. ``heartbeat_at`` is set while a worker holds the
+    current step; a step whose heartbeat is older than ``RUN_STALE_SECONDS`` is presumed dead and may be claimed
+    again. At most one run of a project is inside a step at a time (a database constraint), so two trainings of
+    one project never race; the others wait, queued, and start in order.
     """
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="iterations")
-    number = models.PositiveIntegerField(help_text="1, 2, …; clips and queries it makes carry this number.")
-    state = models.CharField(max_length=32, choices=IterationState.choices, default=IterationState.QUEUED)
-    paused = models.BooleanField(default=False, help_text="A paused iteration finishes its current step, then waits.")
-    settings = models.JSONField(default=dict, help_text="The resolved loop settings it runs with.")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
+    kind = models.CharField(max_length=32, choices=RunKind.choices, default=RunKind.ITERATION)
+    steps = models.JSONField(default=list, help_text="The steps this run does, in order.")
+    number = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Loop iterations: 1, 2, …; clips and queries it makes carry this number."
+    )
+    state = models.CharField(max_length=32, choices=RunState.choices, default=RunState.QUEUED)
+    paused = models.BooleanField(default=False, help_text="A paused run finishes its current step, then waits.")
+    params = models.JSONField(default=dict, blank=True, help_text="What was asked for (clip counts, sources, …).")
+    settings = models.JSONField(default=dict, blank=True, help_text="Loop iterations: the resolved loop settings.")
     start_after_labels = models.PositiveIntegerField(
         null=True, blank=True, help_text="Pairwise mode: starts by itself once the project has this many labels."
     )
@@ -132,32 +159,56 @@ class Iteration(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["project", "-number"]
-        constraints = [models.UniqueConstraint(fields=["project", "number"], name="iteration_number_unique")]
-        indexes = [models.Index(fields=["state"], name="iteration_state")]
+        ordering = ["project", "-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="run_iteration_number_unique"),
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(state__in=STEP_STATES), name="run_one_active_per_project"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "kind"],
+                condition=Q(state="queued", kind__in=COALESCING_KINDS),
+                name="run_one_queued_rebuild_per_kind",
+            ),
+        ]
+        indexes = [models.Index(fields=["state"], name="run_state")]
 
     def __str__(self) -> str:
-        return f"{self.project.slug} iteration {self.number} ({self.state})"
+        return f"{self.project.slug} {self.title} ({self.state})"
+
+    @property
+    def title(self) -> str:
+        if self.kind == RunKind.ITERATION:
+            return f"iteration {self.number}"
+        return f"{self.get_kind_display().lower()} #{self.pk}"
+
+    @property
+    def is_iteration(self) -> bool:
+        return self.kind == RunKind.ITERATION
 
     @property
     def is_finished(self) -> bool:
         return self.state in FINISHED_STATES
 
     @property
+    def is_active(self) -> bool:
+        return self.state in STEP_STATES
+
+    @property
     def step_index(self) -> int:
-        """Steps completed: 0 while queued, len(ITERATION_STEPS) when done."""
-        if self.state == IterationState.DONE:
-            return len(ITERATION_STEPS)
-        return ITERATION_STEPS.index(self.state) if self.state in ITERATION_STEPS else 0
+        """Steps completed: 0 while queued, len(steps) when done."""
+        if self.state == RunState.DONE:
+            return len(self.steps)
+        return self.steps.index(self.state) if self.state in self.steps else 0
 
     @property
     def overall_progress(self) -> float:
-        """Across all steps, 0–1, for one progress bar."""
-        if self.state == IterationState.DONE:
+        """Across all its steps, 0–1, for one progress bar."""
+        if self.state == RunState.DONE:
             return 1.0
-        if self.state not in ITERATION_STEPS:
+        if self.state not in self.steps:
             return 0.0
-        return (self.step_index + min(max(self.progress, 0.0), 1.0)) / len(ITERATION_STEPS)
+        return (self.step_index + min(max(self.progress, 0.0), 1.0)) / len(self.steps)
 
     @property
     def percent(self) -> int:
@@ -169,7 +220,7 @@ class PolicyCheckpoint(models.Model):
     and its evaluation on the true and the learned reward (so reward hacking shows)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="policies")
-    iteration = models.OneToOneField(Iteration, on_delete=models.CASCADE, related_name="policy")
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="policy")
     reward_model = models.ForeignKey(
         RewardModel,
         null=True,
@@ -192,7 +243,7 @@ class PolicyCheckpoint(models.Model):
         ordering = ["project", "-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.project.slug} policy of iteration {self.iteration.number} ({self.algorithm})"
+        return f"{self.project.slug} policy of iteration {self.run.number} ({self.algorithm})"
 
     @property
     def true_return(self) -> float | None:

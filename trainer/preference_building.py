@@ -12,10 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from django.core.files.base import ContentFile
-from django.db import transaction
 
 from labeling.files import store_file
-from labeling.models import Clip, Job, Judgment, Project
+from labeling.models import Clip, Judgment, Project
 from labeling.rankings import current_rankings
 
 from .core import heron
@@ -44,10 +43,8 @@ class PreferenceParams:
     """Loss weight α^(L-1-ℓ) for a pair decided at level ℓ of L; 1 = off."""
     seed: int = 0
     """Seeds pair sampling."""
-    train: bool = True
-    """Start a reward-model training job on the new set."""
     reward_config: dict | None = None
-    """RewardModelConfig overrides for that training job."""
+    """RewardModelConfig overrides for the training that follows (a retrain run)."""
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> PreferenceParams:
@@ -143,7 +140,7 @@ Report = Callable[[float, str], None]
 
 
 def preference_set_build(
-    *, project: Project, params: PreferenceParams, report: Report, job: Job | None = None, iteration: Any = None
+    *, project: Project, params: PreferenceParams, report: Report, run: Any = None
 ) -> PreferenceSet:
     """Label pairs from the project's current rankings (HERON) and/or judgments into a new, immutable set."""
     sources = params.sources
@@ -183,8 +180,7 @@ def preference_set_build(
     report(0.8, f"Labelled {len(table)} pairs")
     preference_set = PreferenceSet(
         project=project,
-        job=job,
-        iteration=iteration,
+        run=run,
         sources=sources,
         settings=asdict(params),
         rankings=used,
@@ -195,28 +191,6 @@ def preference_set_build(
     store_file(preference_set.file, f"{project.slug}-preferences.parquet", ContentFile(raw))  # whole or not at all
     preference_set.save()
     return preference_set
-
-
-def build_preferences(job: Job) -> dict[str, Any]:
-    """The build_preferences job: write a PreferenceSet and, if asked, queue reward-model training on it."""
-    project = job.project
-    params = PreferenceParams.from_dict(job.params)
-    with transaction.atomic():
-        preference_set = preference_set_build(project=project, params=params, report=job.report, job=job)
-        result: dict[str, Any] = {"preference_set": preference_set.pk, "pairs": preference_set.n_pairs}
-        result.update(preference_set.counts)
-        if params.train:
-            from labeling.models import JobKind
-            from labeling.services import job_start
-
-            train_job = job_start(
-                project=project,
-                kind=JobKind.TRAIN_REWARD_MODEL,
-                created_by=job.created_by,
-                params={"preference_set": preference_set.pk, "config": params.reward_config or {}},
-            )
-            result["train_job"] = train_job.pk
-    return result
 
 
 def read_preference_set(preference_set: PreferenceSet) -> pa.Table:

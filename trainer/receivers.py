@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from labeling.models import FactorRanking, JobKind, Judgment
-from labeling.services import job_start
+from labeling.models import FactorRanking, Judgment
 
 
 def on_ranking_submitted(sender: type, ranking: FactorRanking, **kwargs: Any) -> None:
-    """A new ranking changes the HERON labels: rebuild the preference set and retrain (one job chain)."""
+    """A new ranking changes the HERON labels: rebuild the preference set and retrain (one retrain run; while
+    another run of the project is active it waits, and a burst of rankings makes one retrain, not many)."""
+    from .loop import run_start
+    from .models import RunKind
+
     project = ranking.project
     if project.loop_settings.get("retrain_on_ranking", True):
-        job_start(
-            project=project,
-            kind=JobKind.BUILD_PREFERENCES,
-            created_by=ranking.annotator,
-            params={"sources": "auto", "train": True},
-        )
+        run_start(project=project, kind=RunKind.RETRAIN, created_by=ranking.annotator, params={"sources": "auto"})
 
 
 def on_judgment_recorded(sender: type, judgment: Judgment, **kwargs: Any) -> None:
     """A pairwise iteration waiting for its label budget starts as soon as the budget is met."""
-    from .loop import iterations_start_waiting
+    from .loop import runs_start_waiting
 
-    iterations_start_waiting(judgment.query.project_id)
+    runs_start_waiting(judgment.query.project_id)

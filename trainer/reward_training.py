@@ -9,11 +9,10 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from labeling.files import store_file
-from labeling.models import Clip, Job, Project
+from labeling.models import Clip, Project
 
 from .core import rollouts
 from .core.features import check_same_length, stack_clip_features
@@ -51,43 +50,6 @@ def _next_version(project: Project) -> int:
     return (RewardModel.objects.filter(project=project).aggregate(v=Max("version"))["v"] or 0) + 1
 
 
-def train_reward_model_job(job: Job) -> dict[str, Any]:
-    """The train_reward_model job: dataset from the preference set, ensemble training, safetensors weights."""
-    project = job.project
-    params = dict(job.params)
-    unknown = set(params) - {"preference_set", "config", "holdout_clip_fraction", "seed"}
-    if unknown:
-        raise ValueError(f"unknown train_reward_model parameters: {sorted(unknown)}")
-    preference_set = (
-        PreferenceSet.objects.filter(project=project, pk=int(params["preference_set"])).first()
-        if params.get("preference_set")
-        else PreferenceSet.objects.filter(project=project).order_by("-created_at", "-id").first()
-    )
-    if preference_set is None:
-        raise ValueError("no preference set to train on: build preferences first")
-    config = resolve_reward_config(params.get("config") or {})
-    # A rerun after a dead worker replaces what the dead attempt left behind.
-    RewardModel.objects.filter(job=job).delete()
-    reward_model = reward_model_train(
-        project=project,
-        preference_set=preference_set,
-        config=config,
-        report=job.report,
-        holdout_clip_fraction=float(params.get("holdout_clip_fraction", 0.1)),
-        seed=int(params.get("seed", config.seed)),
-        job=job,
-    )
-    metrics = reward_model.metrics
-    return {
-        "reward_model": reward_model.pk,
-        "version": reward_model.version,
-        "val_accuracy": metrics.get("val_accuracy"),
-        "spearman": metrics.get("spearman"),
-        "holdout_spearman": metrics.get("holdout_spearman"),
-        "epochs": metrics.get("epochs_run"),
-    }
-
-
 def resolve_reward_config(overrides: dict[str, Any]) -> RewardModelConfig:
     """Defaults + overrides, on the configured torch device unless the overrides name one."""
     overrides = dict(overrides)
@@ -105,27 +67,19 @@ def reward_model_train(
     report: Callable[[float, str], None],
     holdout_clip_fraction: float = 0.1,
     seed: int = 0,
-    job: Job | None = None,
-    iteration: Any = None,
+    run: Any = None,
 ) -> RewardModel:
     """Train a new RewardModel version on ``preference_set`` and store its weights; returns it READY (or raises,
     leaving it FAILED with the error)."""
-    for _ in range(5):
-        try:
-            with transaction.atomic():
-                reward_model = RewardModel.objects.create(
-                    project=project,
-                    version=_next_version(project),
-                    preference_set=preference_set,
-                    job=job,
-                    iteration=iteration,
-                    config=json_safe(config.to_dict()),
-                )
-            break
-        except IntegrityError:  # another job took that version number; take the next
-            continue
-    else:
-        raise RuntimeError("could not allocate a reward model version")
+    # One run of a project is active at a time (trainer.loop), so nobody else takes the next version meanwhile;
+    # the unique constraint on (project, version) stays as the guard.
+    reward_model = RewardModel.objects.create(
+        project=project,
+        version=_next_version(project),
+        preference_set=preference_set,
+        run=run,
+        config=json_safe(config.to_dict()),
+    )
 
     try:
         report(0.02, "Loading clips")

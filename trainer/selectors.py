@@ -42,15 +42,22 @@ def training_chart(model: RewardModel | None) -> str | None:
     return json.dumps({"x": epochs, "series": series, "xLabel": "epoch", "xIntegers": True})
 
 
-def iterations_overview(project: Project, limit: int = 20) -> dict[str, Any]:
-    """The dashboard's loop table and its chart of true vs learned return per iteration."""
+def runs_overview(project: Project, limit: int = 20) -> dict[str, Any]:
+    """The dashboard's runs table (every kind, newest first) and its chart of true vs learned return per iteration."""
     from .loop import pairwise_labels
-    from .models import FINISHED_STATES, Iteration
+    from .models import FINISHED_STATES, Run, RunKind
 
-    iterations = list(
-        Iteration.objects.filter(project=project).select_related("reward_model", "policy").order_by("-number")[:limit]
+    runs = list(
+        Run.objects.filter(project=project)
+        .select_related("reward_model", "policy")
+        .order_by("-created_at", "-id")[:limit]
     )
-    evaluated = [it for it in reversed(iterations) if getattr(it, "policy", None) is not None]
+    iterations = list(
+        Run.objects.filter(project=project, kind=RunKind.ITERATION, policy__isnull=False)
+        .select_related("policy")
+        .order_by("-number")[:limit]
+    )
+    evaluated = list(reversed(iterations))
     chart = None
     if evaluated:
         chart = json.dumps(
@@ -64,10 +71,13 @@ def iterations_overview(project: Project, limit: int = 20) -> dict[str, Any]:
                 "xIntegers": True,
             }
         )
-    labels = pairwise_labels(project)
+    unfinished_iteration = (
+        Run.objects.filter(project=project, kind=RunKind.ITERATION).exclude(state__in=FINISHED_STATES).first()
+    )
     return {
-        "iterations": iterations,
-        "active_iteration": next((it for it in iterations if it.state not in FINISHED_STATES), None),
+        "runs": runs,
+        "any_unfinished": any(run.state not in FINISHED_STATES for run in runs),
+        "active_iteration": unfinished_iteration,
         "returns_chart": chart,
-        "labels": labels,
+        "labels": pairwise_labels(project),
     }

@@ -10,12 +10,6 @@ from celery import shared_task
 from labeling import events
 
 from . import clip_pipeline
-from .jobs import job_run
-
-
-@shared_task(name=events.GENERATE_CLIPS)
-def generate_clips(job_id: int) -> None:
-    job_run(job_id, clip_pipeline.generate_clips)
 
 
 @shared_task(name=events.RENDER_CLIP)
@@ -27,21 +21,7 @@ def render_clip(clip_id: int) -> None:
         clip_pipeline.render_clip(clip)
 
 
-@shared_task(name=events.BUILD_PREFERENCES)
-def build_preferences(job_id: int) -> None:
-    from .preference_building import build_preferences as work
-
-    job_run(job_id, work)
-
-
-@shared_task(name=events.TRAIN_REWARD_MODEL)
-def train_reward_model(job_id: int) -> None:
-    from .reward_training import train_reward_model_job
-
-    job_run(job_id, train_reward_model_job)
-
-
-# --- the loop: one task per step, chained by trainer.loop ---------------------------------------------------
+# --- runs: one task per step, chained by trainer.loop ---------------------------------------------------------
 
 
 _DB_RETRIES = 8  # about two minutes of backing off
@@ -49,15 +29,15 @@ _DB_RETRIES = 8  # about two minutes of backing off
 
 # acks_late and reject_on_worker_lost are stated on each step task as well as in the settings: a step is
 # acknowledged only after it finished and is handed to another worker if its worker dies, which is safe
-# because every step claims its iteration before working.
-def _iteration_step(task, iteration_id: int, state: str) -> None:
+# because every step claims its run before working.
+def _run_step(task, run_id: int, state: str) -> None:
     from django.db import connection
 
     from .loop import DB_CONNECTION_ERRORS, StepInterrupted, StepOutcome, stale_after, step_run
     from .loop_steps import STEP_WORK
 
     try:
-        outcome = step_run(iteration_id, state, STEP_WORK[state])
+        outcome = step_run(run_id, state, STEP_WORK[state])
     except (StepInterrupted, *DB_CONNECTION_ERRORS) as error:
         # The database went away under the step, or before it could be claimed (a restart, a failover, a cut
         # connection): try again shortly, backing off. Should it stay away longer than that, the beat sweep
@@ -72,38 +52,20 @@ def _iteration_step(task, iteration_id: int, state: str) -> None:
         raise task.retry(countdown=stale_after().total_seconds(), max_retries=None)
 
 
-@shared_task(name=events.ITERATION_BUILD_PREFERENCES, bind=True, acks_late=True, reject_on_worker_lost=True)
-def iteration_build_preferences(self, iteration_id: int, state: str) -> None:
-    _iteration_step(self, iteration_id, state)
+def _step_task(name: str):
+    @shared_task(name=name, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def run_step(self, run_id: int, state: str) -> None:
+        _run_step(self, run_id, state)
+
+    return run_step
 
 
-@shared_task(name=events.ITERATION_TRAIN_REWARD, bind=True, acks_late=True, reject_on_worker_lost=True)
-def iteration_train_reward(self, iteration_id: int, state: str) -> None:
-    _iteration_step(self, iteration_id, state)
+# One task per step (each on its own queue: labeling.events.TASK_QUEUES), so workers can specialise.
+STEP_TASKS = {state: _step_task(name) for state, name in events.STEP_TASKS.items()}
 
 
-@shared_task(name=events.ITERATION_TRAIN_POLICY, bind=True, acks_late=True, reject_on_worker_lost=True)
-def iteration_train_policy(self, iteration_id: int, state: str) -> None:
-    _iteration_step(self, iteration_id, state)
+@shared_task(name=events.SWEEP_RUNS)
+def sweep_runs() -> dict[str, int]:
+    from .loop import runs_sweep
 
-
-@shared_task(name=events.ITERATION_ROLL_OUT, bind=True, acks_late=True, reject_on_worker_lost=True)
-def iteration_roll_out(self, iteration_id: int, state: str) -> None:
-    _iteration_step(self, iteration_id, state)
-
-
-@shared_task(name=events.ITERATION_RENDER, bind=True, acks_late=True, reject_on_worker_lost=True)
-def iteration_render(self, iteration_id: int, state: str) -> None:
-    _iteration_step(self, iteration_id, state)
-
-
-@shared_task(name=events.ITERATION_PUBLISH, bind=True, acks_late=True, reject_on_worker_lost=True)
-def iteration_publish(self, iteration_id: int, state: str) -> None:
-    _iteration_step(self, iteration_id, state)
-
-
-@shared_task(name=events.SWEEP_ITERATIONS)
-def sweep_iterations() -> dict[str, int]:
-    from .loop import iterations_sweep
-
-    return iterations_sweep()
+    return runs_sweep()

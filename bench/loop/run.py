@@ -112,10 +112,9 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
 
     from accounts.models import Role, User
     from accounts.services import user_create
-    from labeling.models import Job, JobKind
-    from labeling.services import job_start, project_create
+    from labeling.services import project_create
     from trainer import loop
-    from trainer.models import Iteration, PolicyCheckpoint
+    from trainer.models import PolicyCheckpoint, Run, RunKind
 
     spec = {**VARIANTS[variant]}
     if "iterations" in overrides:
@@ -139,16 +138,16 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
     budget = spec["loop"]["label_budget"]
 
     started = time.monotonic()
-    job = job_start(
+    clips_run = loop.run_start(
         project=project,
-        kind=JobKind.GENERATE_CLIPS,
+        kind=RunKind.GENERATE_CLIPS,
         created_by=researcher,
         params={"rollouts": INITIAL_ROLLOUTS, "queries": budget, "seed": seed, "render": "queried"},
     )
-    _wait(lambda: Job.objects.get(pk=job.pk).is_finished, 600, "the initial clips")
-    job.refresh_from_db()
-    if job.status != "done":
-        raise RuntimeError(f"generate_clips failed: {job.error}")
+    _wait(lambda: Run.objects.get(pk=clips_run.pk).is_finished, 600, "the initial clips")
+    clips_run.refresh_from_db()
+    if clips_run.state != "done":
+        raise RuntimeError(f"generate_clips failed: {clips_run.error}")
     clips_done = time.monotonic()
 
     annotators: threading.Thread | None = None
@@ -187,7 +186,7 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
     def all_done():
         if annotator_errors:
             raise RuntimeError(f"the simulated annotators failed: {annotator_errors[0]}")
-        iterations = list(Iteration.objects.filter(project=project).order_by("number"))
+        iterations = list(Run.objects.filter(project=project, kind=RunKind.ITERATION).order_by("number"))
         if len(iterations) == spec["iterations"] and all(it.is_finished for it in iterations):
             return iterations
         failed = [it for it in iterations if it.state in ("failed", "cancelled")]
@@ -201,7 +200,7 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
         annotators.join(timeout=60)
     rows = []
     for it in iterations:
-        policy = PolicyCheckpoint.objects.get(iteration=it)
+        policy = PolicyCheckpoint.objects.get(run=it)
         rows.append(
             {
                 "iteration": it.number,

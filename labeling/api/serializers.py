@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.urls import reverse
 from rest_framework import serializers
 
 from labeling import environments
-from labeling.models import Choice, Clip, FeedbackMode, Job, Judgment, Project, RewardFactor
+from labeling.models import Choice, Clip, FeedbackMode, Judgment, Project, RewardFactor
 from labeling.parsing import json_size_ok
 from labeling.signed_media import signed_clip_url
 
@@ -167,65 +166,6 @@ class JudgmentSerializer(serializers.ModelSerializer):
             "client_id",
             "created_at",
         ]
-
-
-class JobSerializer(serializers.ModelSerializer):
-    url = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Job
-        fields = [
-            "id",
-            "kind",
-            "status",
-            "progress",
-            "message",
-            "error",
-            "params",
-            "result",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "url",
-        ]
-
-    def get_url(self, job: Job) -> str:
-        return reverse("api-job-detail", args=[job.pk])
-
-
-class GenerateClipsSerializer(serializers.Serializer):
-    rollouts = serializers.IntegerField(
-        min_value=1, max_value=1_000, default=8, help_text="Episodes to roll out (1 to 1 000)."
-    )
-    steps = serializers.IntegerField(
-        min_value=2, max_value=10_000, required=False, help_text="Steps per episode (2 to 10 000; preset default)."
-    )
-    policies = serializers.ListField(
-        child=serializers.CharField(max_length=100),
-        required=False,
-        min_length=1,
-        max_length=32,
-        help_text="Scripted policy names used in turn (1 to 32 names).",
-    )
-    queries = serializers.IntegerField(
-        min_value=0, max_value=100_000, default=50, help_text="Random queries to create (0 to 100 000)."
-    )
-    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0, help_text="0 to 2**31 - 1.")
-    render = serializers.ChoiceField(choices=["queried", "all", "none"], default="queried")
-
-
-class JobCreateSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=["generate_clips"])
-    params = serializers.DictField(required=False, default=dict)
-
-    def validate_params(self, value: dict[str, Any]) -> dict[str, Any]:
-        return bounded_json(value, name="params", max_items=MAX_PARAMS_ITEMS)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        params = GenerateClipsSerializer(data=attrs["params"])
-        params.is_valid(raise_exception=True)
-        attrs["params"] = params.validated_data
-        return attrs
 
 
 class RankingCreateSerializer(serializers.Serializer):

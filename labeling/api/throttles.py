@@ -18,9 +18,8 @@ from labeling import ratelimits
 # annotators and programs do all day. An upload route (scope "uploads") goes here when it is added.
 SCOPES: dict[str, dict[str, str]] = {
     "api-rankings": {"POST": "rankings"},
-    "api-jobs": {"POST": "runs"},
-    "api-reward-models": {"POST": "runs"},  # build preferences + train
-    "api-iterations": {"POST": "runs"},
+    "api-runs": {"POST": "runs"},
+    "api-reward-models": {"POST": "runs"},  # a retrain run
     "api-export-judgments": {"GET": "exports", "HEAD": "exports"},
     "api-export-preferences": {"GET": "exports", "HEAD": "exports"},
 }

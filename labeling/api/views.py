@@ -16,15 +16,13 @@ from rest_framework.views import APIView
 from accounts.typing import AuthenticatedRequest
 from labeling import assignment, exports, rankings, revisions, selectors, services
 from labeling.errors import NotFound, ServiceError
-from labeling.models import Choice, Job, JobKind, Membership, Project, Query
+from labeling.models import Choice, Membership, Project, Query
 from labeling.parsing import parse_optional_int
 
 from .errors import error_response
 from .serializers import (
     AnnotatorClipSerializer,
     ClipSerializer,
-    JobCreateSerializer,
-    JobSerializer,
     JudgmentCreateSerializer,
     JudgmentSerializer,
     ProjectCreateSerializer,
@@ -321,35 +319,3 @@ class RankingListView(APIView):
         payload.is_valid(raise_exception=True)
         ranking = rankings.ranking_submit(project=project, annotator=request.user, **payload.validated_data)
         return Response(RankingSerializer(ranking).data, status=status.HTTP_201_CREATED)
-
-
-class JobListView(APIView):
-    @extend_schema(responses=JobSerializer(many=True), summary="The project's background jobs")
-    def get(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = researcher_project(request, slug)
-        return Response(JobSerializer(selectors.recent_jobs(project, limit=100), many=True).data)
-
-    @extend_schema(
-        request=JobCreateSerializer,
-        responses={202: JobSerializer},
-        summary="Start a job (generate_clips: rollouts → clips → videos → random queries)",
-    )
-    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = researcher_project(request, slug)
-        spec = JobCreateSerializer(data=request.data)
-        spec.is_valid(raise_exception=True)
-        job = services.job_start(
-            project=project,
-            kind=JobKind(spec.validated_data["kind"]),
-            params=spec.validated_data["params"],
-            created_by=request.user,
-        )
-        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
-
-
-class JobDetailView(APIView):
-    @extend_schema(responses=JobSerializer, summary="A job's status and progress")
-    def get(self, request: AuthenticatedRequest, job_id: int) -> Response:
-        job = visible_object(Job.objects.select_related("project"), pk=job_id, request=request, name="job")
-        require_researcher(request, job.project)
-        return Response(JobSerializer(job).data)

@@ -7,4 +7,9 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         # Connects the receiver that forgets a username's failed logins after it logs in successfully.
+        from django.db.models.signals import post_migrate
+
         from . import lockout  # noqa: F401
+        from .services import researchers_group_refresh
+
+        post_migrate.connect(researchers_group_refresh, dispatch_uid="accounts.researchers_group_refresh")

@@ -233,8 +233,9 @@ HERONRY = {
     "LEASE_TTL_SECONDS": env_int("LEASE_TTL_SECONDS", 300, minimum=10),
     "TORCH_DEVICE": env_choice("TORCH_DEVICE", "cpu", {"cpu", "cuda", "auto"}),
     "DEMO_PASSWORD": env_str("DEMO_PASSWORD", "heronry"),
-    # A loop step whose worker has not reported for this long is presumed dead and is claimed again.
-    "ITERATION_STALE_SECONDS": env_int("ITERATION_STALE_SECONDS", 120, minimum=1),
+    # A run's step (and a clip's render) whose worker has not reported for this long is presumed dead and is
+    # claimed again. ITERATION_STALE_SECONDS is its name before runs and loop iterations became one model.
+    "RUN_STALE_SECONDS": env_int("RUN_STALE_SECONDS", env_int("ITERATION_STALE_SECONDS", 120, minimum=1), minimum=1),
 }
 
 # --- REST API -------------------------------------------------------------------------------------------

@@ -6,24 +6,17 @@ import json
 
 import pytest
 
-from labeling.models import JobKind, Judgment
-from labeling.services import job_create
-from tests.conftest import PASSWORD, api_client_for
-from trainer.clip_pipeline import generate_clips
-from trainer.jobs import job_run
+from labeling.models import Judgment
+from tests.conftest import PASSWORD, api_client_for, run_in_process
+from trainer.models import RunKind
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def rendered_project(project, researcher):
-    job = job_create(
-        project=project,
-        kind=JobKind.GENERATE_CLIPS,
-        created_by=researcher,
-        params={"rollouts": 3, "steps": 100, "queries": 8, "seed": 5},
-    )
-    job_run(job.pk, generate_clips)
+    run = run_in_process(project, researcher, RunKind.GENERATE_CLIPS, rollouts=3, steps=100, queries=8, seed=5)
+    assert run.state == "done", run.error
     return project
 
 

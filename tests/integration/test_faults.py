@@ -39,12 +39,12 @@ from tests.test_loop import TINY
 from tests.test_rankings_and_reward_models import RANKING, make_clips
 from trainer import loop
 from trainer.core import video
-from trainer.models import Iteration, IterationState, PolicyCheckpoint, PreferenceSet, RewardModel
+from trainer.models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunState
 
 pytestmark = [pytest.mark.integration]
 
 # A dead step is visible after 3 s; Redis hands an unacknowledged task to another worker after 4 s.
-FAST_RECOVERY = {"ITERATION_STALE_SECONDS": "3", "CELERY_VISIBILITY_TIMEOUT": "4"}
+FAST_RECOVERY = {"RUN_STALE_SECONDS": "3", "CELERY_VISIBILITY_TIMEOUT": "4"}
 TEMPLATE = "heronry_template"
 WORKER_APP = "heronry-worker"  # application_name of the workers' connections, so a test can cut just those
 
@@ -118,7 +118,7 @@ def _reset_broker_connections(app) -> None:
 @pytest.fixture
 def fast_recovery(settings):
     """This process (which plays the beat sweep) uses the workers' stale limit."""
-    settings.HERONRY = {**settings.HERONRY, "ITERATION_STALE_SECONDS": int(FAST_RECOVERY["ITERATION_STALE_SECONDS"])}
+    settings.HERONRY = {**settings.HERONRY, "RUN_STALE_SECONDS": int(FAST_RECOVERY["RUN_STALE_SECONDS"])}
 
 
 def _ranked_project(researcher, annotator, slug: str, **loop_settings):
@@ -134,9 +134,9 @@ def _ranked_project(researcher, annotator, slug: str, **loop_settings):
 
 def _training_under_way(iteration_id: int):
     def check():
-        current = Iteration.objects.get(pk=iteration_id)
+        current = Run.objects.get(pk=iteration_id)
         assert not current.is_finished, current.error
-        return current.state == IterationState.TRAINING_POLICY and current.progress > 0.05
+        return current.state == RunState.TRAINING_POLICY and current.progress > 0.05
 
     return check
 
@@ -146,13 +146,13 @@ def _log_of(worker) -> str:
     return Path(worker.log.name).read_text()
 
 
-def _assert_one_artefact_per_step(iteration: Iteration, *, reward_steps: bool = True) -> None:
-    assert PreferenceSet.objects.filter(iteration=iteration).count() == int(reward_steps)
-    assert RewardModel.objects.filter(iteration=iteration).count() == int(reward_steps)
-    checkpoint = PolicyCheckpoint.objects.get(iteration=iteration)  # exactly one
+def _assert_one_artefact_per_step(iteration: Run, *, reward_steps: bool = True) -> None:
+    assert PreferenceSet.objects.filter(run=iteration).count() == int(reward_steps)
+    assert RewardModel.objects.filter(run=iteration).count() == int(reward_steps)
+    checkpoint = PolicyCheckpoint.objects.get(run=iteration)  # exactly one
     assert checkpoint.timesteps == iteration.settings["policy_timesteps"]
     assert Path(checkpoint.model_file.path).stat().st_size > 0
-    rollouts = Rollout.objects.filter(project=iteration.project, iteration=iteration.number)
+    rollouts = Rollout.objects.filter(project=iteration.project, run=iteration.pk)
     assert rollouts.count() == iteration.settings["rollouts"]
 
 
@@ -174,25 +174,25 @@ def test_redis_restarted_mid_step_loses_no_step_and_makes_each_artefact_once(
         print(f"{time.strftime('%X')} killing redis")
         throwaway_redis.kill()
         left = wait_for(
-            lambda: (it := Iteration.objects.get(pk=iteration.pk)).state != IterationState.TRAINING_POLICY and it,
+            lambda: (it := Run.objects.get(pk=iteration.pk)).state != RunState.TRAINING_POLICY and it,
             timeout=180,
             what="the step to finish without the broker",
         )
-        assert left.state == IterationState.ROLLING_OUT and left.heartbeat_at is None, (left.state, left.error)
+        assert left.state == RunState.ROLLING_OUT and left.heartbeat_at is None, (left.state, left.error)
         print(f"{time.strftime('%X')} restarting redis")
         throwaway_redis.start()  # an empty broker on the same port: nothing queued, nothing to redeliver
 
         def finished_with_sweeps():
             # This process plays the beat: the sweep resends a step that nobody holds once it is stale.
             try:
-                loop.iterations_sweep()
+                loop.runs_sweep()
             except Exception as error:  # the broker may still be coming back for this process
                 print(f"sweep: {error!r}")
-            current = Iteration.objects.get(pk=iteration.pk)
+            current = Run.objects.get(pk=iteration.pk)
             return current if current.is_finished else None
 
         done = wait_for(finished_with_sweeps, timeout=240, what="the iteration to finish after the restart")
-        assert done.state == IterationState.DONE, done.error
+        assert done.state == RunState.DONE, done.error
         assert "could not send rolling_out to the broker" in _log_of(worker)  # the hand-over was lost, and
         assert "raised unexpected" not in _log_of(worker)  # the step still ended cleanly
         # Every step ran exactly once: the one interrupted by the broker's death was not redone ...
@@ -227,11 +227,11 @@ def test_a_cut_database_connection_mid_step_retries_the_step_without_duplicates(
         assert pg_cluster.terminate(throwaway_db, application_name=WORKER_APP) >= 1
 
         def finished():
-            current = Iteration.objects.get(pk=iteration.pk)
+            current = Run.objects.get(pk=iteration.pk)
             return current if current.is_finished else None
 
         done = wait_for(finished, timeout=240, what="the iteration to finish after the cut")
-        assert done.state == IterationState.DONE, done.error
+        assert done.state == RunState.DONE, done.error
         assert done.results["training_policy"]["attempts"] == 2  # the cut step ran again, from the start ...
         assert done.results["rolling_out"]["attempts"] == 1
         assert "lost the database during training_policy" in _log_of(worker)
@@ -447,7 +447,7 @@ def test_an_unwritable_media_folder_fails_rendering_cleanly_and_a_retry_renders(
     iteration.refresh_from_db()
 
     # The iteration failed at rendering, saying why and what to do; it did not publish clips nobody can see.
-    assert iteration.state == IterationState.FAILED, iteration.state
+    assert iteration.state == RunState.FAILED, iteration.state
     assert iteration.error.startswith("Rendering:") and "could not be rendered" in iteration.error, iteration.error
     assert "not a directory" in iteration.error.lower() and "retry" in iteration.error
     assert "rendering" not in iteration.results and "publishing" not in iteration.results
@@ -465,12 +465,10 @@ def test_an_unwritable_media_folder_fails_rendering_cleanly_and_a_retry_renders(
     # Retried from the API, the iteration renders what is missing and finishes.
     monkeypatch.setattr(video, "write_mp4", encode)
     with django_capture_on_commit_callbacks(execute=True):
-        response = api_client_for(researcher).post(
-            f"/api/v1/iterations/{iteration.pk}/", {"action": "retry"}, format="json"
-        )
+        response = api_client_for(researcher).post(f"/api/v1/runs/{iteration.pk}/", {"action": "retry"}, format="json")
     assert response.status_code == 200, response.content
     iteration.refresh_from_db()
-    assert iteration.state == IterationState.DONE and not iteration.error, iteration.error
+    assert iteration.state == RunState.DONE and not iteration.error, iteration.error
     assert iteration.results["training_policy"]["attempts"] == 1  # the earlier steps were not redone
     for clip in failed:
         clip.refresh_from_db()

@@ -17,13 +17,13 @@ from tests.integration.workers import needs_servers, start_worker, wait_for
 from tests.test_loop import TINY
 from tests.test_rankings_and_reward_models import RANKING, make_clips
 from trainer import loop
-from trainer.models import Iteration, IterationState, PolicyCheckpoint
+from trainer.models import PolicyCheckpoint, Run, RunState
 
 pytestmark = [pytest.mark.integration, needs_servers]
 
 # Short limits so a dead worker's step is visible quickly: the heartbeat goes stale after 3 s, and Redis hands an
 # unacknowledged task to another worker 4 s after delivery.
-FAST_RECOVERY = {"ITERATION_STALE_SECONDS": "3", "CELERY_VISIBILITY_TIMEOUT": "4"}
+FAST_RECOVERY = {"RUN_STALE_SECONDS": "3", "CELERY_VISIBILITY_TIMEOUT": "4"}
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ def _ranked_project(researcher, annotator, slug: str, **loop_settings):
     return project
 
 
-def _iteration_state(iteration_id: int) -> Iteration:
-    return Iteration.objects.get(pk=iteration_id)
+def _iteration_state(iteration_id: int) -> Run:
+    return Run.objects.get(pk=iteration_id)
 
 
 def test_a_worker_killed_mid_step_has_its_step_redelivered_and_the_iteration_finishes(
@@ -65,12 +65,12 @@ def test_a_worker_killed_mid_step_has_its_step_redelivered_and_the_iteration_fin
         def training_with_progress():
             current = _iteration_state(iteration.pk)
             assert not current.is_finished, current.error
-            return current.state == IterationState.TRAINING_POLICY and current.progress > 0.05
+            return current.state == RunState.TRAINING_POLICY and current.progress > 0.05
 
         wait_for(training_with_progress, timeout=240, what="policy training to be under way")
         doomed.kill()  # SIGKILL in the middle of the step: nothing acknowledged, nothing cleaned up
         killed_at = _iteration_state(iteration.pk)
-        assert killed_at.state == IterationState.TRAINING_POLICY and killed_at.attempts == 1
+        assert killed_at.state == RunState.TRAINING_POLICY and killed_at.attempts == 1
 
         time.sleep(5)  # past the visibility timeout and the stale limit
         survivor = start_worker(settings.MEDIA_ROOT, **FAST_RECOVERY)
@@ -80,13 +80,13 @@ def test_a_worker_killed_mid_step_has_its_step_redelivered_and_the_iteration_fin
             return current if current.is_finished else None
 
         done = wait_for(finished, timeout=300, what="the iteration to finish on the second worker")
-        assert done.state == IterationState.DONE, done.error
+        assert done.state == RunState.DONE, done.error
         # The same step ran a second time (redelivered by Redis, claimed again as its heartbeat was stale) ...
         assert done.results["training_policy"]["attempts"] == 2
         assert all(done.results[step]["attempts"] == 1 for step in ("building_preferences", "rolling_out"))
         # ... and left one result, not two.
-        assert PolicyCheckpoint.objects.filter(iteration=done).count() == 1
-        assert PolicyCheckpoint.objects.get(iteration=done).timesteps == 4000
+        assert PolicyCheckpoint.objects.filter(run=done).count() == 1
+        assert PolicyCheckpoint.objects.get(run=done).timesteps == 4000
     finally:
         doomed.stop()
         if survivor is not None:
@@ -104,7 +104,7 @@ def test_a_two_iteration_pairwise_loop_with_simulated_annotators_on_a_real_worke
     worker = start_worker(settings.MEDIA_ROOT)
     try:
         first = loop.iteration_create(project=project, created_by=researcher, count=2)
-        assert first.state == IterationState.QUEUED and first.start_after_labels == 6
+        assert first.state == RunState.QUEUED and first.start_after_labels == 6
         # Two annotators answer with the true-reward oracle through the REST API, and keep going while the
         # worker makes the next iteration's questions, until both budgets are spent.
         call_command(
@@ -118,16 +118,16 @@ def test_a_two_iteration_pairwise_loop_with_simulated_annotators_on_a_real_worke
         )
 
         def both_done():
-            iterations = list(Iteration.objects.filter(project=project).order_by("number"))
+            iterations = list(Run.objects.filter(project=project, kind="iteration").order_by("number"))
             if len(iterations) == 2 and all(it.is_finished for it in iterations):
                 return iterations
             return None
 
         first, second = wait_for(both_done, timeout=300, what="both iterations to finish")
-        assert first.state == second.state == IterationState.DONE, (first.error, second.error)
+        assert first.state == second.state == RunState.DONE, (first.error, second.error)
         assert (first.labels_used, second.labels_used) == (6, 12)
         assert second.previous == first
-        assert PolicyCheckpoint.objects.get(iteration=second).timesteps == 2 * TINY["policy_timesteps"]
+        assert PolicyCheckpoint.objects.get(run=second).timesteps == 2 * TINY["policy_timesteps"]
         for number in (1, 2):
             asked = Query.objects.filter(project=project, iteration=number)
             assert asked.count() == 6 and set(asked.values_list("source", flat=True)) == {QuerySource.ACTIVE}

@@ -12,10 +12,11 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from labeling.models import Clip, Job, JobKind, Query, RenderStatus
-from labeling.services import job_start
+from labeling.models import Clip, Query, RenderStatus
 from tests.conftest import make_project
 from tests.integration.workers import needs_servers, start_worker, wait_for
+from trainer import loop
+from trainer.models import Run, RunKind
 
 pytestmark = [pytest.mark.integration]
 
@@ -37,9 +38,9 @@ def test_worker_generates_clips_from_redis_into_postgres(worker, researcher):
     assert connection.vendor == "postgresql"
     assert settings.CELERY_BROKER_URL.startswith("redis")
     project = make_project(researcher, slug="worker-test")
-    job = job_start(
+    run = loop.run_start(
         project=project,
-        kind=JobKind.GENERATE_CLIPS,
+        kind=RunKind.GENERATE_CLIPS,
         created_by=researcher,
         params={"rollouts": 2, "steps": 100, "queries": 3, "seed": 1},
     )
@@ -47,20 +48,21 @@ def test_worker_generates_clips_from_redis_into_postgres(worker, researcher):
     progress_seen: set[float] = set()
 
     def finished():
-        current = Job.objects.get(pk=job.pk)
+        current = Run.objects.get(pk=run.pk)
         progress_seen.add(current.progress)
         return current if current.is_finished else None
 
-    job = wait_for(finished, timeout=180, what="the worker to finish the job")
-    assert job.status == "done", job.error
-    assert job.result["clips"] == 4 and job.result["queries"] == 3
+    run = wait_for(finished, timeout=180, what="the worker to finish the run")
+    assert run.state == "done", run.error
+    result = run.results["generating_clips"]
+    assert result["clips"] == 4 and result["queries"] == 3
     assert Clip.objects.filter(project=project).count() == 4
     assert Query.objects.filter(project=project).count() == 3
     rendered = Clip.objects.filter(project=project, render_status=RenderStatus.READY)
     assert rendered.exists()
     for clip in rendered:
         assert Path(clip.video.path).stat().st_size > 0  # written by the worker into the shared media folder
-    assert job.started_at and job.finished_at and job.progress == 1.0
+    assert run.started_at and run.finished_at and run.overall_progress == 1.0
 
 
 @needs_servers
@@ -86,6 +88,10 @@ def test_a_ranking_becomes_a_reward_model_on_the_real_worker(worker, researcher,
 
     model = wait_for(trained, timeout=300, what="the worker to build preferences and train")
     assert model.status == "ready", model.error
-    jobs = {job.kind: job for job in Job.objects.filter(project=project)}
-    assert jobs["build_preferences"].status == "done" and jobs["train_reward_model"].status == "done"
+    retrain = wait_for(
+        lambda: Run.objects.filter(project=project, kind=RunKind.RETRAIN, state="done").first(),
+        timeout=30,
+        what="the retrain run to finish",
+    )
+    assert retrain.reward_model == model and retrain.steps == ["building_preferences", "training_reward"]
     assert model.metrics["val_accuracy"] > 0.5 and model.weights.size > 0

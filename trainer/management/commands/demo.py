@@ -10,10 +10,11 @@ from django.db import transaction
 
 from accounts.models import Role, User
 from accounts.services import researchers_group, user_create
-from labeling.models import Job, JobKind, Project, ProjectRole
-from labeling.services import job_create, membership_add, project_create
-from trainer.clip_pipeline import generate_clips
-from trainer.jobs import job_run
+from labeling.models import Project, ProjectRole
+from labeling.services import membership_add, project_create
+from trainer import loop
+from trainer.loop_steps import STEP_WORK
+from trainer.models import Run, RunKind, RunState
 
 DEMO_SLUG = "pendulum-demo"
 INSTRUCTIONS = """The pendulum should swing up and stay upright, pointing straight up, without spinning and
@@ -57,18 +58,22 @@ class Command(BaseCommand):
         if project.clips.exists():
             self.stdout.write(f"Demo project already has {project.clips.count()} clips; leaving them as they are.")
         else:
-            job = job_create(
+            run = loop.run_start(
                 project=project,
-                kind=JobKind.GENERATE_CLIPS,
+                kind=RunKind.GENERATE_CLIPS,
                 created_by=researcher,
                 params={"rollouts": rollouts, "queries": queries, "seed": seed},
             )
             self.stdout.write(f"Rolling out {rollouts} Pendulum episodes and rendering the clips to label…")
-            job_run(job.pk, generate_clips)
-            job = Job.objects.get(pk=job.pk)
-            if job.status != "done":
-                raise SystemExit(f"clip generation failed: {job.error}")
-            self.stdout.write(f"  {job.result}")
+            # Here, before the worker starts, so the demo opens with clips to label; the task sent for the step
+            # finds it done when the worker gets it.
+            step = RunState.GENERATING_CLIPS
+            if Run.objects.filter(pk=run.pk, state=step).exists():
+                loop.step_run(run.pk, step, STEP_WORK[step])
+            run.refresh_from_db()
+            if run.state != RunState.DONE:
+                raise SystemExit(f"clip generation failed: {run.error or run.state}")
+            self.stdout.write(f"  {run.results.get(step, {})}")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo ready: project '{project.name}' with {project.clips.count()} clips and "
