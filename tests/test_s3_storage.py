@@ -168,6 +168,23 @@ def test_s3_settings_are_parsed_strictly(monkeypatch):
         media_storage_from_env(url_max_age=60)
 
 
+def test_empty_s3_variables_mean_their_defaults(monkeypatch):
+    """As in a .env copied from .env.example, where the optional ones are listed empty."""
+    for name in ("S3_PUBLIC_ENDPOINT_URL", "S3_REGION", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "")
+    for name in ("S3_ADDRESSING_STYLE", "S3_LOCATION"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("MEDIA_STORAGE", "s3")
+    monkeypatch.setenv("S3_BUCKET", "media")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://minio:9000/")
+    media = media_storage_from_env(url_max_age=60)
+    options = media.storage["OPTIONS"]
+    assert (options["region_name"], options["addressing_style"], options["location"]) == ("us-east-1", "path", "")
+    assert options["endpoint_url"] == options["public_endpoint_url"] == "http://minio:9000"
+    assert "access_key" not in options  # boto3's own credential chain
+    assert media.origins == ("http://minio:9000",)
+
+
 S3_PRODUCTION = {
     "DEBUG": "false",
     "SECRET_KEY": "x" * 20 + "-a-long-random-production-secret-key-value",

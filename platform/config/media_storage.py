@@ -37,13 +37,17 @@ def _s3(url_max_age: int) -> MediaStorage:
     bucket = env_str("S3_BUCKET", "")
     if not bucket:
         raise ImproperlyConfiguredEnv("MEDIA_STORAGE=s3 needs S3_BUCKET")
-    endpoint = _url("S3_ENDPOINT_URL", "")
-    public_endpoint = _url("S3_PUBLIC_ENDPOINT_URL", endpoint)
+    # Empty means "the default" for every S3_* variable, as .env.example lists them empty.
+    endpoint = _url("S3_ENDPOINT_URL")
+    public_endpoint = _url("S3_PUBLIC_ENDPOINT_URL")
     if public_endpoint and not endpoint:
         raise ImproperlyConfiguredEnv("S3_PUBLIC_ENDPOINT_URL needs S3_ENDPOINT_URL (on AWS, leave both empty)")
-    region = env_str("S3_REGION", "us-east-1")
+    public_endpoint = public_endpoint or endpoint
+    region = env_str("S3_REGION", "") or "us-east-1"
     # Path style for self-hosted stores (MinIO serves http://host:9000/bucket/key); AWS prefers virtual hosts.
-    addressing = env_choice("S3_ADDRESSING_STYLE", "path" if endpoint else "virtual", {"path", "virtual"})
+    addressing = env_str("S3_ADDRESSING_STYLE", "") or ("path" if endpoint else "virtual")
+    if addressing not in {"path", "virtual"}:
+        raise ImproperlyConfiguredEnv(f"S3_ADDRESSING_STYLE={addressing!r} must be one of ['path', 'virtual']")
     querystring_auth = env_bool("S3_QUERYSTRING_AUTH", True)
     if querystring_auth and url_max_age > MAX_PRESIGNED_SECONDS:
         raise ImproperlyConfiguredEnv(
@@ -74,8 +78,8 @@ def _s3(url_max_age: int) -> MediaStorage:
     return MediaStorage("s3", {"BACKEND": S3_BACKEND, "OPTIONS": options}, origins)
 
 
-def _url(name: str, default: str) -> str:
-    value = env_str(name, default).strip()
+def _url(name: str) -> str:
+    value = env_str(name, "").strip()
     if value and (urlsplit(value).scheme not in {"http", "https"} or not urlsplit(value).netloc):
         raise ImproperlyConfiguredEnv(f"{name}={value!r} is not an http(s) URL")
     return value.rstrip("/")
