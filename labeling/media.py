@@ -82,7 +82,7 @@ def clip_media(request: HttpRequest, clip_id: int, kind: str) -> HttpResponseBas
     redirect = presigned_url(field.storage, str(field.name), content_type=content_type)
     if redirect is not None:
         # The object store serves the bytes (ranges included) on a short-lived URL made for this request only.
-        response = HttpResponseRedirect(redirect)
+        response: HttpResponseBase = HttpResponseRedirect(redirect)
         response["Cache-Control"] = "private, no-store"  # the next visit is checked again
         return _harden(response)
     if settings.MEDIA_SERVING == "x-accel":

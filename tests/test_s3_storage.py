@@ -118,6 +118,8 @@ def test_the_media_view_redirects_members_to_presigned_urls_of_the_right_type(bu
         assert status == 206 and part == data[:12]
         # Without the signature the private object is refused.
         assert fetch(location.split("?")[0])[0] == 403
+        # The next visit gets the same URL (for a while), so the browser's cache of the media can hit.
+        assert client.get(getattr(clip, f"{kind}_url"))["Location"] == location
 
 
 def test_the_redirect_keeps_the_media_views_checks(bucket, moto, project, annotator, outsider):

@@ -71,6 +71,9 @@ def _s3(url_max_age: int) -> MediaStorage:
         "default_acl": None,
         "querystring_auth": querystring_auth,
         "querystring_expire": url_max_age,
+        # A file opened for reading is downloaded whole; past this size into a temporary file, not memory (the
+        # default, 0, keeps every download in memory: replay buffers can be large).
+        "max_memory_size": 16 * 1024 * 1024,
     }
     if access_key:  # else boto3's own chain: AWS_* variables, an instance role, ~/.aws
         options.update(access_key=access_key, secret_key=secret_key)
