@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from config.env import ImproperlyConfiguredEnv
@@ -22,6 +23,9 @@ from labeling.s3_storage import MediaS3Storage
 from labeling.signed_media import signed_clip_url
 from tests.conftest import add_fake_clips, api_client_for
 from tests.s3 import create_bucket, object_keys, s3_env, threaded_moto_server, use_s3_media
+from tests.test_admin_scoping import form_errors, h264_mp4, png_bytes
+from tests.test_admin_scoping import login as admin_login
+from tests.test_admin_scoping import url as admin_url
 from tests.test_rankings_and_reward_models import RANKING, make_clips
 from tests.test_settings import _manage
 from trainer.core import rollouts
@@ -215,3 +219,25 @@ def test_the_store_answers_with_the_type_the_view_decided_not_the_objects_own(bu
     client.force_login(annotator)
     status, headers, data = fetch(client.get(clip.video_url)["Location"])
     assert (status, headers["content-type"], data) == (200, "video/mp4", HTML)
+
+
+def test_admin_uploads_are_checked_by_content_and_stored_in_the_bucket(bucket, moto, project, researcher, tmp_path):
+    clip = add_fake_clips(project, 1, ready=False)[0]
+    client = admin_login(researcher)
+    change = admin_url(Clip, "change", clip.pk)
+    refused = client.post(change, {"video": SimpleUploadedFile("clip.mp4", HTML, content_type="video/mp4")})
+    assert refused.status_code == 200 and "errorlist" in refused.content.decode()
+    response = client.post(
+        change,
+        {
+            "video": SimpleUploadedFile("evil.html", h264_mp4(tmp_path), content_type="text/html"),
+            "poster": SimpleUploadedFile("poster.svg", png_bytes(), content_type="image/svg+xml"),
+        },
+    )
+    assert response.status_code == 302, form_errors(response)
+    clip.refresh_from_db()
+    keys = object_keys(moto, bucket)
+    assert f"{default_storage.location}/{clip.video.name}" in keys
+    assert f"{default_storage.location}/{clip.poster.name}" in keys
+    status, headers, data = fetch(client.get(clip.poster_url)["Location"])
+    assert (status, headers["content-type"], data) == (200, "image/png", png_bytes())
