@@ -15,7 +15,9 @@ django-csp's middleware leaves alone because the header is already set) and
 
 In development (MEDIA_SERVING=django) the file is streamed by Django with HTTP Range support, which browsers
 need to seek in a video. In production (MEDIA_SERVING=x-accel) Django does the checks and hands the file to
-nginx with X-Accel-Redirect.
+nginx with X-Accel-Redirect. With an object store that signs URLs (MEDIA_STORAGE=s3), Django does the same checks
+and answers 302 to a presigned URL of the object, valid for MEDIA_URL_MAX_AGE, that makes the store reply with
+the type decided here (labeling/storage.py); the store, on its own origin, serves the bytes and the ranges.
 
 Range requests: one ``bytes=first-last`` or ``bytes=-suffix`` range with ASCII digits gives 206; a range that
 cannot be satisfied, or a number longer than 18 digits, gives 416 with ``Content-Range: bytes */size``; several
@@ -24,14 +26,21 @@ ranges, another unit or anything malformed is ignored (RFC 9110 allows it) and t
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
+from django.core.files.storage import Storage
 from django.db.models.fields.files import FieldFile
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_safe
 
@@ -41,6 +50,7 @@ from .errors import NotFound
 from .models import Clip
 from .selectors import project_for_member
 from .signed_media import KINDS, verify_clip_media
+from .storage import presigned_url
 
 VIDEO_TYPE = "video/mp4"
 _IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
@@ -69,11 +79,17 @@ def clip_media(request: HttpRequest, clip_id: int, kind: str) -> HttpResponseBas
     content_type = VIDEO_TYPE if kind == "video" else poster_content_type(field)
     if content_type is None:
         raise Http404("not an image")
+    redirect = presigned_url(field.storage, str(field.name), content_type=content_type)
+    if redirect is not None:
+        # The object store serves the bytes (ranges included) on a short-lived URL made for this request only.
+        response: HttpResponseBase = HttpResponseRedirect(redirect)
+        response["Cache-Control"] = "private, no-store"  # the next visit is checked again
+        return _harden(response)
     if settings.MEDIA_SERVING == "x-accel":
         response = HttpResponse(content_type=content_type)
         response["X-Accel-Redirect"] = settings.MEDIA_ACCEL_PREFIX + str(field.name)
         return _harden(response)
-    return ranged_file_response(request, field.path, content_type)
+    return ranged_file_response(request, field.storage, str(field.name), content_type)
 
 
 def _may_fetch(request: HttpRequest, clip: Clip, kind: str, token: str | None) -> bool:
@@ -147,10 +163,11 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-def ranged_file_response(request: HttpRequest, path: str, content_type: str) -> HttpResponseBase:
+def ranged_file_response(request: HttpRequest, storage: Storage, name: str, content_type: str) -> HttpResponseBase:
+    """Stream a stored file, whole or one range of it, through the storage API (any backend)."""
     try:
-        size = os.path.getsize(path)
-    except OSError:
+        size = storage.size(name)
+    except OSError:  # FileNotFoundError from every storage, S3 included
         raise Http404("file missing") from None
     header = request.headers.get("Range", "")
     response: HttpResponseBase
@@ -161,10 +178,10 @@ def ranged_file_response(request: HttpRequest, path: str, content_type: str) -> 
         response["Content-Range"] = f"bytes */{size}"
     else:
         if wanted is None:
-            response = FileResponse(open(path, "rb"), content_type=content_type)  # noqa: SIM115
+            response = FileResponse(storage.open(name, "rb"), content_type=content_type)
         else:
             start, end = wanted
-            response = StreamingHttpResponse(_stream(path, start, end), status=206, content_type=content_type)
+            response = StreamingHttpResponse(_stream(storage, name, start, end), status=206, content_type=content_type)
             response["Content-Range"] = f"bytes {start}-{end}/{size}"
             response["Content-Length"] = str(end - start + 1)
     response["Accept-Ranges"] = "bytes"
@@ -172,8 +189,8 @@ def ranged_file_response(request: HttpRequest, path: str, content_type: str) -> 
     return _harden(response)
 
 
-def _stream(path: str, start: int, end: int) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
+def _stream(storage: Storage, name: str, start: int, end: int) -> Iterator[bytes]:
+    with storage.open(name, "rb") as handle:
         handle.seek(start)
         remaining = end - start + 1
         while remaining > 0:

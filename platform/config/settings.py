@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from labeling import events
 
 from .env import database_from_url, env_bool, env_choice, env_int, env_list, env_str
+from .media_storage import media_storage_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("HERONRY_VAR_DIR", str(BASE_DIR / "var")))
@@ -120,8 +121,20 @@ STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+# How clip videos reach the browser after the membership check: "django" streams them (with HTTP Range
+# support, fine for development and small teams); "x-accel" hands the file to nginx via X-Accel-Redirect.
+MEDIA_SERVING = env_choice("MEDIA_SERVING", "django", {"django", "x-accel"})
+MEDIA_ACCEL_PREFIX = env_str("MEDIA_ACCEL_PREFIX", "/protected-media/")
+# Lifetime in seconds of the signed media URLs in API responses (clients holding a token have no session), and
+# of the object store's presigned URLs the media view redirects to.
+MEDIA_URL_MAX_AGE = env_int("MEDIA_URL_MAX_AGE", 3600, minimum=1)
+# Where every artefact lives: MEDIA_ROOT ("filesystem") or an S3-compatible bucket ("s3"; config/media_storage.py).
+_MEDIA = media_storage_from_env(url_max_age=MEDIA_URL_MAX_AGE)
+MEDIA_STORAGE = _MEDIA.kind
+if MEDIA_STORAGE != "filesystem" and MEDIA_SERVING == "x-accel":
+    raise ImproperlyConfigured("MEDIA_SERVING=x-accel serves files from MEDIA_ROOT; it needs MEDIA_STORAGE=filesystem")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _MEDIA.storage,
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -130,12 +143,6 @@ STORAGES = {
         )
     },
 }
-# How clip videos reach the browser after the membership check: "django" streams them (with HTTP Range
-# support, fine for development and small teams); "x-accel" hands the file to nginx via X-Accel-Redirect.
-MEDIA_SERVING = env_choice("MEDIA_SERVING", "django", {"django", "x-accel"})
-MEDIA_ACCEL_PREFIX = env_str("MEDIA_ACCEL_PREFIX", "/protected-media/")
-# Lifetime in seconds of the signed media URLs in API responses (clients holding a token have no session).
-MEDIA_URL_MAX_AGE = env_int("MEDIA_URL_MAX_AGE", 3600, minimum=1)
 
 # --- Bounded input ---------------------------------------------------------------------------------------
 # A request body larger than this is refused with 413 before it is read (uploads get their own limit).
@@ -166,14 +173,15 @@ AXES_VERBOSE = False
 
 # --- Content-Security-Policy (django-csp) ---------------------------------------------------------------
 # Pages load scripts, styles, images and video only from this origin; no inline script, no plugins, no
-# framing. Media responses carry their own, stricter `sandbox` policy (labeling/media.py).
+# framing. Media responses carry their own, stricter `sandbox` policy (labeling/media.py). With an object store,
+# posters and videos arrive from its origin (the media view redirects there), so img and media allow it too.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
         "style-src": ["'self'"],
-        "img-src": ["'self'", "data:"],
-        "media-src": ["'self'"],
+        "img-src": ["'self'", "data:", *_MEDIA.origins],
+        "media-src": ["'self'", *_MEDIA.origins],
         "font-src": ["'self'"],
         "connect-src": ["'self'"],
         "object-src": ["'none'"],

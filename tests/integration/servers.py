@@ -1,4 +1,5 @@
-"""Throwaway servers for fault tests: a redis-server and a PostgreSQL cluster that a test may kill or cut off.
+"""Throwaway servers for fault tests: a redis-server and a PostgreSQL cluster that a test may kill or cut off;
+and moto's S3-compatible server for tests of processes that share only an object store.
 
 Fault tests never touch the machine's shared PostgreSQL and Redis: they start their own on a free port, in a
 temporary folder, and remove them afterwards. Missing binaries skip the test with the reason, except under
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -231,3 +234,39 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
             with contextlib.suppress(Exception):
                 cluster.stop("immediate")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- S3 (moto) -----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def moto_s3_server(folder: Path) -> Iterator[str]:
+    """moto's server mode (an S3-compatible HTTP server, state in memory) in its own process on a free port;
+    yields its endpoint URL. Its log goes to ``folder``."""
+    if importlib.util.find_spec("moto.server") is None:
+        unavailable("moto[server] is not installed (pip install -e '.[dev]')")
+    port = free_port()
+    log = (folder / "moto.log").open("a")
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+
+    def listening() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return process.poll() is not None  # died: stop waiting, fail below
+
+    try:
+        wait_until(listening, timeout=30, what=f"moto server on port {port}")
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited ({process.returncode}); see {folder / 'moto.log'}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

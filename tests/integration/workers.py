@@ -49,24 +49,43 @@ class Worker:
         self.log.close()
 
 
-def start_worker(media_root: Path, **env_extra: str) -> Worker:
+def database_url() -> str:
+    """The URL of the database this test process uses (the test database), for processes it starts."""
     db = connection.settings_dict
-    database_url = (
-        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
-    env = {
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _environment(media_root: Path, env_extra: dict[str, str]) -> dict[str, str]:
+    return {
         **os.environ,
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": database_url(),
         "MEDIA_ROOT": str(media_root),
         "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
         "PYTHONUNBUFFERED": "1",
         **env_extra,
     }
+
+
+def start_worker(
+    media_root: Path, *, queues: str = "default,render,train", cwd: Path | None = None, **env_extra: str
+) -> Worker:
+    """A `celery worker` on ``queues``; ``cwd`` (default: the repository) is its working folder, so that tests of
+    several hosts can give each worker a folder of its own."""
+    env = _environment(media_root, env_extra)
     name = uuid.uuid4().hex[:8]
     log = (Path(media_root).parent / f"worker-{name}.log").open("w+")
-    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,render,train"]
+    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues]
     command += ["--pool", "solo", "-n", f"test-{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=cwd or ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return Worker(process, log)
+
+
+def start_web(media_root: Path, port: int, *, cwd: Path | None = None, **env_extra: str) -> Worker:
+    """The web process (`manage.py runserver`, no autoreload) on 127.0.0.1:``port``, against the test database."""
+    env = _environment(media_root, env_extra)
+    log = (Path(media_root).parent / f"web-{port}.log").open("w+")
+    command = [sys.executable, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"]
+    process = subprocess.Popen(command, cwd=cwd or ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     return Worker(process, log)
 
 
