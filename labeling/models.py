@@ -49,6 +49,22 @@ class Project(models.Model):
         max_length=100, help_text='Gymnasium id (e.g. "Pendulum-v1"), or "external" for uploaded rollouts.'
     )
     env_kwargs = models.JSONField(default=dict, blank=True)
+    episode_steps = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Steps per generated episode; empty: the environment's default."
+    )
+    observation_space = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Per-step observations, e.g. {"shape": [11]}; uploads are checked against it.',
+    )
+    action_space = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Actions: {"kind": "box", "shape": [3]} or {"kind": "discrete", "n": 2}; uploads are checked.',
+    )
+    initial_policies = models.JSONField(
+        default=list, blank=True, help_text="Scripted policies for the first clips; empty: random and the preset's."
+    )
     segment_steps = models.PositiveIntegerField(default=50, validators=[MinValueValidator(2)])
     render_width = models.PositiveIntegerField(default=320, validators=[MinValueValidator(16)])
     render_height = models.PositiveIntegerField(default=240, validators=[MinValueValidator(16)])

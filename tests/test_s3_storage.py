@@ -64,7 +64,7 @@ def test_every_artefact_is_stored_in_the_bucket_and_read_back(
 ):
     # Rollouts (npz) and two rendered clips (MP4 + JPEG poster), by the clip pipeline.
     make_clips(project, researcher, rollouts=2, queries=1, render="queried")
-    # A ranking → a preference set (Parquet) → a reward model (safetensors + JSON), by the job chain.
+    # A ranking → a preference set (Parquet) → a reward model (safetensors + JSON), by a retrain run.
     with django_capture_on_commit_callbacks(execute=True):
         response = api_client_for(annotator).post(
             f"/api/v1/projects/{project.slug}/rankings/", {"groups": RANKING}, format="json"

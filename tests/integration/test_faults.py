@@ -163,7 +163,7 @@ def _assert_one_artefact_per_step(iteration: Run, *, reward_steps: bool = True) 
 def test_redis_restarted_mid_step_loses_no_step_and_makes_each_artefact_once(
     throwaway_db, throwaway_redis, fast_recovery, settings, researcher, annotator
 ):
-    project = _ranked_project(researcher, annotator, "broker-fault", policy_timesteps=400)
+    project = _ranked_project(researcher, annotator, "broker-fault", policy_timesteps=2000)
     worker = start_worker(settings.MEDIA_ROOT, CELERY_BROKER_URL=throwaway_redis.url(), **FAST_RECOVERY)
     try:
         iteration = loop.iteration_create(project=project, created_by=researcher)
@@ -211,7 +211,7 @@ def test_a_cut_database_connection_mid_step_retries_the_step_without_duplicates(
     throwaway_db, pg_cluster, throwaway_redis, fast_recovery, settings, researcher, annotator
 ):
     # The policy learns from the true reward here (the reward steps are skipped): the cut is in the policy step.
-    project = _ranked_project(researcher, annotator, "db-fault", policy_timesteps=400, policy_reward="true")
+    project = _ranked_project(researcher, annotator, "db-fault", policy_timesteps=2000, policy_reward="true")
     worker = start_worker(
         settings.MEDIA_ROOT,
         CELERY_BROKER_URL=throwaway_redis.url(),

@@ -77,9 +77,9 @@ def responds(url: str) -> bool:
 
 def run_iteration_over_http(web: str, token: str, slug: str) -> dict:
     """Start one iteration now and wait until it has finished; its final JSON."""
-    status, created = call(f"{web}/api/v1/projects/{slug}/iterations/", token=token, body={"count": 1})
+    status, created = call(f"{web}/api/v1/projects/{slug}/runs/", token=token, body={"kind": "iteration", "count": 1})
     assert status == 201, created
-    iteration_url = f"{web}/api/v1/iterations/{created['id']}/"
+    iteration_url = created["url"] if created["url"].startswith("http") else f"{web}{created['url']}"
     # Pairwise questions wait for their label budget; start anyway (the rankings are the feedback here).
     status, started = call(iteration_url, token=token, body={"action": "start"})
     assert status == 200, started

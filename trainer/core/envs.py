@@ -18,6 +18,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+
+from .factor_sources import FactorSource, Step, parse_source
 
 
 @dataclass(frozen=True)
@@ -282,19 +285,26 @@ def make_env(
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def compiled_source(source: str) -> FactorSource:
+    """A factor source parsed once (see trainer.core.factor_sources); named extractors come from EXTRACTORS."""
+    try:
+        return parse_source(source, EXTRACTORS)
+    except ValueError as error:
+        raise UnknownExtractor(str(error)) from None
+
+
 def factor_values(
     preset: EnvPreset,
     obs: np.ndarray,
     action: np.ndarray,
     next_obs: np.ndarray,
     info: Mapping[str, Any],
+    reward: float = 0.0,
 ) -> np.ndarray:
     """The preset's factors for one step, shape (K,), float64, in ``preset.factors`` order."""
+    step = Step(obs=obs, action=action, next_obs=next_obs, reward=reward, info=info)
     values = np.empty(len(preset.factors), dtype=np.float64)
     for index, factor in enumerate(preset.factors):
-        try:
-            extractor = EXTRACTORS[factor.source]
-        except KeyError:
-            raise UnknownExtractor(f"factor {factor.key!r} names unknown extractor {factor.source!r}") from None
-        values[index] = extractor(obs, action, next_obs, info)
+        values[index] = compiled_source(factor.source)(step)
     return values

@@ -80,7 +80,7 @@ def run_rollout(
             action = _as_env_action(policy(obs, rng), action_dtype)
             next_obs, reward, terminated, truncated, info = env.step(action)
             actions.append(action)
-            factors.append(factor_values(preset, obs, action, next_obs, info))
+            factors.append(factor_values(preset, obs, action, next_obs, info, float(reward)))
             rewards.append(float(reward))
             observations.append(next_obs)
             obs = next_obs

@@ -11,7 +11,6 @@ ITERATION_STEPS = [
     "rendering",
     "publishing",
 ]
-STEP_STATES = ["generating_clips", *ITERATION_STEPS]
 JOB_KINDS = {
     "generate_clips": ["generating_clips"],
     "build_preferences": ["building_preferences"],
@@ -75,7 +74,6 @@ class Migration(migrations.Migration):
         ("trainer", "0002_iterations_and_policies"),
         ("accounts", "0001_initial"),
     ]
-    run_before = [("labeling", "0009_delete_job")]
 
     operations = [
         migrations.RemoveConstraint(model_name="iteration", name="iteration_number_unique"),
@@ -161,29 +159,4 @@ class Migration(migrations.Migration):
         ),
         migrations.AlterModelOptions(name="run", options={"ordering": ["project", "-created_at", "-id"]}),
         migrations.RunPython(jobs_to_runs, migrations.RunPython.noop),
-        migrations.RemoveField(model_name="preferenceset", name="job"),
-        migrations.RemoveField(model_name="rewardmodel", name="job"),
-        migrations.AddConstraint(
-            model_name="run",
-            constraint=models.UniqueConstraint(fields=("project", "number"), name="run_iteration_number_unique"),
-        ),
-        migrations.AddConstraint(
-            model_name="run",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(state__in=STEP_STATES),
-                fields=("project",),
-                name="run_one_active_per_project",
-            ),
-        ),
-        migrations.AddConstraint(
-            model_name="run",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(
-                    ("kind__in", ("retrain", "build_preferences", "train_reward_model")), ("state", "queued")
-                ),
-                fields=("project", "kind"),
-                name="run_one_queued_rebuild_per_kind",
-            ),
-        ),
-        migrations.AddIndex(model_name="run", index=models.Index(fields=["state"], name="run_state")),
     ]
