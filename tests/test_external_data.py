@@ -49,9 +49,9 @@ def ext_project(researcher, annotator) -> Project:
     return project
 
 
-def episode(**overrides) -> dict[str, np.ndarray]:
+def episode(**overrides: np.ndarray | None) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    arrays = {
+    arrays: dict[str, np.ndarray | None] = {
         "observations": rng.normal(size=(T + 1, 3)),
         "actions": rng.uniform(-1, 1, size=(T, 1)).astype(np.float32),
         "factor_speed": rng.normal(size=T),

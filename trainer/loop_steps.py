@@ -41,8 +41,8 @@ from .core.policy import (
     train_policy,
 )
 from .core.query_selection import select_pairs
-from .external_data import import_params, ingest, upload_params
 from .core.reward import RewardEnsemble, from_bytes
+from .external_data import import_params, ingest, upload_params
 from .loop import StepReporter, pairwise_labels
 from .models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
 from .preference_building import PreferenceParams, preference_set_build

@@ -29,7 +29,7 @@ import math
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +107,7 @@ class ExternalEpisode:
 # --- reading an uploaded archive ---------------------------------------------------------------------------
 
 
-def _member_headers(raw: BinaryIO, limits: Limits) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def _member_headers(raw: Any, limits: Limits) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Each member's shape and dtype, read from its header without loading it."""
     try:
         archive = zipfile.ZipFile(raw)
@@ -157,14 +157,16 @@ def _numeric(name: str, array: np.ndarray) -> np.ndarray:
 
 
 def parse_upload(
-    raw: BinaryIO,
+    raw: Any,
     *,
     factor_keys: Sequence[str],
     spaces: Spaces,
     limits: Limits,
     mp4_frames: int | None = None,
 ) -> ExternalEpisode:
-    """Check an uploaded ``.npz`` episode against the project and the limits; raise ExternalDataError if bad.
+    """Check an uploaded ``.npz`` episode (a seekable binary file) against the project and the limits.
+
+    Raises ExternalDataError, naming the array at fault, for anything wrong.
 
     ``mp4_frames``: the frame count of an MP4 uploaded with it (it must cover T or T+1 steps).
     """
