@@ -442,3 +442,18 @@ def test_minari_dataset_of_another_environment_is_refused(minari_root, ext_proje
         f"/api/v1/projects/{ext_project.slug}/imports/minari", {"dataset": "pendulum/other-v0"}, format="json"
     )
     assert response.status_code == 400 and "observations" in response.json()["error"]["message"]
+
+
+def test_an_upload_step_run_again_keeps_its_clips_and_queries(
+    ext_project, researcher, django_capture_on_commit_callbacks
+):
+    from trainer import loop
+    from trainer.external_data import ingest
+    from trainer.models import Run
+
+    upload(ext_project, researcher, npz_bytes(**episode(frames=frames())), capture=django_capture_on_commit_callbacks)
+    clips, queries = Clip.objects.count(), Query.objects.count()
+    run = Run.objects.select_related("project").get()
+    ingest(run, None, lambda fraction, message: None)  # a redelivered step
+    assert (Clip.objects.count(), Query.objects.count()) == (clips, queries)
+    assert loop.failed_step(run) == "ingesting" or run.state == "done"

@@ -301,16 +301,19 @@ def _segments(
     ]
 
 
-def _clips_of_upload(run: Run, keys: list[str]) -> tuple[list[Clip], int]:
-    """Clips of the run's uploaded rollouts, cut once (a step run again keeps what an earlier attempt made)."""
+def _clips_of_upload(run: Run, keys: list[str]) -> tuple[list[Clip], int, bool]:
+    """Clips of the run's uploaded rollouts, cut once (a step run again keeps what an earlier attempt made, and
+    says so: its queries were asked then)."""
     project = run.project
     made: list[Clip] = []
     n_rollouts = 0
+    fresh = True
     for rollout in Rollout.objects.filter(project=project, run=run.pk).order_by("id"):
         n_rollouts += 1
         existing = list(Clip.objects.filter(rollout=rollout).order_by("id"))
         if existing:
             made.extend(existing)
+            fresh = False
             continue
         with rollout.data.open("rb") as handle:
             raw = handle.read()
@@ -322,7 +325,7 @@ def _clips_of_upload(run: Run, keys: list[str]) -> tuple[list[Clip], int]:
             data.n_steps, project.segment_steps, data.factors, keys, data.rewards if has_rewards else None
         )
         made.extend(clips_create(rollout=rollout, segments=segments, video=has_video))
-    return made, n_rollouts
+    return made, n_rollouts, fresh
 
 
 def _import_episodes(run: Run, keys: list[str], report: Callable[[float, str], None]) -> tuple[list[Clip], int]:
@@ -383,15 +386,16 @@ def ingest(run: Run, loop_settings: Any, report: Callable[[float, str], None]) -
     """The ``ingesting`` step of an upload or a dataset import: clips, random queries, video."""
     project = run.project
     keys = _factor_keys(project)
+    fresh = True  # an import starts over (its old clips and their queries are deleted first)
     if run.kind == RunKind.IMPORT_DATASET:
         clips, episodes = _import_episodes(run, keys, report)
     else:
-        clips, episodes = _clips_of_upload(run, keys)
+        clips, episodes, fresh = _clips_of_upload(run, keys)
     with_video = [clip for clip in clips if clip.render_status != RenderStatus.NO_VIDEO]
     wanted = run.params.get("queries")
     count = len(with_video) if wanted is None else int(wanted)
     created = 0
-    if project.has_pairwise and with_video and count > 0:
+    if fresh and project.has_pairwise and with_video and count > 0:
         # Pairs among the new clips and the project's other clips with video.
         pool = Clip.objects.filter(project=project).exclude(render_status=RenderStatus.NO_VIDEO)
         created = queries_create_random(
