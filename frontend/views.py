@@ -19,7 +19,7 @@ from django_htmx.http import HttpResponseStopPolling
 from accounts.typing import AuthenticatedHttpRequest
 from labeling import assignment, events, rankings, revisions, selectors, services
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError, ValidationFailed
-from labeling.models import Choice, Project, Query
+from labeling.models import Choice, Project, Query, RenderStatus
 from labeling.parsing import loads_bounded, parse_float, parse_int
 from labeling.ratelimits import rate_limited
 from trainer import loop
@@ -349,6 +349,13 @@ def rank(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
             if clip is not None and not clip.video and clip.render_status == "pending":
                 services.send_task_by_name(events.RENDER_CLIP, clip.pk)  # shown next time
     by_key = {f.key: f for f in factors}
+    # Data-only clips (uploaded or imported without video): the page shows each factor's spread instead.
+    data_only = any(
+        clip is not None and clip.render_status == RenderStatus.NO_VIDEO
+        for clip_pair in extremes.values()
+        for clip in clip_pair.values()
+    )
+    summaries = selectors.factor_summaries(project) if data_only else {}
 
     def examples(key: str) -> list[dict]:
         return [
@@ -358,7 +365,11 @@ def rank(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
         ]
 
     levels = [
-        [{"factor": by_key[k], "sigma": sigmas[k], "examples": examples(k)} for k in group if k in by_key]
+        [
+            {"factor": by_key[k], "sigma": sigmas[k], "examples": examples(k), "stats": summaries.get(k)}
+            for k in group
+            if k in by_key
+        ]
         for group in groups
     ]
     context = {

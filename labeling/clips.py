@@ -71,8 +71,12 @@ def rollout_store(
 
 
 @transaction.atomic
-def clips_create(*, rollout: Rollout, segments: Sequence[ClipSegment]) -> list[Clip]:
-    """Cut ``rollout`` into clips (of its project and iteration); video is rendered later, on demand."""
+def clips_create(*, rollout: Rollout, segments: Sequence[ClipSegment], video: bool = True) -> list[Clip]:
+    """Cut ``rollout`` into clips (of its project and iteration); video is rendered later, on demand.
+
+    ``video=False``: the rollout has nothing to make video from (an uploaded or imported episode with factors
+    only); its clips are marked NO_VIDEO, so they are never rendered nor asked about in pairwise queries.
+    """
     for segment in segments:
         if segment.length <= 0 or segment.start < 0 or segment.start + segment.length > rollout.n_steps:
             raise ValidationFailed(
@@ -87,6 +91,7 @@ def clips_create(*, rollout: Rollout, segments: Sequence[ClipSegment]) -> list[C
             factor_totals={key: float(value) for key, value in segment.factor_totals.items()},
             true_return=None if segment.true_return is None else float(segment.true_return),
             iteration=rollout.iteration,
+            render_status=RenderStatus.PENDING if video else RenderStatus.NO_VIDEO,
         )
         for segment in segments
     ]

@@ -36,6 +36,7 @@ RUN_TRAINING_POLICY = "trainer.run_training_policy"
 RUN_ROLLING_OUT = "trainer.run_rolling_out"
 RUN_RENDERING = "trainer.run_rendering"
 RUN_PUBLISHING = "trainer.run_publishing"
+RUN_INGESTING = "trainer.run_ingesting"  # uploaded rollouts and imported datasets → clips, queries, video
 SWEEP_RUNS = "trainer.sweep_runs"
 
 # Every task and the queue it runs on (CELERY_TASK_ROUTES is built from this).
@@ -49,6 +50,7 @@ TASK_QUEUES: Mapping[str, str] = {
     RUN_ROLLING_OUT: QUEUE_RENDER,
     RUN_RENDERING: QUEUE_RENDER,
     RUN_PUBLISHING: QUEUE_DEFAULT,
+    RUN_INGESTING: QUEUE_RENDER,
     SWEEP_RUNS: QUEUE_DEFAULT,
 }
 TASKS: tuple[str, ...] = tuple(TASK_QUEUES)
@@ -62,6 +64,7 @@ STEP_TASKS: Mapping[str, str] = {
     "rolling_out": RUN_ROLLING_OUT,
     "rendering": RUN_RENDERING,
     "publishing": RUN_PUBLISHING,
+    "ingesting": RUN_INGESTING,
 }
 
 # Periodic tasks (CELERY_BEAT_SCHEDULE): entry name → (task, seconds between runs).

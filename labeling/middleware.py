@@ -8,9 +8,23 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _MAX_LENGTH_DIGITS = 15
+# Routes that take file uploads (by URL name): their bodies may be up to settings.MAX_UPLOAD_BYTES. Their
+# non-file fields are still held to DATA_UPLOAD_MAX_MEMORY_SIZE by Django's multipart parser, and the views check
+# each file's size again (a chunked body has no Content-Length to check here).
+UPLOAD_ROUTES = frozenset({"api-rollouts"})
+
+
+def body_limit(request: HttpRequest) -> int:
+    """The largest body ``request`` may send: MAX_UPLOAD_BYTES on an upload route, else MAX_REQUEST_BYTES."""
+    try:
+        name = resolve(request.path_info).url_name
+    except Resolver404:
+        name = None
+    return settings.MAX_UPLOAD_BYTES if name in UPLOAD_ROUTES else settings.MAX_REQUEST_BYTES
 
 
 def _too_large(limit: int) -> JsonResponse:
@@ -27,7 +41,8 @@ def _too_large(limit: int) -> JsonResponse:
 
 
 class RequestSizeLimitMiddleware:
-    """Every request body is at most ``MAX_REQUEST_BYTES``; a larger one gets a JSON 413, never a 400 or 500.
+    """Every request body is at most ``MAX_REQUEST_BYTES`` (``MAX_UPLOAD_BYTES`` on the upload routes,
+    ``UPLOAD_ROUTES``); a larger one gets a JSON 413, never a 400 or 500.
 
     - A declared Content-Length over the cap is refused before anything reads the body.
     - A body that comes without one (chunked, on ASGI) or lies about it is read with Django's cap
@@ -40,7 +55,7 @@ class RequestSizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        limit = settings.MAX_REQUEST_BYTES
+        limit = body_limit(request)
         declared = request.META.get("CONTENT_LENGTH") or ""
         if declared:
             if not (declared.isascii() and declared.isdigit()) or len(declared) > _MAX_LENGTH_DIGITS:

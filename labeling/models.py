@@ -186,6 +186,9 @@ class RenderStatus(models.TextChoices):
     RENDERING = "rendering", "Rendering"
     READY = "ready", "Ready"
     FAILED = "failed", "Failed"
+    # Data only (an uploaded or imported episode without frames, video or a seed to re-simulate from): never
+    # rendered, never in a pairwise query (those need video); its factor totals still serve HERON rankings.
+    NO_VIDEO = "none", "No video"
 
 
 class Clip(models.Model):

@@ -87,6 +87,26 @@ def factor_extremes(project: Project) -> dict[str, dict[str, Clip | None]]:
     return extremes
 
 
+def factor_summaries(project: Project) -> dict[str, dict[str, float | int]]:
+    """For each factor, how its clip totals spread: count, lowest, median and highest.
+
+    What the ranking page shows in place of example videos when the project's clips have none (uploaded or
+    imported data without frames): the numbers still say what a factor means."""
+    import statistics
+
+    values: dict[str, list[float]] = {key: [] for key in project.factors.values_list("key", flat=True)}
+    for totals in Clip.objects.filter(project=project).values_list("factor_totals", flat=True).iterator():
+        for key, column in values.items():
+            value = (totals or {}).get(key)
+            if isinstance(value, int | float):
+                column.append(float(value))
+    return {
+        key: {"n": len(column), "min": min(column), "median": statistics.median(column), "max": max(column)}
+        for key, column in values.items()
+        if column
+    }
+
+
 def history_rows(
     *, project: Project, annotator: User, judgment_ids: list[int] | None = None, limit: int = 200
 ) -> list[dict]:

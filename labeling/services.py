@@ -25,6 +25,7 @@ from .models import (
     ProjectRole,
     Query,
     QuerySource,
+    RenderStatus,
     RewardFactor,
 )
 
@@ -137,7 +138,9 @@ def queries_create_random(
     Pairs already asked are skipped; the result is the number created. Pairs are drawn from ``rng`` so a
     seeded run asks the same questions.
     """
-    clip_ids = np.array(sorted(c.pk for c in (clips if clips is not None else project.clips.all())), dtype=np.int64)
+    pool = list(clips) if clips is not None else list(project.clips.all())
+    # Clips without video (data-only uploads and imports) can't be compared side by side.
+    clip_ids = np.array(sorted(c.pk for c in pool if c.render_status != RenderStatus.NO_VIDEO), dtype=np.int64)
     n = len(clip_ids)
     if n < 2 or count <= 0:
         return 0
@@ -207,6 +210,8 @@ def queries_publish(
     ids = sorted({clip_id for pair in wanted for clip_id in pair})
     if Clip.objects.filter(project=project, pk__in=ids).count() != len(ids):
         raise ValidationFailed("every clip of a query must belong to the project")
+    if Clip.objects.filter(pk__in=ids, render_status=RenderStatus.NO_VIDEO).exists():
+        raise ValidationFailed("clips without video (data only) cannot be compared in pairwise queries")
     existing = set(
         Query.objects.filter(
             source__in=[QuerySource.RANDOM, QuerySource.ACTIVE], clip_a_id__in=ids, clip_b_id__in=ids

@@ -155,6 +155,9 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-run", "GET"): api_researcher_only(200),
     ("api-run", "POST"): api_researcher_only(409),  # reaches the action: pausing a finished iteration
     ("api-policy", "GET"): api_researcher_only(200),
+    # --- API: external data in (tests/test_external_data.py has the good and bad uploads) ---
+    ("api-rollouts", "POST"): api_researcher_only(400),  # no file sent: "file" is required
+    ("api-import-minari", "POST"): api_researcher_only(400),  # the world has no Minari dataset of that name
     # --- media ---
     ("clip-media", "GET"): page_members(200),
     # --- pages for everybody signed in ---
@@ -346,6 +349,7 @@ BODIES: dict[tuple[str, str], Body] = {
     ("api-reward-models", "POST"): lambda w, who: {},
     ("api-runs", "POST"): lambda w, who: {},
     ("api-run", "POST"): lambda w, who: {"action": "pause"},
+    ("api-import-minari", "POST"): lambda w, who: {"dataset": "pendulum/none-v0"},
     ("label-judge", "POST"): lambda w, who: {
         "query": w.query.pk,
         "lease": str(w.lease.token),

@@ -18,7 +18,7 @@ from labeling.errors import ValidationFailed
 
 from . import loop
 from .api import PreferenceRequestSerializer
-from .models import PolicyCheckpoint, Run, RunKind
+from .models import EXTERNAL_DATA_KINDS, PolicyCheckpoint, Run, RunKind
 
 
 class PolicySerializer(serializers.ModelSerializer):
@@ -131,7 +131,11 @@ PARAMS_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
 
 
 class RunCreateSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=RunKind.choices, default=RunKind.ITERATION)
+    # Uploads and dataset imports have their own routes (they bring files or a dataset, not params).
+    kind = serializers.ChoiceField(
+        choices=[(value, label) for value, label in RunKind.choices if value not in EXTERNAL_DATA_KINDS],
+        default=RunKind.ITERATION,
+    )
     count = serializers.IntegerField(
         min_value=1, max_value=100, default=1, help_text="Iterations: how many to run one after another (1 to 100)."
     )

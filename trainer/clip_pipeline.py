@@ -29,10 +29,11 @@ from labeling.clips import (
 from labeling.models import Clip, Project, Query, RenderStatus
 from labeling.services import queries_create_random
 
-from .core import envs, rollouts, video
+from .core import envs, external, rollouts, video
 from .core.scripted import make_policy
 
 logger = logging.getLogger(__name__)
+DEFAULT_EXTERNAL_FPS = 30  # uploaded frames without a frame rate (the project's render_fps wins when set)
 
 
 @dataclass(frozen=True)
@@ -181,18 +182,26 @@ def render_clip(clip: Clip) -> bool:
     project = clip.project
     try:
         with clip.rollout.data.open("rb") as handle:
-            data = rollouts.load_npz(handle.read())
-        frames = video.render_segment(
-            project.env_id,
-            seed=data.seed,
-            actions=data.actions,
-            start=clip.start,
-            length=clip.length,
-            width=project.render_width,
-            height=project.render_height,
-            env_kwargs=project.env_kwargs,
-        )
-        fps = project.render_fps or video.env_fps(project.env_id, project.env_kwargs)
+            raw = handle.read()
+        # An uploaded or imported episode: its clips are cut from its own frames or MP4, never re-simulated
+        # (there is no seed or simulator); "resimulate" marks an imported episode that has its reset seed.
+        stored = external.stored_video(raw)
+        if stored is not None and stored.kind != "resimulate":
+            frames = external.segment_frames(stored, clip.start, clip.length)
+            fps = stored.fps or project.render_fps or DEFAULT_EXTERNAL_FPS
+        else:
+            data = rollouts.load_npz(raw)
+            frames = video.render_segment(
+                project.env_id,
+                seed=data.seed,
+                actions=data.actions,
+                start=clip.start,
+                length=clip.length,
+                width=project.render_width,
+                height=project.render_height,
+                env_kwargs=project.env_kwargs,
+            )
+            fps = project.render_fps or video.env_fps(project.env_id, project.env_kwargs)
         with tempfile.TemporaryDirectory() as folder:
             mp4, poster = Path(folder) / "clip.mp4", Path(folder) / "poster.jpg"
             video.write_mp4(frames, mp4, fps=fps)

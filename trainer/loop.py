@@ -69,7 +69,13 @@ def pairwise_labels(project: Project) -> int:
 
 
 # Runs whose end brings annotators new questions.
-_QUESTION_MAKING_KINDS = (RunKind.ITERATION, RunKind.GENERATE_CLIPS, RunKind.RENDER_CLIPS)
+_QUESTION_MAKING_KINDS = (
+    RunKind.ITERATION,
+    RunKind.GENERATE_CLIPS,
+    RunKind.RENDER_CLIPS,
+    RunKind.UPLOAD,
+    RunKind.IMPORT_DATASET,
+)
 
 
 def new_questions_coming(project: Project) -> bool:

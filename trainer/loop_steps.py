@@ -42,6 +42,7 @@ from .core.policy import (
 )
 from .core.query_selection import select_pairs
 from .core.reward import RewardEnsemble, from_bytes
+from .external_data import import_params, ingest, upload_params
 from .loop import StepReporter, pairwise_labels
 from .models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
 from .preference_building import PreferenceParams, preference_set_build
@@ -418,6 +419,7 @@ STEP_WORK = {
     "rolling_out": roll_out,
     "rendering": render,
     "publishing": publish,
+    "ingesting": ingest,  # uploads and dataset imports (trainer.external_data)
 }
 
 
@@ -457,4 +459,6 @@ PARAMS_CHECKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     RunKind.TRAIN_REWARD_MODEL: _training_params,
     RunKind.GENERATE_CLIPS: _generate_params,
     RunKind.RENDER_CLIPS: _render_params,
+    RunKind.UPLOAD: upload_params,
+    RunKind.IMPORT_DATASET: import_params,
 }

@@ -69,6 +69,8 @@ class RunKind(models.TextChoices):
     TRAIN_REWARD_MODEL = "train_reward_model", "Train reward model"
     GENERATE_CLIPS = "generate_clips", "Generate clips"
     RENDER_CLIPS = "render_clips", "Render clips"
+    UPLOAD = "upload", "Uploaded rollout"
+    IMPORT_DATASET = "import_dataset", "Import dataset"
 
 
 class RunState(models.TextChoices):
@@ -80,6 +82,7 @@ class RunState(models.TextChoices):
     ROLLING_OUT = "rolling_out", "Rolling out"
     RENDERING = "rendering", "Rendering"
     PUBLISHING = "publishing", "Publishing"
+    INGESTING = "ingesting", "Ingesting"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
@@ -102,7 +105,11 @@ KIND_STEPS: dict[str, tuple[str, ...]] = {
     RunKind.TRAIN_REWARD_MODEL: (RunState.TRAINING_REWARD,),
     RunKind.GENERATE_CLIPS: (RunState.GENERATING_CLIPS,),
     RunKind.RENDER_CLIPS: (RunState.RENDERING,),
+    RunKind.UPLOAD: (RunState.INGESTING,),
+    RunKind.IMPORT_DATASET: (RunState.INGESTING,),
 }
+# Kinds started by their own routes (an upload, a dataset import), never by POST …/runs/.
+EXTERNAL_DATA_KINDS: tuple[str, ...] = (RunKind.UPLOAD, RunKind.IMPORT_DATASET)
 STEP_STATES: tuple[str, ...] = tuple(
     state for state in RunState.values if state not in ("queued", "done", "failed", "cancelled")
 )

@@ -2,7 +2,7 @@ from django.urls import path
 
 import labeling.converters  # noqa: F401  (registers the bounded <id:...> path converter)
 
-from . import api, api_runs
+from . import api, api_external, api_runs
 
 urlpatterns = [
     path("projects/<slug:slug>/reward-models/", api.RewardModelListView.as_view(), name="api-reward-models"),
@@ -10,5 +10,7 @@ urlpatterns = [
     path("projects/<slug:slug>/export/preferences", api.PreferenceExportView.as_view(), name="api-export-preferences"),
     path("projects/<slug:slug>/runs/", api_runs.RunListView.as_view(), name="api-runs"),
     path("runs/<id:run_id>/", api_runs.RunDetailView.as_view(), name="api-run"),
+    path("projects/<slug:slug>/rollouts/", api_external.RolloutUploadView.as_view(), name="api-rollouts"),
+    path("projects/<slug:slug>/imports/minari", api_external.MinariImportView.as_view(), name="api-import-minari"),
     path("policies/<id:policy_id>/checkpoint", api_runs.PolicyCheckpointView.as_view(), name="api-policy"),
 ]

@@ -15,13 +15,15 @@ from rest_framework.throttling import BaseThrottle
 from labeling import ratelimits
 
 # URL name → {method: scope}. Routes not listed are not limited: judgments, leases and reads are what
-# annotators and programs do all day. An upload route (scope "uploads") goes here when it is added.
+# annotators and programs do all day.
 SCOPES: dict[str, dict[str, str]] = {
     "api-rankings": {"POST": "rankings"},
     "api-runs": {"POST": "runs"},
     "api-reward-models": {"POST": "runs"},  # a retrain run
     "api-export-judgments": {"GET": "exports", "HEAD": "exports"},
     "api-export-preferences": {"GET": "exports", "HEAD": "exports"},
+    "api-rollouts": {"POST": "uploads"},  # an uploaded episode (and the run that cuts it into clips)
+    "api-import-minari": {"POST": "uploads"},
 }
 
 

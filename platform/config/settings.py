@@ -152,6 +152,18 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 # Nested JSON deeper than this is refused with 400 (Python's parser would recurse until it fails).
 MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 32, minimum=2)
 
+# --- External data in: rollout uploads and Minari imports (README "Bringing your own data") -----------------
+# Upload routes (labeling.middleware.UPLOAD_ROUTES) take bodies up to MAX_UPLOAD_BYTES instead of
+# MAX_REQUEST_BYTES; the .npz and the MP4 each must fit in it too.
+MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 64 * 1_048_576, minimum=1024)
+UPLOAD_MAX_STEPS = env_int("UPLOAD_MAX_STEPS", 10_000, minimum=2)  # steps (actions) in one uploaded episode
+UPLOAD_MAX_FRAME_SIDE = env_int("UPLOAD_MAX_FRAME_SIDE", 1024, minimum=16)  # pixels, frames and MP4 alike
+# The arrays of an .npz once decompressed (a small zip can hold a huge array): refused above this.
+UPLOAD_MAX_ARRAY_BYTES = env_int("UPLOAD_MAX_ARRAY_BYTES", 512 * 1_048_576, minimum=1024)
+# Minari datasets are imported only from here (the API never reads another server path); nothing is downloaded.
+MINARI_DATASETS_PATH = Path(env_str("MINARI_DATASETS_PATH", str(VAR_DIR / "minari")))
+MINARI_MAX_EPISODES = env_int("MINARI_MAX_EPISODES", 1000, minimum=1)  # per import
+
 # --- Client addresses, logins ---------------------------------------------------------------------------
 # How many reverse proxies the deployment puts in front of Django (docker/: nginx = 1). The client address is
 # the socket's with 0, else the entry that many places from the right of X-Forwarded-For: the part a client

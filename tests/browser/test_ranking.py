@@ -239,3 +239,25 @@ def test_board_is_usable_on_a_phone(page_for, live_server, project, annotator):
     no_horizontal_overflow()
     screenshot(page, "ranking-phone-390")
     assert page.errors == []
+
+
+def test_rank_a_data_only_project_with_factor_values_instead_of_videos(page_for, live_server, project, annotator):
+    """Clips without video (uploaded or imported data only): the board shows each factor's spread, and ranks."""
+    from labeling.models import Clip, RenderStatus
+
+    add_fake_clips(project, 4, ready=False)
+    Clip.objects.filter(project=project).update(render_status=RenderStatus.NO_VIDEO)
+    page = open_board(page_for, live_server, project, annotator)
+    stats = page.locator("[data-factor-stats]")
+    assert stats.count() == 3
+    assert "Over 4 clips" in stats.first.inner_text() and "median" in stats.first.inner_text()
+    assert page.locator(".clip-data-only").count() > 0 and page.locator("video").count() == 0
+    screenshot(page, "rank-data-only")
+    page.locator("[data-factor-key=torque_sq]").focus()
+    page.keyboard.press("Alt+ArrowUp")
+    page.keyboard.press("Alt+ArrowUp")
+    assert board_state(page) == [["torque_sq"], ["angle_sq"], ["angular_velocity_sq"]]
+    with page.expect_navigation():
+        page.keyboard.press("Control+Enter")
+    page.wait_for_selector(".messages .success")
+    assert latest_ranking(annotator).groups == [["torque_sq"], ["angle_sq"], ["angular_velocity_sq"]]
