@@ -41,7 +41,7 @@ from labeling.errors import Conflict, ValidationFailed
 from labeling.models import Judgment, Project, QuerySource
 from labeling.services import send_task_by_name
 
-from .core import envs
+from .project_task import has_simulator
 from .core.loop_settings import LoopSettings
 from .models import COALESCING_KINDS, FINISHED_STATES, ITERATION_STEPS, KIND_STEPS, STEP_STATES, Run, RunKind, RunState
 
@@ -117,9 +117,10 @@ def iteration_create(
     Ranking mode starts it now (or once the project's active run ends); pairwise mode starts it once the project
     holds ``number × label_budget`` pairwise labels (at once if it already does).
     """
-    if project.env_id not in envs.PRESETS:
+    if not has_simulator(project.env_id):
         raise ValidationFailed(
-            f"the loop trains policies in a simulator; {project.env_id!r} has none (uploaded rollouts only)"
+            f"the loop trains policies in a simulator; {project.env_id!r} has none (uploaded rollouts or a dataset)",
+            fields={"env_id": ["no simulator: the loop needs a Gymnasium environment"]},
         )
     if not 1 <= count <= 100:
         raise ValidationFailed("count must be between 1 and 100", fields={"count": ["between 1 and 100"]})
