@@ -186,6 +186,11 @@ def run_start(*, project: Project, kind: str, params: Mapping[str, Any] | None =
     """
     if kind not in KIND_STEPS or kind == RunKind.ITERATION:
         raise ValidationFailed(f"unknown run kind {kind!r}", fields={"kind": ["not a kind of run you can start"]})
+    if kind == RunKind.GENERATE_CLIPS and not has_simulator(project.env_id):
+        raise ValidationFailed(
+            f"clips are generated in a simulator; {project.env_id!r} has none (uploaded rollouts or a dataset)",
+            fields={"kind": ["no simulator to generate clips in"]},
+        )
     from .loop_steps import PARAMS_CHECKS  # the steps import this module
 
     # Checked now: a worker would only fail later.
