@@ -207,3 +207,18 @@ def test_the_api_creates_from_a_spec_object_or_text_and_returns_the_spec(researc
     assert response.status_code == 400
     # The spec is the researchers' (404 for outsiders, 403 for annotators of the project).
     assert api_client_for(annotator).get("/api/v1/projects/cartpole/spec").status_code in (403, 404)
+
+
+def test_researchers_create_a_project_on_the_upload_page(client, researcher, annotator):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(researcher)
+    page = client.get("/projects/new/")
+    assert page.status_code == 200 and b'name="spec_file"' in page.content and b"<script>" not in page.content
+    bad = client.post("/projects/new/", {"spec": "spec_version: 1\nname: x\nenvironment: {id: CartPole-v1}\ncolour: 1"})
+    assert bad.status_code == 400 and b"colour" in bad.content and not Project.objects.exists()
+    upload = SimpleUploadedFile("cartpole.yaml", (SPECS / "cartpole.yaml").read_bytes(), content_type="text/yaml")
+    response = client.post("/projects/new/", {"spec_file": upload})
+    assert response.status_code == 302 and Project.objects.filter(slug="cartpole").exists()
+    client.force_login(annotator)
+    assert client.get("/projects/new/").status_code == 404
