@@ -71,7 +71,7 @@ def test_two_iterations_on_cartpole_train_ppo_on_one_hot_discrete_features(
         clip_length=10,
         loop_settings={**TINY_LOOP, "policy": TINY_PPO, "policy_timesteps": 32},
     )
-    first, second = two_iterations(project, researcher, django_capture_on_commit_callbacks)
+    _, second = two_iterations(project, researcher, django_capture_on_commit_callbacks)
     checkpoint = PolicyCheckpoint.objects.get(run=second)
     assert checkpoint.algorithm == "ppo" and checkpoint.timesteps == 64
     assert RewardModel.objects.filter(run=second).exists()
@@ -93,7 +93,7 @@ def test_two_iterations_on_hopper_train_sac(researcher, annotator, django_captur
         clip_length=20,
         loop_settings={**TINY_LOOP, "policy": TINY_SAC, "policy_timesteps": 40},
     )
-    first, second = two_iterations(project, researcher, django_capture_on_commit_callbacks)
+    _, second = two_iterations(project, researcher, django_capture_on_commit_callbacks)
     checkpoint = PolicyCheckpoint.objects.get(run=second)
     assert checkpoint.algorithm == "sac" and checkpoint.timesteps == 80
     assert Clip.objects.filter(project=project, iteration=2).count() == 2 * 2  # 2 rollouts of 40 steps

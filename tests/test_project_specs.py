@@ -173,7 +173,7 @@ def test_yaml_is_read_safely_and_bounded():
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
         for i in range(8)
     )
-    with pytest.raises(SpecError, match="too large|nested"):
+    with pytest.raises(SpecError, match=r"too large|nested"):
         parse_spec(bomb)
     with pytest.raises(SpecError) as caught:
         parse_spec("spec_version: 2\nname: x\n")

@@ -41,9 +41,9 @@ from labeling.errors import Conflict, ValidationFailed
 from labeling.models import Judgment, Project, QuerySource
 from labeling.services import send_task_by_name
 
-from .project_task import has_simulator
 from .core.loop_settings import LoopSettings
 from .models import COALESCING_KINDS, FINISHED_STATES, ITERATION_STEPS, KIND_STEPS, STEP_STATES, Run, RunKind, RunState
+from .project_task import has_simulator
 
 logger = logging.getLogger(__name__)
 

@@ -44,8 +44,8 @@ from .core.query_selection import select_pairs
 from .core.reward import RewardEnsemble, from_bytes
 from .loop import StepReporter, pairwise_labels
 from .models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
-from .project_task import project_task
 from .preference_building import PreferenceParams, preference_set_build
+from .project_task import project_task
 from .reward_training import clip_features, resolve_reward_config, reward_model_train
 
 

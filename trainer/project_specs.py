@@ -91,7 +91,9 @@ def _source_problems(env: gymnasium.Env, factors: list[dict[str, Any]] | None) -
         try:
             envs.compiled_source(factor["source"])(step)
         except (ValueError, KeyError, TypeError, IndexError) as error:
-            problems[f"factors.{index}.source"] = [f"cannot be computed for {env.spec.id if env.spec else env}: {error}"]
+            problems[f"factors.{index}.source"] = [
+                f"cannot be computed for {env.spec.id if env.spec else env}: {error}"
+            ]
     return problems
 
 

@@ -87,7 +87,7 @@ class ProjectListView(APIView):
             resource_type_field_name=None,
         ),
         responses={201: ProjectSerializer},
-        summary="Create a project from a project spec ({\"spec\": ...}) or the simple JSON body (researchers)",
+        summary='Create a project from a project spec ({"spec": ...}) or the simple JSON body (researchers)',
     )
     def post(self, request: AuthenticatedRequest) -> Response:
         if not request.user.is_researcher:

@@ -88,6 +88,8 @@ def _constructor_parameters(env_id: str) -> set[str]:
             entry_point = getattr(__import__(module_name, fromlist=[attribute]), attribute)
         except (ImportError, AttributeError):  # Box2D ids without Box2D installed: nothing may be set
             return set()
+    if not callable(entry_point):
+        return set()
     try:
         return set(inspect.signature(entry_point).parameters)
     except (TypeError, ValueError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -308,7 +308,9 @@ def parse_spec(raw: Any) -> dict[str, Any]:
         return None
 
     fields["initial_policies"] = list(check.value(environment, "initial_policies", "environment", policies) or [])
-    algorithm = check.value(environment, "algorithm", "environment", lambda v: None if v in ALGORITHMS else "auto, sac or ppo")
+    algorithm = check.value(
+        environment, "algorithm", "environment", lambda v: None if v in ALGORITHMS else "auto, sac or ppo"
+    )
     if env_id == EXTERNAL:
         observation = check.section(environment.get("observation"), "environment.observation", {"shape"}, required=True)
         shape = check.value(observation, "shape", "environment.observation", _shape, required=True)
@@ -362,7 +364,7 @@ def parse_spec(raw: Any) -> dict[str, Any]:
     return fields
 
 
-def spec_from_project(project: Mapping[str, Any], factors: list[Mapping[str, Any]]) -> dict[str, Any]:
+def spec_from_project(project: Mapping[str, Any], factors: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The spec of a project's stored fields (``parse_spec`` of it gives the same fields back)."""
     loop = {key: value for key, value in dict(project.get("loop_settings") or {}).items()}
     policy = dict(loop.get("policy") or {})

@@ -13,11 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium
 import numpy as np
 
-import gymnasium
-
-from trainer.core.envs import EnvPreset, action_space_info, effective_env_kwargs, env_action, factor_values, get_preset, make_env
+from trainer.core.envs import (
+    EnvPreset,
+    action_space_info,
+    effective_env_kwargs,
+    env_action,
+    factor_values,
+    get_preset,
+    make_env,
+)
 from trainer.core.scripted import Policy, ResettablePolicy
 
 NPZ_FORMAT_VERSION = 1
