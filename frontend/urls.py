@@ -6,6 +6,7 @@ from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("projects/new/", views.project_new, name="project-new"),
     path("projects/<slug:slug>/", views.project_detail, name="project-detail"),
     path("projects/<slug:slug>/train/", views.project_train, name="project-train"),
     path("projects/<slug:slug>/runs/", views.project_runs, name="project-runs"),

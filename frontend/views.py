@@ -24,7 +24,9 @@ from labeling.parsing import loads_bounded, parse_float, parse_int
 from labeling.ratelimits import rate_limited
 from trainer import loop
 from trainer import selectors as trainer_selectors
+from trainer.core.project_spec import MAX_SPEC_CHARS
 from trainer.models import Run, RunKind
+from trainer.project_specs import project_create_from_spec
 
 
 def _project(request: AuthenticatedHttpRequest, slug: str) -> Project:
@@ -55,6 +57,40 @@ def home(request: AuthenticatedHttpRequest) -> HttpResponse:
         for p in projects
     ]
     return render(request, "frontend/home.html", {"rows": rows})
+
+
+def _spec_text(request: AuthenticatedHttpRequest) -> str:
+    """The spec from the uploaded file, else the pasted text; a file that is too long or not UTF-8 is refused."""
+    upload = request.FILES.get("spec_file")
+    if upload is None:
+        return request.POST.get("spec", "")
+    if upload.size is None or upload.size > MAX_SPEC_CHARS:
+        raise ValidationFailed("the spec file is too large", fields={"spec_file": [f"at most {MAX_SPEC_CHARS} bytes"]})
+    try:
+        return upload.read(MAX_SPEC_CHARS + 1).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationFailed("the spec file is not UTF-8 text", fields={"spec_file": ["not UTF-8 text"]}) from None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_new(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Researchers create a project by uploading or pasting a project spec (YAML or JSON; README, 'Project specs')."""
+    if not request.user.is_researcher:
+        raise Http404("no such page")
+    context: dict[str, object] = {"spec": "", "errors": [], "max_chars": MAX_SPEC_CHARS}
+    if request.method == "POST":
+        try:
+            text = _spec_text(request)
+            context["spec"] = text
+            project = project_create_from_spec(created_by=request.user, spec=text)
+        except ValidationFailed as error:
+            context["error"] = error.message
+            context["errors"] = sorted((path, "; ".join(problems)) for path, problems in error.fields.items())
+            return render(request, "frontend/project_new.html", context, status=400)
+        messages.success(request, f"Project {project.name} created. Generate clips to start labelling.")
+        return redirect(project)
+    return render(request, "frontend/project_new.html", context)
 
 
 @login_required

@@ -13,10 +13,13 @@ checking itself (:func:`kwarg_problem`) lives here, beside the rest of project v
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
+
+from django.conf import settings
 
 EXTERNAL = "external"
 
@@ -120,15 +123,42 @@ class EnvironmentDefinition(Protocol):
 
 
 _REGISTRY: dict[str, EnvironmentDefinition] = {}
+# Definitions of environments nobody registered by hand (any Gymnasium id), made on demand by trainer; the
+# ALLOWED_ENV_IDS setting decides which ids are offered at all.
+_RESOLVERS: list[Callable[[str], EnvironmentDefinition | None]] = []
 
 
 def register(definition: EnvironmentDefinition) -> None:
     _REGISTRY[definition.env_id] = definition
 
 
+def register_resolver(resolver: Callable[[str], EnvironmentDefinition | None]) -> None:
+    if resolver not in _RESOLVERS:
+        _RESOLVERS.append(resolver)
+
+
+def allowed_patterns() -> list[str]:
+    return list(getattr(settings, "ALLOWED_ENV_IDS", []))
+
+
+def is_allowed(env_id: str) -> bool:
+    """Whether the deployment offers ``env_id``: a registered preset, or an id matching ``ALLOWED_ENV_IDS``."""
+    return env_id in _REGISTRY or any(fnmatch.fnmatchcase(env_id, pattern) for pattern in allowed_patterns())
+
+
 def get(env_id: str) -> EnvironmentDefinition | None:
-    return _REGISTRY.get(env_id)
+    """The definition of an offered environment, or None (unknown, not allowed, or not supported)."""
+    if env_id in _REGISTRY:
+        return _REGISTRY[env_id]
+    if not isinstance(env_id, str) or len(env_id) > 100 or not is_allowed(env_id):
+        return None
+    for resolver in _RESOLVERS:
+        definition = resolver(env_id)
+        if definition is not None:
+            return definition
+    return None
 
 
 def available() -> list[str]:
-    return sorted(_REGISTRY)
+    """The registered presets and the ALLOWED_ENV_IDS patterns, for messages."""
+    return sorted({*_REGISTRY, *allowed_patterns()})

@@ -54,8 +54,21 @@ def project_create(
     render_height: int | None = None,
     render_fps: int | None = None,
     lease_ttl_seconds: int = 300,
+    episode_steps: int | None = None,
+    observation_space: Mapping[str, Any] | None = None,
+    action_space: Mapping[str, Any] | None = None,
+    initial_policies: Sequence[str] = (),
+    loop_settings: Mapping[str, Any] | None = None,
+    require_full_view: bool = False,
+    gold_rate: float = 0.0,
+    repeat_rate: float = 0.0,
+    qualification_size: int = 0,
+    qualification_threshold: float = 0.8,
 ) -> Project:
-    """Create a project; its factors default to the environment preset's. The creator becomes a researcher."""
+    """Create a project; its factors default to the environment preset's. The creator becomes a researcher.
+
+    A whole project spec (environment, factors, clips, feedback, leases, quality, loop) arrives here through
+    ``labeling.project_specs`` (parsed and checked by trainer), field by field."""
     definition = environments.get(env_id)
     if definition is None and env_id != environments.EXTERNAL:
         raise ValidationFailed(
@@ -87,6 +100,16 @@ def project_create(
         overlap=overlap,
         feedback_mode=feedback_mode,
         lease_ttl_seconds=lease_ttl_seconds,
+        episode_steps=episode_steps,
+        observation_space=dict(observation_space or {}),
+        action_space=dict(action_space or {}),
+        initial_policies=list(initial_policies),
+        loop_settings=dict(loop_settings or {}),
+        require_full_view=require_full_view,
+        gold_rate=gold_rate,
+        repeat_rate=repeat_rate,
+        qualification_size=qualification_size,
+        qualification_threshold=qualification_threshold,
         created_by=created_by,
     )
     try:

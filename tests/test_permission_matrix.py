@@ -132,6 +132,7 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-projects", "POST"): everyone(201, anonymous=UNAUTHENTICATED)
     | {"outsider": FORBIDDEN, "annotator": FORBIDDEN},
     ("api-project-detail", "GET"): api_members(200),
+    ("api-project-spec", "GET"): api_researcher_only(200),  # the spec holds the loop settings: researchers only
     ("api-clips", "GET"): api_members(200),
     ("api-query-next", "POST"): api_members(200),
     ("api-judgments", "POST"): api_members(201, researcher=409),  # the lease is the annotator's: lease_invalid
@@ -180,6 +181,9 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("project-iteration-start", "POST"): page_researcher_only(302),
     ("project-run-action", "POST"): page_researcher_only(302),
     ("project-generate", "POST"): page_researcher_only(302),
+    # --- pages for every researcher: a new project from a spec (an empty spec is refused, 400) ---
+    ("project-new", "GET"): page_researcher_only(200) | {"other_researcher": 200},
+    ("project-new", "POST"): page_researcher_only(400) | {"other_researcher": 400},
 }
 
 

@@ -85,3 +85,13 @@ def test_production_refuses_to_start_without_a_secret_key():
     result = _manage("check", DEBUG="false", ALLOWED_HOSTS="heronry.example")
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def test_allowed_env_id_patterns_are_strict(monkeypatch):
+    from config.env import env_patterns
+
+    monkeypatch.setenv("ALLOWED_ENV_IDS", "CartPole-v1, *-v5")
+    assert env_patterns("ALLOWED_ENV_IDS", []) == ["CartPole-v1", "*-v5"]
+    monkeypatch.setenv("ALLOWED_ENV_IDS", "CartPole-v1,Hopper v5")
+    with pytest.raises(ImproperlyConfiguredEnv, match="ALLOWED_ENV_IDS"):
+        env_patterns("ALLOWED_ENV_IDS", [])

@@ -13,6 +13,16 @@ class TrainerConfig(AppConfig):
         # labeling never imports trainer; it learns the available environments from this registration.
         for preset in PRESETS.values():
             environments.register(preset)
+        from .project_task import resolve_environment
+
+        # Any other allowed Gymnasium id (settings.ALLOWED_ENV_IDS) gets a preset derived from the registry.
+        environments.register_resolver(resolve_environment)
+        from labeling import project_specs
+
+        from .project_specs import project_create_from_spec, project_spec
+
+        # The API creates projects from specs, and reads them back, through this registration.
+        project_specs.register(create=project_create_from_spec, export=project_spec)
         from labeling.signals import judgment_recorded, ranking_submitted
 
         from .receivers import on_judgment_recorded, on_ranking_submitted

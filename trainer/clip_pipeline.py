@@ -31,6 +31,7 @@ from labeling.services import queries_create_random
 
 from .core import envs, external, rollouts, video
 from .core.scripted import make_policy
+from .project_task import make_project_env, project_task
 
 logger = logging.getLogger(__name__)
 DEFAULT_EXTERNAL_FPS = 30  # uploaded frames without a frame rate (the project's render_fps wins when set)
@@ -45,7 +46,8 @@ class GenerateClipsParams:
     steps: int | None = None
     """Steps per episode; default: the preset's episode length."""
     policies: Sequence[str] = field(default_factory=tuple)
-    """Policy specs used in turn ("random", "pendulum_swingup:0.3", …); default: random + the preset's scripted ones."""
+    """Policy specs used in turn ("random", "pendulum_swingup:0.3", …); default: the project's initial policies,
+    else random + the preset's scripted ones."""
     queries: int = 50
     """Random pairwise queries to create among the new clips."""
     seed: int = 0
@@ -67,7 +69,8 @@ class GenerateClipsParams:
 
 
 def factor_columns(project: Project, preset: envs.EnvPreset) -> list[int]:
-    """For each project factor, the column of the preset's per-step factor array that feeds it."""
+    """For each project factor, the column of the task's per-step factor array that feeds it (with the project's
+    task, ``project_task``, its own column)."""
     by_source = {spec.source: i for i, spec in enumerate(preset.factors)}
     by_key = {spec.key: i for i, spec in enumerate(preset.factors)}
     columns = []
@@ -84,13 +87,13 @@ def generate_clips(run: Any, report: Callable[[float, str], None]) -> dict[str, 
     clips shown. ``run`` is a trainer Run (its project, id and params)."""
     project = run.project
     params = GenerateClipsParams.from_dict(run.params)
-    preset = envs.get_preset(project.env_id)
+    task = project_task(project)
     keys = list(project.factors.order_by("position", "id").values_list("key", flat=True))
-    columns = factor_columns(project, preset)
+    columns = factor_columns(project, task)
     rng = np.random.default_rng(params.seed)
-    policy_specs = list(params.policies) or ["random", *preset.scripted_policies]
-    steps = params.steps or preset.episode_steps
-    probe_env = envs.make_env(project.env_id, **project.env_kwargs)
+    policy_specs = list(params.policies) or list(project.initial_policies) or ["random", *task.scripted_policies]
+    steps = params.steps or task.episode_steps
+    probe_env = make_project_env(project)
     action_space = probe_env.action_space
     probe_env.close()
 
@@ -108,6 +111,7 @@ def generate_clips(run: Any, report: Callable[[float, str], None]) -> dict[str, 
             steps=steps,
             rng=rng,
             env_kwargs=project.env_kwargs,
+            task=task,
         )
         new_clips.extend(
             store_rollout(

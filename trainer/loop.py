@@ -41,9 +41,9 @@ from labeling.errors import Conflict, ValidationFailed
 from labeling.models import Judgment, Project, QuerySource
 from labeling.services import send_task_by_name
 
-from .core import envs
 from .core.loop_settings import LoopSettings
 from .models import COALESCING_KINDS, FINISHED_STATES, ITERATION_STEPS, KIND_STEPS, STEP_STATES, Run, RunKind, RunState
+from .project_task import has_simulator
 
 logger = logging.getLogger(__name__)
 
@@ -123,9 +123,10 @@ def iteration_create(
     Ranking mode starts it now (or once the project's active run ends); pairwise mode starts it once the project
     holds ``number × label_budget`` pairwise labels (at once if it already does).
     """
-    if project.env_id not in envs.PRESETS:
+    if not has_simulator(project.env_id):
         raise ValidationFailed(
-            f"the loop trains policies in a simulator; {project.env_id!r} has none (uploaded rollouts only)"
+            f"the loop trains policies in a simulator; {project.env_id!r} has none (uploaded rollouts or a dataset)",
+            fields={"env_id": ["no simulator: the loop needs a Gymnasium environment"]},
         )
     if not 1 <= count <= 100:
         raise ValidationFailed("count must be between 1 and 100", fields={"count": ["between 1 and 100"]})
@@ -191,6 +192,11 @@ def run_start(*, project: Project, kind: str, params: Mapping[str, Any] | None =
     """
     if kind not in KIND_STEPS or kind == RunKind.ITERATION:
         raise ValidationFailed(f"unknown run kind {kind!r}", fields={"kind": ["not a kind of run you can start"]})
+    if kind == RunKind.GENERATE_CLIPS and not has_simulator(project.env_id):
+        raise ValidationFailed(
+            f"clips are generated in a simulator; {project.env_id!r} has none (uploaded rollouts or a dataset)",
+            fields={"kind": ["no simulator to generate clips in"]},
+        )
     from .loop_steps import PARAMS_CHECKS  # the steps import this module
 
     # Checked now: a worker would only fail later.

@@ -46,6 +46,7 @@ from .external_data import import_params, ingest, upload_params
 from .loop import StepReporter, pairwise_labels
 from .models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
 from .preference_building import PreferenceParams, preference_set_build
+from .project_task import project_task
 from .reward_training import clip_features, resolve_reward_config, reward_model_train
 
 
@@ -140,11 +141,11 @@ def _load_reward(reward_model: RewardModel) -> RewardEnsemble:
 
 
 def _env_factory(project: Project):
-    preset = envs.get_preset(project.env_id)
-    kwargs = envs.effective_env_kwargs(project.env_id, project.env_kwargs)
+    task = project_task(project)  # read once: a bad task fails the step now, not inside the policy's training
+    kwargs = dict(project.env_kwargs)
 
     def make() -> gymnasium.Env:
-        return envs.make_env(project.env_id, max_episode_steps=preset.episode_steps, **kwargs)
+        return envs.make_env(project.env_id, max_episode_steps=task.episode_steps, **kwargs)
 
     return make
 
@@ -237,9 +238,9 @@ def roll_out(iteration: Run, loop_settings: LoopSettings, report: StepReporter) 
     # The iteration number names its clips; a dead attempt's rollouts (and their clips) go first.
     rollouts_delete(project=project, run=iteration.pk)
     checkpoint = PolicyCheckpoint.objects.get(run=iteration)
-    preset = envs.get_preset(project.env_id)
+    task = project_task(project)
     keys = list(project.factors.order_by("position", "id").values_list("key", flat=True))
-    columns = factor_columns(project, preset)
+    columns = factor_columns(project, task)
     rng = _rng(loop_settings, iteration, 5)
     env = _env_factory(project)()
     try:
@@ -254,9 +255,10 @@ def roll_out(iteration: Run, loop_settings: LoopSettings, report: StepReporter) 
             project.env_id,
             policy=SB3Policy(model, name=f"policy:{checkpoint.pk}:{noise:g}", noise=noise),
             seed=int(rng.integers(0, 2**31 - 1)),
-            steps=preset.episode_steps,
+            steps=task.episode_steps,
             rng=rng,
             env_kwargs=project.env_kwargs,
+            task=task,
         )
         n_clips += len(
             store_rollout(

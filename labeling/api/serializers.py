@@ -101,6 +101,20 @@ class ProjectCreateSerializer(serializers.Serializer):
         return attrs
 
 
+class ProjectSpecBodySerializer(serializers.Serializer):
+    """``{"spec": {...}}`` or ``{"spec": "<YAML or JSON text>"}``; the spec's schema is in the README."""
+
+    spec = serializers.JSONField(help_text="A project spec (spec_version 1) as an object, or its YAML/JSON text.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(self.initial_data) - {"spec"}
+        if unknown:
+            raise serializers.ValidationError({key: ["unknown field beside spec"] for key in sorted(unknown)})
+        if not isinstance(attrs["spec"], dict | str):
+            raise serializers.ValidationError({"spec": ["must be an object or YAML/JSON text"]})
+        return attrs
+
+
 class ClipSerializer(serializers.ModelSerializer):
     video_url = serializers.SerializerMethodField()
     poster_url = serializers.SerializerMethodField()

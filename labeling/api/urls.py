@@ -7,6 +7,7 @@ from . import views
 urlpatterns = [
     path("projects/", views.ProjectListView.as_view(), name="api-projects"),
     path("projects/<slug:slug>/", views.ProjectDetailView.as_view(), name="api-project-detail"),
+    path("projects/<slug:slug>/spec", views.ProjectSpecView.as_view(), name="api-project-spec"),
     path("projects/<slug:slug>/clips/", views.ClipListView.as_view(), name="api-clips"),
     path("projects/<slug:slug>/queries/next/", views.NextQueryView.as_view(), name="api-query-next"),
     path("projects/<slug:slug>/export/judgments", views.JudgmentExportView.as_view(), name="api-export-judgments"),

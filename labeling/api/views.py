@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.typing import AuthenticatedRequest
-from labeling import assignment, exports, rankings, revisions, selectors, services
+from labeling import assignment, exports, project_specs, rankings, revisions, selectors, services
 from labeling.errors import NotFound, ServiceError
 from labeling.models import Choice, Membership, Project, Query
 from labeling.parsing import parse_optional_int
@@ -27,6 +27,7 @@ from .serializers import (
     JudgmentSerializer,
     ProjectCreateSerializer,
     ProjectSerializer,
+    ProjectSpecBodySerializer,
     RankingCreateSerializer,
     RankingSerializer,
 )
@@ -80,16 +81,25 @@ class ProjectListView(APIView):
         return Response(data)
 
     @extend_schema(
-        request=ProjectCreateSerializer,
+        request=PolymorphicProxySerializer(
+            component_name="ProjectCreateBody",
+            serializers=[ProjectSpecBodySerializer, ProjectCreateSerializer],
+            resource_type_field_name=None,
+        ),
         responses={201: ProjectSerializer},
-        summary="Create a project from a JSON spec (researchers)",
+        summary='Create a project from a project spec ({"spec": ...}) or the simple JSON body (researchers)',
     )
     def post(self, request: AuthenticatedRequest) -> Response:
         if not request.user.is_researcher:
             raise _Forbidden("only researchers may create projects")
-        spec = ProjectCreateSerializer(data=request.data)
-        spec.is_valid(raise_exception=True)
-        project = services.project_create(created_by=request.user, **spec.validated_data)
+        if isinstance(request.data, dict) and "spec" in request.data:
+            body = ProjectSpecBodySerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            project = project_specs.project_create_from_spec(created_by=request.user, spec=body.validated_data["spec"])
+        else:
+            spec = ProjectCreateSerializer(data=request.data)
+            spec.is_valid(raise_exception=True)
+            project = services.project_create(created_by=request.user, **spec.validated_data)
         data = ProjectSerializer(project, context={"roles": {project.pk: "researcher"}}).data
         return Response(data, status=status.HTTP_201_CREATED)
 
@@ -100,6 +110,16 @@ class ProjectDetailView(APIView):
         project = selectors.project_for_member(slug=slug, user=request.user)
         roles = _roles(request.user, [project])
         return Response(ProjectSerializer(project, context={"roles": roles}).data)
+
+
+class ProjectSpecView(APIView):
+    @extend_schema(
+        responses=inline_serializer("ProjectSpec", {"spec_version": serializers.IntegerField()}),
+        summary="The project's spec (researchers); POSTing it with another slug creates an equal project",
+    )
+    def get(self, request: AuthenticatedRequest, slug: str) -> Response:
+        project = researcher_project(request, slug)
+        return Response(project_specs.project_spec(project))
 
 
 class ClipPagination(CursorPagination):

@@ -7,6 +7,7 @@ variable, not surface later as a surprising default. Every helper therefore refu
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import parse_qs, unquote, urlparse
 
 
@@ -52,6 +53,21 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+_PATTERN = re.compile(r"^[A-Za-z0-9_\-./:*?\[\]!]{1,120}$")
+
+
+def env_patterns(name: str, default: list[str]) -> list[str]:
+    """Comma-separated fnmatch patterns (``*-v5``, ``CartPole-v?``); a pattern with other characters stops
+    start-up, so a typo cannot silently widen or empty what it allows."""
+    patterns = env_list(name, default)
+    for pattern in patterns:
+        if not _PATTERN.match(pattern):
+            raise ImproperlyConfiguredEnv(
+                f"{name}: {pattern!r} is not a pattern (letters, digits, _ - . / : and the wildcards * ? [ ] !)"
+            )
+    return patterns
 
 
 def env_choice(name: str, default: str, choices: set[str]) -> str:

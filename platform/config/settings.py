@@ -7,6 +7,7 @@ CELERY_BROKER_URL (Redis) and the host names; it then gets the hardened settings
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from labeling import events
 
-from .env import database_from_url, env_bool, env_choice, env_int, env_list, env_str
+from .env import database_from_url, env_bool, env_choice, env_int, env_list, env_patterns, env_str
 from .media_storage import media_storage_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -257,6 +258,24 @@ HERONRY = {
     # claimed again. ITERATION_STALE_SECONDS is its name before runs and loop iterations became one model.
     "RUN_STALE_SECONDS": env_int("RUN_STALE_SECONDS", env_int("ITERATION_STALE_SECONDS", 120, minimum=1), minimum=1),
 }
+
+# --- Environments ---------------------------------------------------------------------------------------
+# Gymnasium ids a project may use (fnmatch patterns): any registered id that matches works without code, its
+# factors named as factor sources in the project spec. Default: classic control, Box2D when it is installed,
+# MuJoCo v5.
+_CLASSIC_CONTROL_IDS = ["CartPole-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1", "Acrobot-v1"]
+_BOX2D_IDS = ["LunarLander-v3", "LunarLanderContinuous-v3", "BipedalWalker-v3", "BipedalWalkerHardcore-v3"]
+_MUJOCO_IDS = [
+    f"{name}-v5"
+    for name in (
+        "Ant", "HalfCheetah", "Hopper", "Humanoid", "HumanoidStandup", "InvertedDoublePendulum",
+        "InvertedPendulum", "Pusher", "Reacher", "Swimmer", "Walker2d",
+    )
+]  # fmt: skip
+ALLOWED_ENV_IDS = env_patterns(
+    "ALLOWED_ENV_IDS",
+    [*_CLASSIC_CONTROL_IDS, *(_BOX2D_IDS if importlib.util.find_spec("Box2D") else []), *_MUJOCO_IDS],
+)
 
 # --- REST API -------------------------------------------------------------------------------------------
 _RENDERERS = ["rest_framework.renderers.JSONRenderer"]

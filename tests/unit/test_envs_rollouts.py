@@ -87,8 +87,9 @@ def test_every_preset_is_consistent(env_id: str) -> None:
 
 
 def test_unknown_environment_is_a_clear_value_error() -> None:
-    with pytest.raises(UnknownEnvironment, match=r"CartPole-v1.*known environments: HalfCheetah-v5"):
-        get_preset("CartPole-v1")
+    with pytest.raises(UnknownEnvironment, match=r"NoSuchEnv-v1.*not a registered Gymnasium id.*HalfCheetah-v5"):
+        get_preset("NoSuchEnv-v1")
+    assert get_preset("CartPole-v1").env_id == "CartPole-v1"  # any registered id gets a generic preset
     assert issubclass(UnknownEnvironment, ValueError)
 
 

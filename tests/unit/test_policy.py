@@ -145,11 +145,11 @@ def test_wrapper_gives_the_learned_reward_and_keeps_the_true_one() -> None:
 
 
 def test_features_of_discrete_actions_and_feature_dim() -> None:
-    features = features_of(np.array([0.5, -1.0]), np.int64(2))
+    features = features_of(np.array([0.5, -1.0]), np.int64(2), 3)
     assert features.dtype == np.float32
-    np.testing.assert_array_equal(features, [0.5, -1.0, 2.0])
+    np.testing.assert_array_equal(features, [0.5, -1.0, 0.0, 0.0, 1.0])  # a discrete action is one-hot
     cartpole = gymnasium.make("CartPole-v1")
-    assert feature_dim(cartpole.observation_space, cartpole.action_space) == 5
+    assert feature_dim(cartpole.observation_space, cartpole.action_space) == 6
     env = pendulum()
     assert feature_dim(env.observation_space, env.action_space) == 4
 

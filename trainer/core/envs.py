@@ -18,6 +18,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -243,11 +244,74 @@ PRESETS: Mapping[str, EnvPreset] = MappingProxyType({preset.env_id: preset for p
 
 
 def get_preset(env_id: str) -> EnvPreset:
-    try:
+    """The hand-written preset of ``env_id``, else one derived from Gymnasium's registry (``env_families``).
+
+    Whether a deployment offers an id at all is decided by the platform (``ALLOWED_ENV_IDS``), not here."""
+    if env_id in PRESETS:
         return PRESETS[env_id]
-    except KeyError:
+    from .env_families import generic_preset  # beside this module; it builds EnvPresets
+
+    try:
+        return generic_preset(env_id)
+    except gymnasium.error.Error:
         known = ", ".join(sorted(PRESETS))
-        raise UnknownEnvironment(f"unknown environment {env_id!r}; known environments: {known}") from None
+        raise UnknownEnvironment(
+            f"unknown environment {env_id!r}: not a registered Gymnasium id (presets: {known})"
+        ) from None
+
+
+def task_definition(
+    env_id: str,
+    *,
+    factors: tuple[FactorSpec, ...] | None = None,
+    episode_steps: int | None = None,
+    segment_steps: int | None = None,
+    scripted_policies: tuple[str, ...] | None = None,
+) -> EnvPreset:
+    """One task: the environment's preset with a project's own choices on top (the one way callers learn a
+    project's factors, episode length and first policies; ``trainer.project_task`` reads them off a project).
+
+    A factor whose source names one of the preset's factors (by key or source) reads the preset's extractor,
+    so projects made before factor sources existed keep their numbers; any other source is a factor-source
+    string (``trainer.core.factor_sources``), checked here."""
+    preset = get_preset(env_id)
+    changes: dict[str, Any] = {}
+    if factors is not None:
+        known = {spec.key: spec.source for spec in preset.factors} | {s.source: s.source for s in preset.factors}
+        resolved = []
+        for factor in factors:
+            if factor.source in known:
+                source = known[factor.source]
+            elif not factor.source:
+                source = known.get(factor.key, factor.key)
+            else:
+                source = factor.source
+            compiled_source(source)  # raises UnknownExtractor for a source nobody can compute
+            resolved.append(dataclasses.replace(factor, source=source))
+        changes["factors"] = tuple(resolved)
+    if episode_steps:
+        changes["episode_steps"] = int(episode_steps)
+    if segment_steps:
+        changes["segment_steps"] = int(segment_steps)
+    if scripted_policies:
+        changes["scripted_policies"] = tuple(scripted_policies)
+    return dataclasses.replace(preset, **changes) if changes else preset
+
+
+def env_action(action: np.ndarray, action_space: gymnasium.Space) -> Any:
+    """A stored action row in the form ``env.step`` takes: a plain int for Discrete (stored as shape (1,))."""
+    if isinstance(action_space, gymnasium.spaces.Discrete):
+        return int(np.asarray(action).reshape(-1)[0])
+    return action
+
+
+def action_space_info(action_space: gymnasium.Space) -> dict[str, Any]:
+    """A JSON description of an action space: {"kind": "box", "shape": [...]} or {"kind": "discrete", "n": N}."""
+    if isinstance(action_space, gymnasium.spaces.Discrete):
+        return {"kind": "discrete", "n": int(action_space.n)}
+    if isinstance(action_space, gymnasium.spaces.Box):
+        return {"kind": "box", "shape": list(action_space.shape)}
+    raise ValueError(f"only Box and Discrete action spaces are supported, not {action_space!r}")
 
 
 def effective_env_kwargs(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:

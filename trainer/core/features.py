@@ -32,6 +32,7 @@ def stack_clip_features(
     features = [segment_features(rollouts[key], segment) for key, segment in clips]
     stacked = np.stack(features).astype(np.float32)
     first = rollouts[clips[0][0]]
-    obs_dim, action_dim = first.observations.shape[1], first.actions.shape[1]
+    obs_dim = first.observations.shape[1]
+    action_dim = first.discrete_actions or first.actions.shape[1]
     layout = FeatureLayout(feature_dim=stacked.shape[2], obs_dim=obs_dim, action_dim=action_dim)
     return stacked, layout

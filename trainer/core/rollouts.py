@@ -13,9 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium
 import numpy as np
 
-from trainer.core.envs import effective_env_kwargs, factor_values, get_preset, make_env
+from trainer.core.envs import (
+    EnvPreset,
+    action_space_info,
+    effective_env_kwargs,
+    env_action,
+    factor_values,
+    get_preset,
+    make_env,
+)
 from trainer.core.scripted import Policy, ResettablePolicy
 
 NPZ_FORMAT_VERSION = 1
@@ -28,12 +37,22 @@ class RolloutData:
     env_kwargs: dict[str, Any]
     seed: int
     policy: str
-    actions: np.ndarray  # (T, A) exactly as passed to env.step
+    actions: np.ndarray  # (T, A) exactly as passed to env.step; a Discrete action is (T, 1) int64, its index
     observations: np.ndarray  # (T+1, O), row 0 is the reset observation
     factors: np.ndarray  # (T, K) in the preset's factor order
     rewards: np.ndarray  # (T,) the environment's own reward
     terminated: bool
     truncated: bool
+    # {"kind": "discrete", "n": N} or {"kind": "box", "shape": [...]}; None in rollouts stored before it was
+    # recorded (all Box). Reward features one-hot a discrete action, so they need N.
+    action_space: dict[str, Any] | None = None
+
+    @property
+    def discrete_actions(self) -> int | None:
+        """N for a Discrete action space, else None."""
+        if self.action_space and self.action_space.get("kind") == "discrete":
+            return int(self.action_space["n"])
+        return None
 
     @property
     def n_steps(self) -> int:
@@ -44,10 +63,13 @@ class RolloutData:
         return float(self.rewards.sum())
 
 
-def _as_env_action(action: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+def _as_env_action(action: np.ndarray, space: gymnasium.Space) -> np.ndarray:
     # Cast to the action space's dtype before stepping so that the stored actions are bit-for-bit
-    # what the environment saw and re-simulation reproduces the rollout exactly.
-    return np.asarray(action, dtype=dtype).reshape(-1)
+    # what the environment saw and re-simulation reproduces the rollout exactly. A Discrete action is
+    # stored as one int64 column (its index); env_action turns the row back into the int env.step takes.
+    if isinstance(space, gymnasium.spaces.Discrete):
+        return np.asarray(action, dtype=np.int64).reshape(-1)[:1]
+    return np.asarray(action, dtype=space.dtype).reshape(-1)
 
 
 def run_rollout(
@@ -58,11 +80,14 @@ def run_rollout(
     steps: int,
     rng: np.random.Generator,
     env_kwargs: Mapping[str, Any] | None = None,
+    task: EnvPreset | None = None,
 ) -> RolloutData:
-    """Run ``policy`` from ``env.reset(seed=seed)`` for ``steps`` steps or until the episode ends."""
+    """Run ``policy`` from ``env.reset(seed=seed)`` for ``steps`` steps or until the episode ends.
+
+    The factors are ``task``'s (a project's, ``envs.task_definition``), else the preset's."""
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
-    preset = get_preset(env_id)
+    preset = task or get_preset(env_id)
     kwargs = effective_env_kwargs(env_id, env_kwargs)
     if isinstance(policy, ResettablePolicy):
         policy.reset()
@@ -74,11 +99,12 @@ def run_rollout(
     try:
         obs, _ = env.reset(seed=seed)
         observations = [obs]
-        action_dtype = env.action_space.dtype
+        space = env.action_space
+        space_info = action_space_info(space)
         terminated = truncated = False
         while len(actions) < steps and not (terminated or truncated):
-            action = _as_env_action(policy(obs, rng), action_dtype)
-            next_obs, reward, terminated, truncated, info = env.step(action)
+            action = _as_env_action(policy(obs, rng), space)
+            next_obs, reward, terminated, truncated, info = env.step(env_action(action, space))
             actions.append(action)
             factors.append(factor_values(preset, obs, action, next_obs, info, float(reward)))
             rewards.append(float(reward))
@@ -98,6 +124,7 @@ def run_rollout(
         rewards=np.asarray(rewards, dtype=np.float64),
         terminated=bool(terminated),
         truncated=bool(truncated),
+        action_space=space_info,
     )
 
 
@@ -114,7 +141,7 @@ def resimulate(
         obs, _ = env.reset(seed=seed)
         observations = [obs]
         for step, action in enumerate(actions):
-            obs, _, terminated, _, _ = env.step(action)
+            obs, _, terminated, _, _ = env.step(env_action(action, env.action_space))
             observations.append(obs)
             if terminated and step < len(actions) - 1:
                 raise ValueError(f"episode terminated at step {step}, before the {len(actions)} actions ran out")
@@ -137,6 +164,8 @@ def save_npz(data: RolloutData) -> bytes:
         "terminated": bool(data.terminated),
         "truncated": bool(data.truncated),
     }
+    if data.action_space is not None:
+        metadata["action_space"] = data.action_space
     try:
         metadata_json = json.dumps(metadata, sort_keys=True)
     except TypeError as error:
@@ -176,7 +205,20 @@ def _read_metadata(archive: Mapping[str, np.ndarray]) -> dict[str, Any]:
     for key, expected in expected_types.items():
         if not isinstance(metadata.get(key), expected):
             raise ValueError(f"rollout npz: metadata field {key!r} is missing or has the wrong type")
+    space = metadata.get("action_space")
+    if space is not None and not _valid_action_space(space):
+        raise ValueError("rollout npz: metadata field 'action_space' is not a box or discrete space")
     return metadata
+
+
+def _valid_action_space(space: Any) -> bool:
+    if not isinstance(space, dict):
+        return False
+    if space.get("kind") == "discrete":
+        n = space.get("n")
+        return isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 100_000
+    shape = space.get("shape")
+    return space.get("kind") == "box" and isinstance(shape, list) and all(isinstance(d, int) for d in shape)
 
 
 def _check_shapes(arrays: Mapping[str, np.ndarray]) -> None:
@@ -224,6 +266,7 @@ def load_npz(raw: bytes) -> RolloutData:
         rewards=arrays["rewards"],
         terminated=metadata["terminated"],
         truncated=metadata["truncated"],
+        action_space=metadata.get("action_space"),
     )
 
 
@@ -258,9 +301,21 @@ def segment_totals(factors: np.ndarray, seg: Segment) -> np.ndarray:
     return np.asarray(factors[seg.start : seg.stop].sum(axis=0), dtype=np.float64)
 
 
+def action_features(actions: np.ndarray, n_discrete: int | None) -> np.ndarray:
+    """Actions as reward-model inputs: Box actions as they are, a Discrete index one-hot (N columns), so the
+    model does not read an order into the indices. Shape (T, A) or (T, N), float32."""
+    if n_discrete is None:
+        return np.asarray(actions, dtype=np.float32)
+    indices = np.asarray(actions).reshape(len(actions), -1)[:, 0].astype(np.int64)
+    if np.any(indices < 0) or np.any(indices >= n_discrete):
+        raise ValueError(f"discrete actions must be in [0, {n_discrete})")
+    return np.eye(n_discrete, dtype=np.float32)[indices]
+
+
 def segment_features(data: RolloutData, seg: Segment) -> np.ndarray:
-    """Per-step model inputs ``[obs_t, action_t]`` for the segment, shape (length, O + A), float32."""
+    """Per-step model inputs ``[obs_t, action_t]`` for the segment, shape (length, O + A), float32 (a Discrete
+    action one-hot, A = N)."""
     _check_segment(seg, data.n_steps)
     observations = data.observations[seg.start : seg.stop]
-    actions = data.actions[seg.start : seg.stop]
+    actions = action_features(data.actions[seg.start : seg.stop], data.discrete_actions)
     return np.concatenate([observations, actions], axis=1).astype(np.float32)

@@ -54,6 +54,18 @@ class RandomPolicy:
         return rng.uniform(self._low, self._high)
 
 
+class RandomDiscretePolicy:
+    """Uniform over a Discrete space's actions, drawn from the caller's rng."""
+
+    def __init__(self, action_space: gymnasium.spaces.Discrete) -> None:
+        self.name = "random"
+        self._n = int(action_space.n)
+        self._start = int(action_space.start)
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.array([self._start + int(rng.integers(0, self._n))], dtype=np.int64)
+
+
 class _NoisyPolicy:
     """Adds N(0, (noise·half-range)²) to a deterministic controller's action and clips to the box."""
 
@@ -72,6 +84,14 @@ class _NoisyPolicy:
         if self.noise > 0:
             action = action + rng.normal(0.0, self._noise_std)
         return np.clip(action, self._low, self._high)
+
+
+class ZeroAction(_NoisyPolicy):
+    """The action in the middle of the box (zero torque for symmetric ranges) plus noise: a do-nothing baseline
+    that works for any bounded Box, so environments without a scripted controller still get graded clips."""
+
+    def _clean_action(self, obs: np.ndarray) -> np.ndarray:
+        return (self._low + self._high) / 2.0
 
 
 class PendulumSwingUp(_NoisyPolicy):
@@ -128,7 +148,9 @@ class HalfCheetahGait(_NoisyPolicy):
         return self.AMPLITUDE * np.sin(2 * np.pi * self.FREQUENCY_HZ * elapsed + self.PHASES)
 
 
+# The shape () means any Box shape.
 _SCRIPTED: dict[str, tuple[type[_NoisyPolicy], tuple[int, ...]]] = {
+    "zero": (ZeroAction, ()),
     "pendulum_swingup": (PendulumSwingUp, (1,)),
     "halfcheetah_gait": (HalfCheetahGait, (6,)),
 }
@@ -149,6 +171,10 @@ def _parse_noise(spec: str, text: str) -> float:
 def make_policy(spec: str, action_space: gymnasium.Space) -> Policy:
     """Build a policy from ``"random"`` or ``"<scripted name>:<noise>"`` (noise defaults to 0)."""
     name, _, noise_text = spec.partition(":")
+    if isinstance(action_space, gymnasium.spaces.Discrete):
+        if spec != "random":
+            raise UnknownPolicy(f"policy {spec!r}: a Discrete action space takes the 'random' policy only")
+        return RandomDiscretePolicy(action_space)
     box = _box(action_space, spec)
     if name == "random":
         if noise_text:
@@ -158,7 +184,7 @@ def make_policy(spec: str, action_space: gymnasium.Space) -> Policy:
         known = ", ".join(SCRIPTED_POLICY_NAMES)
         raise UnknownPolicy(f"unknown policy {spec!r}; known policies: {known}")
     policy_class, action_shape = _SCRIPTED[name]
-    if box.shape != action_shape:
+    if action_shape and box.shape != action_shape:
         raise UnknownPolicy(f"policy {spec!r} expects actions of shape {action_shape}, not {box.shape}")
     noise = _parse_noise(spec, noise_text) if noise_text else 0.0
     # The name is the spec as given, so it matches the preset's list and round-trips through make_policy.

@@ -23,7 +23,7 @@ from PIL import Image
 
 # Importing trainer.core.envs also sets the headless rendering defaults (MUJOCO_GL, SDL_VIDEODRIVER)
 # before gymnasium's renderers can load.
-from trainer.core.envs import effective_env_kwargs, make_env
+from trainer.core.envs import effective_env_kwargs, env_action, make_env
 
 _POSTER_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 # A few seconds of video encodes in well under a second; a stuck ffmpeg must not hold a worker forever.
@@ -80,10 +80,10 @@ def render_segment(
     try:
         env.reset(seed=seed)
         for action in actions[:start]:
-            env.step(action)
+            env.step(env_action(action, env.action_space))
         frames[0] = resize_frame(_render(env), width, height)
         for index, action in enumerate(actions[start : start + length], start=1):
-            env.step(action)
+            env.step(env_action(action, env.action_space))
             frames[index] = resize_frame(_render(env), width, height)
     finally:
         env.close()

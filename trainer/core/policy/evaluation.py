@@ -15,7 +15,7 @@ import gymnasium
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from trainer.core.policy.reward_wrapper import RewardFn, features_of
+from trainer.core.policy.reward_wrapper import RewardFn, discrete_n, features_of
 
 # Reset seeds are drawn from [0, this): any value the environments accept.
 _SEED_BOUND = 2**31
@@ -119,7 +119,7 @@ def _play_episode(
     while not done:
         predicted, _ = model.predict(obs, deterministic=deterministic)
         action = env_action(predicted, env.action_space)
-        features.append(features_of(obs, action))
+        features.append(features_of(obs, action, discrete_n(env.action_space)))
         obs, reward, terminated, truncated, _ = env.step(action)
         true_return += float(reward)
         done = terminated or truncated
