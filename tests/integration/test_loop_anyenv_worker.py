@@ -1,5 +1,6 @@
-"""A two-iteration loop on a spec'd discrete task (CartPole-v1, PPO) through a real worker process on Redis and
-PostgreSQL. Needs DATABASE_URL=postgres://… and CELERY_BROKER_URL=redis://…; skipped otherwise."""
+"""A two-iteration loop on spec'd tasks of each simulator family — classic control with discrete actions
+(CartPole-v1, PPO) and MuJoCo (Hopper-v5, SAC) — through a real worker process on Redis and PostgreSQL.
+Needs DATABASE_URL=postgres://… and CELERY_BROKER_URL=redis://…; skipped otherwise."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from labeling.models import Clip
 from tests.integration.workers import needs_servers, start_worker, wait_for
-from tests.test_loop_anyenv import TINY_LOOP, TINY_PPO, spec_project
+from tests.test_loop_anyenv import TINY_LOOP, TINY_PPO, TINY_SAC, spec_project
 from trainer import loop
 from trainer.models import PolicyCheckpoint, Run, RunState
 
@@ -24,14 +25,24 @@ def real_broker(transactional_db):
     app.control.purge()
 
 
-def test_two_iterations_on_cartpole_through_a_worker(real_broker, settings, researcher, annotator):
+@pytest.mark.parametrize(
+    ("spec", "episode_steps", "clip_length", "policy", "algorithm", "timesteps"),
+    [
+        ("cartpole.yaml", 40, 10, TINY_PPO, "ppo", 32),
+        ("hopper.yaml", 40, 20, TINY_SAC, "sac", 40),
+    ],
+    ids=["cartpole-ppo", "hopper-sac"],
+)
+def test_two_iterations_through_a_worker(
+    real_broker, settings, researcher, annotator, spec, episode_steps, clip_length, policy, algorithm, timesteps
+):
     project = spec_project(  # set up in-process (eager)
-        "cartpole.yaml",
+        spec,
         researcher,
         annotator,
-        episode_steps=40,
-        clip_length=10,
-        loop_settings={**TINY_LOOP, "policy": TINY_PPO, "policy_timesteps": 32},
+        episode_steps=episode_steps,
+        clip_length=clip_length,
+        loop_settings={**TINY_LOOP, "policy": policy, "policy_timesteps": timesteps},
     )
     settings.CELERY_TASK_ALWAYS_EAGER = False
     worker = start_worker(settings.MEDIA_ROOT)
@@ -47,7 +58,7 @@ def test_two_iterations_on_cartpole_through_a_worker(real_broker, settings, rese
         first, second = wait_for(both_done, timeout=300, what="both iterations to finish")
         assert first.state == second.state == RunState.DONE, (first.error, second.error)
         checkpoint = PolicyCheckpoint.objects.get(run=second)
-        assert checkpoint.algorithm == "ppo" and checkpoint.timesteps == 64
+        assert checkpoint.algorithm == algorithm and checkpoint.timesteps == 2 * timesteps
         assert Clip.objects.filter(project=project, iteration=2).exists()
     finally:
         worker.stop()
