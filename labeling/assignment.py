@@ -20,10 +20,11 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery, Value
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, connections, transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -181,13 +182,13 @@ def _held_lease(*, project: Project, annotator: User, now) -> tuple[Lease | None
     return held, repeat_open
 
 
-def _next_candidate(*, project: Project, annotator: User, now) -> Query | None:
-    """The next ordinary query for this annotator in serving order, locked (the partial serving index covers it):
-    open random/active queries of the project with both clips ready, not answered nor skipped by this annotator,
-    answers + others' live leases below the overlap."""
+def _candidates(*, project: Project, annotator: User, now) -> QuerySet[Query]:
+    """Open ordinary (random/active) queries of the project with both clips ready, not answered nor skipped by
+    this annotator, answers + others' live leases below the overlap, in serving order (the partial serving index
+    covers it). The rule, written once for every database."""
     answered = Judgment.objects.filter(query=OuterRef("pk"), annotator=annotator)
     skipped = Lease.objects.filter(query=OuterRef("pk"), annotator=annotator, skipped=True)
-    candidates = (
+    return (
         servable_queries(project)
         .exclude(Exists(answered))
         .exclude(Exists(skipped))
@@ -195,7 +196,52 @@ def _next_candidate(*, project: Project, annotator: User, now) -> Query | None:
         .filter(answers_wanted__gt=F("answers_given") + F("live"))
         .order_by("-priority", "random_key")
     )
-    return locking.lock_next_candidate(candidates)
+
+
+@dataclass(frozen=True)
+class _CompiledCandidates:
+    sql: str
+    params: tuple[Any, ...]
+    roles: tuple[str | None, ...]  # per parameter: "project", "annotator", "now", or None (a constant)
+
+
+# The candidate query's SQL depends on its shape only, never on the project, the annotator or the time, so it is
+# compiled once per process and database from ``_candidates`` with stand-in values, and each call runs it with its
+# own values. Compiling it cost several milliseconds of every next-query request (bench/README.md, serving).
+_STAND_IN_PROJECT, _STAND_IN_ANNOTATOR = -(2**40) - 11, -(2**40) - 13
+_STAND_IN_NOW = datetime(1999, 12, 31, 23, 59, 58, 123457, tzinfo=UTC)
+_compiled_candidates: dict[str, _CompiledCandidates] = {}
+
+
+def _compiled(using: str) -> _CompiledCandidates:
+    compiled = _compiled_candidates.get(using)
+    if compiled is None:
+        stand_ins = _candidates(
+            project=Project(pk=_STAND_IN_PROJECT), annotator=User(pk=_STAND_IN_ANNOTATOR), now=_STAND_IN_NOW
+        )
+        sql, params = locking.lockable_first(stand_ins).query.sql_with_params()
+        adapted_now = connections[using].ops.adapt_datetimefield_value(_STAND_IN_NOW)
+        by_value = {_STAND_IN_PROJECT: "project", _STAND_IN_ANNOTATOR: "annotator"}
+        roles = tuple(
+            "now" if param == adapted_now else by_value.get(param) if isinstance(param, int) else None
+            for param in params
+        )
+        if {"project", "annotator", "now"} - set(roles):
+            raise RuntimeError("the candidate query's parameters could not be told apart; compile it per call")
+        compiled = _compiled_candidates[using] = _CompiledCandidates(sql, tuple(params), roles)
+    return compiled
+
+
+def _next_candidate(*, project: Project, annotator: User, now) -> Query | None:
+    """The next ordinary query for this annotator in serving order (``_candidates``), locked until commit."""
+    compiled = _compiled(connection.alias)
+    values = {
+        "project": project.pk,
+        "annotator": annotator.pk,
+        "now": connection.ops.adapt_datetimefield_value(now),
+    }
+    params = [values[role] if role else param for param, role in zip(compiled.params, compiled.roles, strict=True)]
+    return next(iter(Query.objects.raw(compiled.sql, params)), None)
 
 
 def _lease_if_room(query: Query, annotator: User, *, now, ttl: timedelta, swapped: bool) -> Lease | None:

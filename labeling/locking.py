@@ -23,11 +23,12 @@ def _row_locks() -> bool:
     return bool(connection.features.has_select_for_update)
 
 
-def lock_next_candidate(candidates: QuerySet[Query]) -> Query | None:
-    """The first of ``candidates`` (in their order) that no other transaction holds, locked until commit."""
+def lockable_first(candidates: QuerySet[Query]) -> QuerySet[Query]:
+    """The first of ``candidates`` (in their order) that no other transaction holds, to be locked until commit
+    when it is read (a one-row queryset; the assignment engine compiles it once and runs its SQL)."""
     if _row_locks():
         candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-    return candidates.first()
+    return candidates[:1]
 
 
 def lock_query(query_id: int) -> Query | None:

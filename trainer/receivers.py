@@ -19,7 +19,16 @@ def on_ranking_submitted(sender: type, ranking: FactorRanking, **kwargs: Any) ->
 
 
 def on_judgment_recorded(sender: type, judgment: Judgment, **kwargs: Any) -> None:
-    """A pairwise iteration waiting for its label budget starts as soon as the budget is met."""
-    from .loop import runs_start_waiting
+    """A pairwise iteration waiting for its label budget starts as soon as the budget is met.
 
-    runs_start_waiting(judgment.query.project_id)
+    Runs on every answer, so it first asks the one cheap question (is anything of this project waiting for
+    labels?); runs that wait for their project's lane are started when the active run ends, not here."""
+    from .loop import runs_start_next
+    from .models import Run, RunState
+
+    project_id = judgment.query.project_id
+    waiting = Run.objects.filter(
+        project_id=project_id, state=RunState.QUEUED, paused=False, start_after_labels__isnull=False
+    )
+    if waiting.order_by().exists():
+        runs_start_next(project_id)
