@@ -1,0 +1,457 @@
+"""The REST API client: token auth, retries with backoff for idempotent requests, timeouts, cursor pagination as
+iterators, and errors that carry the API's error codes (:mod:`heronry_client.errors`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any, BinaryIO, TypeAlias
+
+import httpx
+
+from .errors import HeronryError, RunFailed, TransportError, WaitTimeout, error_for
+
+JSON: TypeAlias = Any
+FileLike: TypeAlias = str | os.PathLike[str] | bytes | BinaryIO
+RunRef: TypeAlias = int | Mapping[str, Any]
+
+API_PREFIX = "/api/v1"
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+TERMINAL_STATES = frozenset({"done", "failed", "cancelled"})
+RUN_ACTIONS = ("pause", "resume", "cancel", "start", "retry")
+
+
+def _run_id(run: RunRef) -> int:
+    return int(run["id"]) if isinstance(run, Mapping) else int(run)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return None if value is None else max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class Client:
+    """A Heronry API client.
+
+    >>> client = Client.login("http://127.0.0.1:8000", "researcher", "heronry")
+    >>> [p["slug"] for p in client.projects()]
+
+    ``base_url`` is the server's address (``/api/v1`` is added unless already there). ``retries`` is how many
+    times an idempotent request is repeated after a connection error, a timeout or a 429/502/503/504 answer,
+    waiting ``backoff * 2**attempt`` seconds (with jitter, or the server's Retry-After) in between. A request
+    that is not idempotent is repeated only when it never reached the server (the connection was refused).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        base = base_url.rstrip("/")
+        if not base.endswith(API_PREFIX):
+            base += API_PREFIX
+        self.base_url = base
+        self.retries = max(0, int(retries))
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport, follow_redirects=False)
+        self.token: str | None = None
+        if token:
+            self.set_token(token)
+
+    # --- session ---------------------------------------------------------------------------------------------
+    @classmethod
+    def login(cls, base_url: str, username: str, password: str, **kwargs: Any) -> Client:
+        """A client authenticated with a token obtained for ``username`` / ``password``."""
+        client = cls(base_url, **kwargs)
+        try:
+            client.obtain_token(username, password)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def obtain_token(self, username: str, password: str) -> str:
+        """POST /auth/token/; the client uses the token from then on. Not retried on 429 (a lock-out)."""
+        data = self._request("POST", "/auth/token/", json={"username": username, "password": password})
+        self.set_token(str(data["token"]))
+        return str(data["token"])
+
+    def set_token(self, token: str) -> None:
+        self.token = token
+        self._http.headers["Authorization"] = f"Token {token}"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transport -------------------------------------------------------------------------------------------
+    def _sleep_before_retry(self, attempt: int, retry_after: float | None) -> None:
+        delay = min(self.max_backoff, self.backoff * (2**attempt)) * (0.5 + random.random() / 2)
+        if retry_after is not None:
+            delay = min(self.max_backoff, max(delay, retry_after))
+        time.sleep(delay)
+
+    def _send(
+        self, method: str, url: str, *, idempotent: bool | None = None, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """Send with retries; returns a successful response (opened for streaming when ``stream``)."""
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+        attempt = 0
+        while True:
+            for value in (kwargs.get("files") or {}).values():  # rewind uploads before a repeat
+                handle = value[1] if isinstance(value, tuple) else value
+                if hasattr(handle, "seek"):
+                    handle.seek(0)
+            try:
+                request = self._http.build_request(method, url, **kwargs)
+                response = self._http.send(request, stream=stream)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                if attempt < self.retries:  # never reached the server: safe to repeat anything
+                    self._sleep_before_retry(attempt, None)
+                    attempt += 1
+                    continue
+                raise TransportError(f"{method} {url}: {error}", code="connection_error") from error
+            except httpx.TransportError as error:
+                if idempotent and attempt < self.retries:
+                    self._sleep_before_retry(attempt, None)
+                    attempt += 1
+                    continue
+                code = "timeout" if isinstance(error, httpx.TimeoutException) else "connection_error"
+                raise TransportError(f"{method} {url}: {error!r}", code=code) from error
+            if response.is_success:
+                return response
+            if stream:
+                response.read()
+                response.close()
+            retry_after = _retry_after(response)
+            locked_out = response.status_code == 429 and "locked_out" in response.text
+            if (
+                response.status_code in RETRY_STATUSES
+                and idempotent
+                and not locked_out
+                and attempt < self.retries
+                and (retry_after is None or retry_after <= self.max_backoff)
+            ):
+                self._sleep_before_retry(attempt, retry_after)
+                attempt += 1
+                continue
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text
+            raise error_for(response.status_code, body, retry_after=retry_after)
+
+    def _request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> JSON:
+        response = self._send(method, url, idempotent=idempotent, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def get(self, url: str, **params: Any) -> JSON:
+        """GET a path under /api/v1 (or an absolute URL) and return its JSON."""
+        return self._request("GET", url, params={k: v for k, v in params.items() if v is not None} or None)
+
+    def paginate(self, url: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a cursor-paginated list, following ``next`` links page by page as it is iterated."""
+        page: JSON = self.get(url, **params)
+        while True:
+            yield from page["results"]
+            if not page.get("next"):
+                return
+            page = self._request("GET", page["next"])
+
+    def _download(self, url: str, destination: str | os.PathLike[str] | IO[bytes], **params: Any) -> int:
+        """Stream a response body to a path or a binary file object; returns the bytes written. A path is written
+        to ``<path>.part`` first and renamed at the end, so a broken download leaves no half file."""
+        clean = {k: v for k, v in params.items() if v is not None} or None
+        response = self._send("GET", url, params=clean, stream=True)
+        written = 0
+        try:
+            if isinstance(destination, str | os.PathLike):
+                path = Path(destination)
+                partial = path.with_name(path.name + ".part")
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes():
+                        handle.write(chunk)
+                        written += len(chunk)
+                partial.replace(path)
+            else:
+                for chunk in response.iter_bytes():
+                    destination.write(chunk)
+                    written += len(chunk)
+        except httpx.TransportError as error:
+            raise TransportError(f"GET {url}: the download broke off: {error!r}", code="connection_error") from error
+        finally:
+            response.close()
+        return written
+
+    # --- projects --------------------------------------------------------------------------------------------
+    def projects(self) -> list[dict[str, Any]]:
+        """Projects you belong to."""
+        return list(self.get("/projects/"))
+
+    def project(self, slug: str) -> dict[str, Any]:
+        return dict(self.get(f"/projects/{slug}/"))
+
+    def project_spec(self, slug: str) -> dict[str, Any]:
+        """The project's spec (researchers): POSTing it with another slug creates an equal project."""
+        return dict(self.get(f"/projects/{slug}/spec"))
+
+    def create_project(self, spec: Mapping[str, Any] | str) -> dict[str, Any]:
+        """Create a project from a project spec: a dict, or its YAML/JSON text (see the README's Project specs)."""
+        body = {"spec": spec if isinstance(spec, str) else dict(spec)}
+        return dict(self._request("POST", "/projects/", json=body))
+
+    def create_project_from_file(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        return self.create_project(Path(path).read_text(encoding="utf-8"))
+
+    # --- bringing data ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _file(value: FileLike, name: str) -> tuple[str, BinaryIO] | tuple[str, bytes]:
+        if isinstance(value, bytes):
+            return (name, value)
+        if isinstance(value, str | os.PathLike):
+            path = Path(value)
+            return (path.name, io.BytesIO(path.read_bytes()))
+        return (getattr(value, "name", name).rsplit("/", 1)[-1], value)
+
+    def upload_rollout(
+        self,
+        slug: str,
+        npz: FileLike,
+        *,
+        video: FileLike | None = None,
+        queries: int | None = None,
+        fps: int | None = None,
+    ) -> dict[str, Any]:
+        """Upload one episode (.npz, optional .mp4); returns the ingesting run (``wait_for`` it)."""
+        files: dict[str, Any] = {"file": self._file(npz, "rollout.npz")}
+        if video is not None:
+            files["video"] = self._file(video, "rollout.mp4")
+        data = {k: str(v) for k, v in {"queries": queries, "fps": fps}.items() if v is not None}
+        return dict(self._request("POST", f"/projects/{slug}/rollouts/", files=files, data=data))
+
+    def import_minari(
+        self, slug: str, dataset: str, *, max_episodes: int | None = None, queries: int | None = None
+    ) -> dict[str, Any]:
+        """Import a Minari dataset; returns the ingesting run."""
+        body = {k: v for k, v in {"dataset": dataset, "max_episodes": max_episodes, "queries": queries}.items()}
+        body = {k: v for k, v in body.items() if v is not None}
+        return dict(self._request("POST", f"/projects/{slug}/imports/minari", json=body))
+
+    # --- clips, queries, judgments, rankings -----------------------------------------------------------------
+    def clips(self, slug: str, *, iteration: int | None = None, page_size: int | None = None) -> Iterator[dict]:
+        """Every clip of the project (researchers see every field), fetched page by page as iterated."""
+        return self.paginate(f"/projects/{slug}/clips/", iteration=iteration, page_size=page_size)
+
+    def next_query(self, slug: str) -> dict[str, Any] | None:
+        """Lease your next query: ``{"id", "left", "right", "lease", ...}``, or None when there is none now
+        (``last_no_query_reason`` then holds the server's reason)."""
+        data = self._request("POST", f"/projects/{slug}/queries/next/")
+        self.last_no_query_reason: str | None = data.get("reason")
+        query = data.get("query")
+        return dict(query) if query else None
+
+    def submit_judgment(
+        self,
+        query: int | Mapping[str, Any],
+        choice: str,
+        *,
+        lease: str | None = None,
+        client_id: str | uuid.UUID | None = None,
+        time_spent_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Answer a leased query (``left``, ``right``, ``equal`` or ``cant_tell``). Idempotent on ``client_id``
+        (one is made when not given), so it is safely retried."""
+        if isinstance(query, Mapping):
+            lease = lease or str(query["lease"])
+            query_id = int(query["id"])
+        else:
+            query_id = int(query)
+        if lease is None:
+            raise ValueError("submit_judgment needs the lease token (pass the leased query itself)")
+        body: dict[str, Any] = {"choice": choice, "lease": str(lease), "client_id": str(client_id or uuid.uuid4())}
+        if time_spent_ms is not None:
+            body["time_spent_ms"] = int(time_spent_ms)
+        return dict(self._request("POST", f"/queries/{query_id}/judgments/", json=body, idempotent=True))
+
+    def skip(self, lease: str) -> None:
+        self._request("POST", f"/leases/{lease}/skip/", idempotent=True)
+
+    def release(self, lease: str) -> None:
+        self._request("POST", f"/leases/{lease}/release/", idempotent=True)
+
+    def heartbeat(self, lease: str) -> dict[str, Any]:
+        return dict(self._request("POST", f"/leases/{lease}/heartbeat/", idempotent=True))
+
+    def rankings(self, slug: str) -> list[dict[str, Any]]:
+        return list(self.get(f"/projects/{slug}/rankings/"))
+
+    def submit_ranking(
+        self,
+        slug: str,
+        groups: list[list[str]],
+        *,
+        sigmas: Mapping[str, float] | None = None,
+        comment: str = "",
+    ) -> dict[str, Any]:
+        """Your factor ranking: levels, most important first, e.g. ``[["angle"], ["speed", "torque"]]``."""
+        body = {"groups": groups, "sigmas": dict(sigmas or {}), "comment": comment}
+        return dict(self._request("POST", f"/projects/{slug}/rankings/", json=body))
+
+    # --- runs ------------------------------------------------------------------------------------------------
+    def runs(self, slug: str, *, kind: str | None = None) -> list[dict[str, Any]]:
+        """The project's runs, newest first (at most 200)."""
+        return list(self.get(f"/projects/{slug}/runs/", kind=kind))
+
+    def start_run(self, slug: str, kind: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        body = {"kind": kind, "params": dict(params or {})}
+        return dict(self._request("POST", f"/projects/{slug}/runs/", json=body))
+
+    def start_iteration(
+        self, slug: str, *, count: int = 1, settings: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The next loop iteration(s); ``settings`` overrides the project's loop settings."""
+        body = {"kind": "iteration", "count": count, "settings": dict(settings or {})}
+        return dict(self._request("POST", f"/projects/{slug}/runs/", json=body))
+
+    def retrain(self, slug: str, **params: Any) -> dict[str, Any]:
+        """Build preferences and train a new reward-model version (params: sources, cap, config, seed ...)."""
+        return self.start_run(slug, "retrain", params)
+
+    def generate_clips(self, slug: str, **params: Any) -> dict[str, Any]:
+        """Roll out, cut and render clips (params: rollouts, steps, policies, queries, seed, render)."""
+        return self.start_run(slug, "generate_clips", params)
+
+    def run(self, run: RunRef) -> dict[str, Any]:
+        return dict(self.get(f"/runs/{_run_id(run)}/"))
+
+    def run_action(self, run: RunRef, action: str) -> dict[str, Any]:
+        if action not in RUN_ACTIONS:
+            raise ValueError(f"action must be one of {RUN_ACTIONS}")
+        return dict(self._request("POST", f"/runs/{_run_id(run)}/", json={"action": action}, idempotent=True))
+
+    def pause(self, run: RunRef) -> dict[str, Any]:
+        return self.run_action(run, "pause")
+
+    def resume(self, run: RunRef) -> dict[str, Any]:
+        return self.run_action(run, "resume")
+
+    def cancel(self, run: RunRef) -> dict[str, Any]:
+        return self.run_action(run, "cancel")
+
+    def start(self, run: RunRef) -> dict[str, Any]:
+        return self.run_action(run, "start")
+
+    def retry(self, run: RunRef) -> dict[str, Any]:
+        return self.run_action(run, "retry")
+
+    def wait_for(
+        self,
+        run: RunRef,
+        *,
+        timeout: float | None = 3600.0,
+        poll_interval: float = 2.0,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        raise_on_failure: bool = True,
+    ) -> dict[str, Any]:
+        """Poll a run until it is done, failed or cancelled; ``progress`` gets every state seen. Raises
+        :class:`RunFailed` for a failed/cancelled run (unless ``raise_on_failure`` is false) and
+        :class:`WaitTimeout` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            state = self.run(run)
+            if progress is not None:
+                progress(state)
+            if state.get("state") in TERMINAL_STATES:
+                if raise_on_failure and state["state"] != "done":
+                    raise RunFailed(f"run {state['id']} {state['state']}: {state.get('error') or ''}".strip(), state)
+                return state
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"run {state['id']} still {state.get('state')} after {timeout} s", state)
+            remaining = poll_interval if deadline is None else min(poll_interval, max(0.0, deadline - time.monotonic()))
+            time.sleep(remaining)
+
+    # --- reward models ---------------------------------------------------------------------------------------
+    def reward_models(self, slug: str) -> list[dict[str, Any]]:
+        """The project's reward-model versions, newest first."""
+        return list(self.get(f"/projects/{slug}/reward-models/"))
+
+    def reward_model_files(self, model: int | Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """(safetensors weights, parsed JSON metadata) of a reward model."""
+        model_id = int(model["id"]) if isinstance(model, Mapping) else int(model)
+        weights = io.BytesIO()
+        self._download(f"/reward-models/{model_id}/weights", weights, part="weights")
+        metadata = io.BytesIO()
+        self._download(f"/reward-models/{model_id}/weights", metadata, part="metadata")
+        return weights.getvalue(), json.loads(metadata.getvalue())
+
+    def download_reward_model(
+        self, model: int | Mapping[str, Any], directory: str | os.PathLike[str]
+    ) -> tuple[Path, Path]:
+        """Write ``reward_model.safetensors`` and ``reward_model.json`` into ``directory``; returns both paths."""
+        model_id = int(model["id"]) if isinstance(model, Mapping) else int(model)
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        weights, metadata = folder / "reward_model.safetensors", folder / "reward_model.json"
+        self._download(f"/reward-models/{model_id}/weights", weights, part="weights")
+        self._download(f"/reward-models/{model_id}/weights", metadata, part="metadata")
+        return weights, metadata
+
+    def latest_reward_model(self, slug: str) -> dict[str, Any]:
+        """The newest reward model that has weights."""
+        for model in self.reward_models(slug):
+            if model.get("weights_url"):
+                return model
+        raise HeronryError(f"project {slug!r} has no reward model with weights yet", code="not_ready")
+
+    # --- exports ---------------------------------------------------------------------------------------------
+    def export_judgments(
+        self, slug: str, destination: str | os.PathLike[str] | IO[bytes], *, format: str = "jsonl"
+    ) -> int:
+        """Stream every judgment (``jsonl`` or ``csv``) to a path or binary file; returns the bytes written."""
+        return self._download(f"/projects/{slug}/export/judgments", destination, format=format)
+
+    def export_preferences(
+        self,
+        slug: str,
+        destination: str | os.PathLike[str] | IO[bytes],
+        *,
+        format: str = "jsonl",
+        preference_set: int | None = None,
+    ) -> int:
+        """Stream a preference set (``jsonl``, ``csv`` or ``parquet``; default the newest set) to a file."""
+        url = f"/projects/{slug}/export/preferences"
+        return self._download(url, destination, format=format, set=preference_set)
+
+    def iter_judgments(self, slug: str) -> Iterator[dict[str, Any]]:
+        """Every judgment as a dict, streamed from the JSON Lines export."""
+        response = self._send("GET", f"/projects/{slug}/export/judgments", params={"format": "jsonl"}, stream=True)
+        try:
+            for line in response.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.close()
