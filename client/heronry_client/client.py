@@ -262,7 +262,9 @@ class Client:
         return dict(self._request("POST", f"/projects/{slug}/imports/minari", json=body))
 
     # --- clips, queries, judgments, rankings -----------------------------------------------------------------
-    def clips(self, slug: str, *, iteration: int | None = None, page_size: int | None = None) -> Iterator[dict]:
+    def clips(
+        self, slug: str, *, iteration: int | None = None, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Every clip of the project (researchers see every field), fetched page by page as iterated."""
         return self.paginate(f"/projects/{slug}/clips/", iteration=iteration, page_size=page_size)
 
@@ -429,7 +431,11 @@ class Client:
 
     # --- exports ---------------------------------------------------------------------------------------------
     def export_judgments(
-        self, slug: str, destination: str | os.PathLike[str] | IO[bytes], *, format: str = "jsonl"
+        self,
+        slug: str,
+        destination: str | os.PathLike[str] | IO[bytes],
+        *,
+        format: str = "jsonl",  # noqa: A002
     ) -> int:
         """Stream every judgment (``jsonl`` or ``csv``) to a path or binary file; returns the bytes written."""
         return self._download(f"/projects/{slug}/export/judgments", destination, format=format)
@@ -439,7 +445,7 @@ class Client:
         slug: str,
         destination: str | os.PathLike[str] | IO[bytes],
         *,
-        format: str = "jsonl",
+        format: str = "jsonl",  # noqa: A002  (the API's query parameter)
         preference_set: int | None = None,
     ) -> int:
         """Stream a preference set (``jsonl``, ``csv`` or ``parquet``; default the newest set) to a file."""

@@ -71,11 +71,11 @@ class RewardModel:
         layout = meta["feature_layout"]
         self.layout = Layout(int(layout["feature_dim"]), layout.get("obs_dim"), layout.get("action_dim"))
         self._activation = _activation(str(config.get("activation", "relu")))
-        self.feature_mean = torch.as_tensor(
-            np.asarray(meta["feature_normalization"]["mean"], dtype=np.float32).reshape(-1)
-        )
-        self.feature_std = torch.as_tensor(np.asarray(meta["feature_normalization"]["std"], dtype=np.float32).reshape(-1))
-        if self.feature_mean.shape != (self.layout.feature_dim,) or self.feature_std.shape != (self.layout.feature_dim,):
+        stats = meta["feature_normalization"]
+        self.feature_mean = torch.as_tensor(np.asarray(stats["mean"], dtype=np.float32).reshape(-1))
+        self.feature_std = torch.as_tensor(np.asarray(stats["std"], dtype=np.float32).reshape(-1))
+        dim = (self.layout.feature_dim,)
+        if tuple(self.feature_mean.shape) != dim or tuple(self.feature_std.shape) != dim:
             raise RewardModelError(f"feature statistics must have shape ({self.layout.feature_dim},)")
         self.reward_mean = np.asarray(meta["reward_normalization"]["mean"], dtype=np.float32)
         self.reward_std = np.asarray(meta["reward_normalization"]["std"], dtype=np.float32)
@@ -136,9 +136,9 @@ class RewardModel:
         acts = np.asarray(actions)
         n = obs.shape[0]
         obs = obs.reshape(n, -1).astype(np.float32)
-        if n_discrete is None and self.layout.action_dim and self.layout.action_dim > 1:
-            if np.issubdtype(acts.dtype, np.integer) and acts.reshape(n, -1).shape[1] == 1:
-                n_discrete = self.layout.action_dim
+        integer_indices = np.issubdtype(acts.dtype, np.integer) and acts.reshape(n, -1).shape[1] == 1
+        if n_discrete is None and integer_indices and self.layout.action_dim and self.layout.action_dim > 1:
+            n_discrete = self.layout.action_dim
         if n_discrete is not None:
             indices = acts.reshape(n, -1)[:, 0].astype(np.int64)
             if np.any(indices < 0) or np.any(indices >= n_discrete):
@@ -159,10 +159,12 @@ class RewardModel:
         """Ensemble-mean per-step reward for features (..., D) -> (...), normalised like the loop's by default."""
         tensor = torch.as_tensor(np.asarray(features), dtype=torch.float32)
         if tensor.shape[-1:] != (self.layout.feature_dim,):
-            raise RewardModelError(f"features must end in dimension {self.layout.feature_dim}, got {tuple(tensor.shape)}")
+            raise RewardModelError(
+                f"features must end in dimension {self.layout.feature_dim}, got {tuple(tensor.shape)}"
+            )
         steps = tensor.reshape(-1, self.layout.feature_dim)
         parts = []
-        for chunk in steps.split(_STEPS_PER_CHUNK):
+        for chunk in torch.split(steps, _STEPS_PER_CHUNK):
             normalized_input = (chunk - self.feature_mean) / self.feature_std
             per_member = torch.stack([self._forward(member, normalized_input) for member in self.members])
             parts.append(per_member.mean(dim=0))
@@ -185,6 +187,8 @@ class RewardModel:
         self, observations: Any, actions: Any, *, normalized: bool = True, n_discrete: int | None = None
     ) -> np.ndarray:
         """Per-step rewards (N,) for N (observation before the step, action) pairs."""
-        return self.reward_from_features(self.features(observations, actions, n_discrete=n_discrete), normalized=normalized)
+        return self.reward_from_features(
+            self.features(observations, actions, n_discrete=n_discrete), normalized=normalized
+        )
 
     __call__ = reward

@@ -15,7 +15,6 @@ import httpx
 import numpy as np
 import pytest
 from django.core.files.base import ContentFile
-
 from heronry_client import (
     AuthenticationError,
     Client,
@@ -28,8 +27,9 @@ from heronry_client import (
     ValidationError,
 )
 from heronry_client.reward import RewardModel
-from labeling.models import Judgment, Project, ProjectRole
-from labeling.services import membership_add, project_create, queries_create_random
+
+from labeling.models import Judgment, Project
+from labeling.services import project_create, queries_create_random
 from tests.conftest import PASSWORD, add_fake_clips, npz_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -209,7 +209,7 @@ def test_reward_models_list_and_download(rita, project, tmp_path):
     row, ensemble = stored_reward_model(project)
     listed = rita.reward_models("pendulum")
     assert [m["id"] for m in listed] == [row.pk] and rita.latest_reward_model("pendulum")["id"] == row.pk
-    weights_path, metadata_path = rita.download_reward_model(listed[0], tmp_path / "rm")
+    weights_path, _ = rita.download_reward_model(listed[0], tmp_path / "rm")
     assert weights_path.read_bytes() == row.weights.open("rb").read()
     model = RewardModel.from_files(tmp_path / "rm")
     same = RewardModel.from_client(rita, row.pk)
@@ -245,8 +245,9 @@ TRAIN_SCRIPT = textwrap.dedent(
         actions.append(action.copy())  # exactly what the VecEnv is given, as the wrapper scores it
         obs, reward_values, dones, infos = venv.step(action)
         rewards.append(reward_values)
+    repo = "django" in sys.modules or "trainer" in sys.modules
     np.savez(out, observations=np.concatenate(observations), actions=np.concatenate(actions),
-             rewards=np.concatenate(rewards), timesteps=agent.num_timesteps, django="django" in sys.modules or "trainer" in sys.modules)
+             rewards=np.concatenate(rewards), timesteps=agent.num_timesteps, django=repo)
     """
 )
 
@@ -325,7 +326,9 @@ def test_judgments_are_retried_with_the_same_client_id(db):
 
 def test_cursor_iteration_is_lazy(db):
     pages = [
-        httpx.Response(200, json={"next": "http://heronry.test/api/v1/projects/p/clips/?cursor=abc", "results": [{"id": 1}]}),
+        httpx.Response(
+            200, json={"next": "http://heronry.test/api/v1/projects/p/clips/?cursor=abc", "results": [{"id": 1}]}
+        ),
         httpx.Response(200, json={"next": None, "results": [{"id": 2}]}),
     ]
     client, seen = _mock_client(pages)

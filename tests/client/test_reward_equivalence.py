@@ -6,9 +6,9 @@ from __future__ import annotations
 import gymnasium
 import numpy as np
 import pytest
-
 from heronry_client.gym import LearnedReward
 from heronry_client.reward import RewardModel, RewardModelError
+
 from trainer.core.policy.reward_wrapper import LearnedRewardWrapper, ensemble_reward_fn, feature_dim, features_of
 from trainer.core.reward import MeanStd, RewardEnsemble, RewardModelConfig, to_bytes
 from trainer.core.reward.data import FeatureLayout
@@ -75,7 +75,7 @@ def test_gymnasium_wrapper_gives_the_platform_wrappers_rewards(env_id):
     for _ in range(120):
         action = ours.action_space.sample()
         obs_a, reward_a, term_a, trunc_a, info_a = ours.step(action)
-        obs_b, reward_b, term_b, trunc_b, info_b = theirs.step(action)
+        obs_b, reward_b, _, _, info_b = theirs.step(action)
         np.testing.assert_array_equal(obs_a, obs_b)
         assert reward_a == pytest.approx(reward_b, rel=1e-5, abs=1e-6)
         assert info_a["true_reward"] == info_b["true_reward"]
@@ -85,9 +85,8 @@ def test_gymnasium_wrapper_gives_the_platform_wrappers_rewards(env_id):
 
 
 def test_sb3_vec_wrapper_gives_the_platform_rewards_across_resets():
-    from stable_baselines3.common.env_util import make_vec_env
-
     from heronry_client.sb3 import VecLearnedReward
+    from stable_baselines3.common.env_util import make_vec_env
 
     ensemble, _ = platform_ensemble("CartPole-v1", seed=2)
     model = client_model(ensemble)
