@@ -252,9 +252,28 @@ TRAIN_SCRIPT = textwrap.dedent(
 )
 
 
+def platform_trained_reward_model(rita: Client, anna: Client, project: Project) -> dict:
+    """The loop through the client: generate clips, a factor ranking, the retrain it starts -> a ready model."""
+    project.loop_settings = {}
+    project.save()
+    clips_run = rita.generate_clips("pendulum", rollouts=4, steps=200, queries=0, render="none")
+    assert rita.wait_for(clips_run, timeout=120, poll_interval=0.2)["state"] == "done"
+    anna.submit_ranking("pendulum", [["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]])
+    (retrain,) = rita.runs("pendulum", kind="retrain")
+    rita.wait_for(retrain, timeout=120, poll_interval=0.2)
+    model = rita.latest_reward_model("pendulum")
+    assert model["status"] == "ready"
+    return model
+
+
 @pytest.mark.slow
-def test_sb3_trains_in_a_plain_script_on_a_downloaded_reward_model(live_server, rita, project, tmp_path):
-    row, ensemble = stored_reward_model(project, seed=4)
+def test_sb3_trains_in_a_plain_script_on_a_downloaded_reward_model(live_server, rita, anna, project, tmp_path):
+    from trainer.core.reward import from_bytes
+    from trainer.models import RewardModel as RewardModelRow
+
+    model = platform_trained_reward_model(rita, anna, project)
+    row = RewardModelRow.objects.get(pk=model["id"])
+    ensemble = from_bytes(row.weights.open("rb").read(), row.metadata.open("rb").read()).model  # the platform's
     script = tmp_path / "train.py"
     script.write_text(TRAIN_SCRIPT)
     out = tmp_path / "out.npz"
@@ -271,7 +290,9 @@ def test_sb3_trains_in_a_plain_script_on_a_downloaded_reward_model(live_server, 
     data = np.load(out)
     assert int(data["timesteps"]) >= 256 and not bool(data["django"])
     features = np.concatenate([data["observations"], data["actions"]], axis=1).astype(np.float32)
-    np.testing.assert_allclose(data["rewards"], ensemble.normalized_reward(features), rtol=1e-5, atol=1e-5)
+    expected = ensemble.normalized_reward(features)  # what the loop's LearnedRewardWrapper would give
+    assert np.std(expected) > 0
+    np.testing.assert_allclose(data["rewards"], expected, rtol=1e-5, atol=1e-5)
 
 
 # --- retries and timeouts (no server needed) ---------------------------------------------------------------------
