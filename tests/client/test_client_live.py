@@ -18,6 +18,7 @@ from django.core.files.base import ContentFile
 from heronry_client import (
     AuthenticationError,
     Client,
+    Conflict,
     HeronryError,
     NotFound,
     PermissionDenied,
@@ -25,6 +26,7 @@ from heronry_client import (
     ServerError,
     TransportError,
     ValidationError,
+    WaitTimeout,
 )
 from heronry_client.reward import RewardModel
 
@@ -185,23 +187,52 @@ def test_rollout_upload_and_wait_for_its_run(rita, own_sim, tmp_path):
     assert bad.value.status == 400
 
 
-def test_runs_start_actions_and_wait_for_failure(rita, project):
+def test_runs_start_actions_and_wait_for_failure(rita, anna, project):
     project.feedback_mode = "pairwise"
     project.save()
-    run = rita.start_iteration("pendulum", settings={})
-    assert run["kind"] == "iteration"
+    assert anna.next_query("pendulum") is None and anna.last_no_query_reason
+    run = rita.start_iteration("pendulum", settings={})  # pairwise: waits for its label budget
+    assert run["kind"] == "iteration" and run["state"] == "queued"
     assert rita.run(run)["id"] == run["id"]
     assert [r["id"] for r in rita.runs("pendulum", kind="iteration")] == [run["id"]]
+    with pytest.raises(Conflict) as busy:
+        rita.start_iteration("pendulum")
+    assert busy.value.status == 409 and busy.value.code
+    assert rita.pause(run)["paused"] is True
+    assert rita.resume(run)["paused"] is False
+    progress: list[dict] = []
+    with pytest.raises(WaitTimeout) as waited:
+        rita.wait_for(run, timeout=0.3, poll_interval=0.05, progress=progress.append)
+    assert waited.value.run["state"] == "queued" and len(progress) >= 2
     cancelled = rita.cancel(run)
     assert cancelled["state"] == "cancelled"
     with pytest.raises(RunFailed) as failed:
         rita.wait_for(run, timeout=5, poll_interval=0.05)
     assert failed.value.run["state"] == "cancelled"
     assert rita.wait_for(run, raise_on_failure=False)["state"] == "cancelled"
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as bad_kind:
         rita.runs("pendulum", kind="nonsense")
+    assert "kind" in bad_kind.value.fields
     with pytest.raises(NotFound):
         rita.run(987654)
+    with pytest.raises(ValueError):
+        rita.run_action(run, "explode")
+
+
+def test_minari_import_through_the_client(rita, project, tmp_path, settings, monkeypatch):
+    from tests.test_external_data import write_minari_dataset
+
+    root = tmp_path / "minari"
+    root.mkdir()
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    settings.MINARI_DATASETS_PATH = root
+    write_minari_dataset(root, "pendulum/client-v0", episodes=2, steps=100)
+    run = rita.import_minari("pendulum", "pendulum/client-v0", max_episodes=2, queries=0)
+    assert rita.wait_for(run, timeout=120, poll_interval=0.1)["state"] == "done"
+    assert len(list(rita.clips("pendulum", page_size=1))) == 4  # 2 episodes of 100 steps, 50-step clips
+    with pytest.raises(HeronryError) as missing:
+        rita.wait_for(rita.import_minari("pendulum", "pendulum/no-such-v0"), timeout=60, poll_interval=0.1)
+    assert missing.value.status in (0, 400, 404)
 
 
 # --- reward models ----------------------------------------------------------------------------------------------
@@ -264,6 +295,17 @@ def platform_trained_reward_model(rita: Client, anna: Client, project: Project) 
     model = rita.latest_reward_model("pendulum")
     assert model["status"] == "ready"
     return model
+
+
+def test_preference_export_streams_to_a_file(rita, anna, project, tmp_path):
+    platform_trained_reward_model(rita, anna, project)
+    written = rita.export_preferences("pendulum", tmp_path / "prefs.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "prefs.jsonl").read_text().splitlines()]
+    assert written > 0 and rows and {"weight", "origin"} <= set(rows[0])
+    assert rita.export_preferences("pendulum", tmp_path / "prefs.parquet", format="parquet") > 0
+    with pytest.raises(ValidationError):
+        rita.export_preferences("pendulum", tmp_path / "x", format="xml")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.part").exists()
 
 
 @pytest.mark.slow
