@@ -71,6 +71,8 @@ class Client:
         self.max_backoff = float(max_backoff)
         self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport, follow_redirects=False)
         self.token: str | None = None
+        self.last_no_query_reason: str | None = None
+        """Why the last ``next_query`` found nothing (``done``, ``leased_by_others``, ``project_paused`` ...)."""
         if token:
             self.set_token(token)
 
@@ -192,11 +194,15 @@ class Client:
             if isinstance(destination, str | os.PathLike):
                 path = Path(destination)
                 partial = path.with_name(path.name + ".part")
-                with partial.open("wb") as handle:
-                    for chunk in response.iter_bytes():
-                        handle.write(chunk)
-                        written += len(chunk)
-                partial.replace(path)
+                try:
+                    with partial.open("wb") as handle:
+                        for chunk in response.iter_bytes():
+                            handle.write(chunk)
+                            written += len(chunk)
+                    partial.replace(path)
+                except BaseException:
+                    partial.unlink(missing_ok=True)
+                    raise
             else:
                 for chunk in response.iter_bytes():
                     destination.write(chunk)
@@ -257,7 +263,7 @@ class Client:
         self, slug: str, dataset: str, *, max_episodes: int | None = None, queries: int | None = None
     ) -> dict[str, Any]:
         """Import a Minari dataset; returns the ingesting run."""
-        body = {k: v for k, v in {"dataset": dataset, "max_episodes": max_episodes, "queries": queries}.items()}
+        body = {"dataset": dataset, "max_episodes": max_episodes, "queries": queries}
         body = {k: v for k, v in body.items() if v is not None}
         return dict(self._request("POST", f"/projects/{slug}/imports/minari", json=body))
 
@@ -272,7 +278,7 @@ class Client:
         """Lease your next query: ``{"id", "left", "right", "lease", ...}``, or None when there is none now
         (``last_no_query_reason`` then holds the server's reason)."""
         data = self._request("POST", f"/projects/{slug}/queries/next/")
-        self.last_no_query_reason: str | None = data.get("reason")
+        self.last_no_query_reason = data.get("reason")
         query = data.get("query")
         return dict(query) if query else None
 

@@ -22,6 +22,7 @@ from heronry_client import (
     HeronryError,
     NotFound,
     PermissionDenied,
+    RateLimited,
     RunFailed,
     ServerError,
     TransportError,
@@ -398,6 +399,29 @@ def test_cursor_iteration_is_lazy(db):
     iterator = client.clips("p")
     assert next(iterator) == {"id": 1} and len(seen) == 1
     assert list(iterator) == [{"id": 2}] and seen[1].url.params["cursor"] == "abc"
+
+
+def test_a_broken_download_leaves_no_file(db, tmp_path):
+    class Broken(httpx.SyncByteStream):
+        def __iter__(self):
+            yield b'{"choice": "left"}\n'
+            raise httpx.ReadError("connection reset")
+
+    client, _ = _mock_client([httpx.Response(200, stream=Broken())])
+    with pytest.raises(TransportError):
+        client.export_judgments("p", tmp_path / "j.jsonl")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_throttling_honours_retry_after_but_a_lock_out_is_not_retried(db):
+    throttled = httpx.Response(429, headers={"Retry-After": "0"}, json={"error": {"code": "throttled", "message": "x"}})
+    client, seen = _mock_client([throttled, httpx.Response(200, json=[])])
+    assert client.projects() == [] and len(seen) == 2
+    locked = httpx.Response(429, headers={"Retry-After": "0"}, json={"error": {"code": "locked_out", "message": "x"}})
+    client, seen = _mock_client([locked])
+    with pytest.raises(RateLimited) as caught:
+        client.projects()
+    assert caught.value.code == "locked_out" and caught.value.retry_after == 0 and len(seen) == 1
 
 
 def test_the_client_package_imports_nothing_from_the_repository():
