@@ -33,6 +33,7 @@ from heronry_client.reward import RewardModel
 
 from labeling.models import Judgment, Project
 from labeling.services import project_create, queries_create_random
+from tests.client.conftest import CLIENT_DIR
 from tests.conftest import PASSWORD, add_fake_clips, npz_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -320,7 +321,9 @@ def test_sb3_trains_in_a_plain_script_on_a_downloaded_reward_model(live_server, 
     script = tmp_path / "train.py"
     script.write_text(TRAIN_SCRIPT)
     out = tmp_path / "out.npz"
+    # No repository on the path: only the client package (installed, or found in client/).
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE")}
+    env["PYTHONPATH"] = str(CLIENT_DIR)
     result = subprocess.run(
         [sys.executable, str(script), live_server.url, rita.token, str(row.pk), str(out)],
         cwd=tmp_path,
