@@ -306,7 +306,7 @@ class Client:
         return dict(self._request("POST", f"/queries/{query_id}/judgments/", json=body, idempotent=True))
 
     def skip(self, lease: str) -> None:
-        self._request("POST", f"/leases/{lease}/skip/", idempotent=True)
+        self._request("POST", f"/leases/{lease}/skip/")  # a repeat would answer 404: not retried
 
     def release(self, lease: str) -> None:
         self._request("POST", f"/leases/{lease}/release/", idempotent=True)
@@ -359,7 +359,8 @@ class Client:
     def run_action(self, run: RunRef, action: str) -> dict[str, Any]:
         if action not in RUN_ACTIONS:
             raise ValueError(f"action must be one of {RUN_ACTIONS}")
-        return dict(self._request("POST", f"/runs/{_run_id(run)}/", json={"action": action}, idempotent=True))
+        # Not retried after a timeout: a repeated cancel or retry may be refused once the first took effect.
+        return dict(self._request("POST", f"/runs/{_run_id(run)}/", json={"action": action}))
 
     def pause(self, run: RunRef) -> dict[str, Any]:
         return self.run_action(run, "pause")

@@ -134,6 +134,14 @@ def test_next_query_judgment_idempotent_rankings_and_exports(live_server, anna, 
     assert first["id"] == again["id"] and Judgment.objects.count() == 1
     with pytest.raises(ValidationError):
         anna.submit_judgment(query["id"], "sideways", lease=query["lease"])
+    second = anna.next_query("pendulum")
+    assert anna.heartbeat(second["lease"])["lease"] == second["lease"]
+    anna.release(second["lease"])
+    anna.release(second["lease"])  # releasing is idempotent
+    third = anna.next_query("pendulum")
+    anna.skip(third["lease"])
+    with pytest.raises(NotFound):
+        anna.skip(third["lease"])
 
     ranking = anna.submit_ranking("pendulum", [["angle_sq"], ["angular_velocity_sq", "torque_sq"]])
     assert ranking["groups"] == [["angle_sq"], ["angular_velocity_sq", "torque_sq"]]
