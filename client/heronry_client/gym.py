@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any, SupportsFloat
 
-import gymnasium
+try:
+    import gymnasium
+except ImportError as error:
+    raise ImportError(f"heronry_client.gym needs gymnasium ({error}): pip install 'heronry-client[gym]'") from error
 import numpy as np
 
 from .reward import RewardModel

@@ -23,9 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from safetensors.torch import load as load_safetensors
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import load as load_safetensors
+except ImportError as error:  # the API client works without them; only this module needs them
+    raise ImportError(
+        f"heronry_client.reward needs torch and safetensors ({error}): pip install 'heronry-client[reward]'"
+    ) from error
 
 if TYPE_CHECKING:
     from .client import Client

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import gymnasium
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+
+try:
+    import gymnasium
+    from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+    from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+except ImportError as error:
+    raise ImportError(
+        f"heronry_client.sb3 needs gymnasium and stable-baselines3 ({error}): pip install 'heronry-client[sb3]'"
+    ) from error
 
 from .reward import RewardModel
 
