@@ -15,7 +15,7 @@ export PYOPENGL_PLATFORM ?= egl
 install: $(VENV)/.installed
 
 # torch first and pinned: it resolves to the local CPU wheel; anything looser pulls CUDA builds.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
