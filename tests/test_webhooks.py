@@ -273,23 +273,25 @@ def test_the_connection_goes_to_the_checked_address(project, researcher, allow_p
     assert receiver.received[0][0]["Host"] == f"hooks.test:{port}"
 
 
-def test_judgments_are_batched_per_endpoint(project_with_queries, researcher, annotator, allow_private, receiver):
+def test_judgments_are_batched_per_endpoint(
+    project_with_queries, researcher, annotator, allow_private, receiver, monkeypatch
+):
     """Many judgments, one flush queued per endpoint; the delivery carries their count and id range."""
     project = project_with_queries
     created = register(project, researcher, receiver.url, [events.WEBHOOK_JUDGMENTS_RECORDED])
     queued: list[tuple[Any, ...]] = []
     from labeling import tasks
 
-    original = tasks.flush_judgment_webhook.apply_async
-    tasks.flush_judgment_webhook.apply_async = lambda args, countdown=None: queued.append((args, countdown))  # type: ignore[method-assign]
-    try:
-        made = []
-        for query in Query.objects.filter(project=project).order_by("id")[:3]:
-            judgment = Judgment.objects.create(query=query, annotator=annotator, choice="left", client_id=uuid.uuid4())
-            made.append(judgment.pk)
-            webhooks.on_judgment_recorded(sender=Judgment, judgment=judgment)
-    finally:
-        tasks.flush_judgment_webhook.apply_async = original  # type: ignore[method-assign]
+    def record(args: Any = None, countdown: Any = None, **kwargs: Any) -> None:
+        queued.append((args, countdown))
+
+    monkeypatch.setattr(tasks.flush_judgment_webhook, "apply_async", record)
+    made = []
+    for query in Query.objects.filter(project=project).order_by("id")[:3]:
+        judgment = Judgment.objects.create(query=query, annotator=annotator, choice="left", client_id=uuid.uuid4())
+        made.append(judgment.pk)
+        webhooks.on_judgment_recorded(sender=Judgment, judgment=judgment)
+    monkeypatch.undo()
     assert queued == [((created["id"],), allow_private.WEBHOOK_JUDGMENT_BATCH_SECONDS)]
     with TestCase.captureOnCommitCallbacks(execute=True):
         webhooks.judgments_flush(created["id"])
