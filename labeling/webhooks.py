@@ -239,6 +239,21 @@ def endpoint_update(endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndpoin
     return endpoint
 
 
+def endpoints_overview(project: Project) -> list[dict[str, Any]]:
+    """The dashboard's list: each endpoint with its newest delivery and how many of its deliveries failed."""
+    rows = []
+    for endpoint in project.webhooks.order_by("id"):
+        deliveries = endpoint.deliveries.order_by("-created_at", "-id")
+        rows.append(
+            {
+                "endpoint": endpoint,
+                "last": deliveries.first(),
+                "failed": deliveries.filter(status=WebhookDeliveryStatus.FAILED).count(),
+            }
+        )
+    return rows
+
+
 # --- Emitting events -------------------------------------------------------------------------------------------
 
 

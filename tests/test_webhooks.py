@@ -359,3 +359,11 @@ def _resolver(names: dict[str, str]):
         return real(host, port, *args, **kwargs)
 
     return getaddrinfo
+
+
+def test_the_dashboard_lists_the_projects_webhooks(project, researcher, allow_private, receiver, client):
+    register(project, researcher, receiver.url, [events.WEBHOOK_REWARD_MODEL_READY])
+    committed(reward_model_ready, project_id=project.pk, reward_model_id=1, version=1)
+    client.force_login(researcher)
+    page = client.get(f"/projects/{project.slug}/").content.decode()
+    assert "Webhooks" in page and receiver.url in page and "Succeeded" in page
