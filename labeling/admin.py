@@ -593,6 +593,7 @@ class JudgmentAdmin(ProjectScopedAdmin):
 
 
 class WebhookEndpointForm(ScopedModelForm):
+    url = forms.URLField(max_length=2000, assume_scheme="https")
     events = forms.MultipleChoiceField(
         choices=sorted(events.WEBHOOK_EVENTS.items()), widget=forms.CheckboxSelectMultiple
     )
