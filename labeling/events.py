@@ -33,6 +33,7 @@ QUEUE_TRAIN = "train"  # reward-model and policy training: long, maybe on a GPU
 SWEEP_LEASES = "labeling.sweep_leases"
 DELIVER_WEBHOOK = "labeling.deliver_webhook"  # one attempt of one webhook delivery (it re-sends itself on failure)
 FLUSH_JUDGMENT_WEBHOOK = "labeling.flush_judgment_webhook"  # the batched "judgments recorded" delivery of one endpoint
+SWEEP_WEBHOOKS = "labeling.sweep_webhooks"  # re-sends deliveries (and judgment batches) whose message was lost
 
 # --- Celery tasks: trainer's (labeling sends some of these by name) --------------------------------------------
 
@@ -53,6 +54,7 @@ TASK_QUEUES: Mapping[str, str] = {
     SWEEP_LEASES: QUEUE_DEFAULT,
     DELIVER_WEBHOOK: QUEUE_DEFAULT,
     FLUSH_JUDGMENT_WEBHOOK: QUEUE_DEFAULT,
+    SWEEP_WEBHOOKS: QUEUE_DEFAULT,
     RENDER_CLIP: QUEUE_RENDER,
     RUN_GENERATING_CLIPS: QUEUE_RENDER,
     RUN_BUILDING_PREFERENCES: QUEUE_DEFAULT,
@@ -82,6 +84,7 @@ STEP_TASKS: Mapping[str, str] = {
 BEAT: Mapping[str, tuple[str, float]] = {
     "sweep-expired-leases": (SWEEP_LEASES, 60.0),
     "sweep-runs": (SWEEP_RUNS, 60.0),
+    "sweep-webhooks": (SWEEP_WEBHOOKS, 300.0),
 }
 
 

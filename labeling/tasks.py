@@ -26,3 +26,11 @@ def flush_judgment_webhook(endpoint_id: int) -> None:
     from . import webhooks
 
     webhooks.judgments_flush(endpoint_id)
+
+
+@shared_task(name=events.SWEEP_WEBHOOKS)
+def sweep_webhooks() -> int:
+    """Re-send webhook deliveries and judgment batches whose task was lost (a broker or worker outage)."""
+    from . import webhooks
+
+    return webhooks.deliveries_sweep()

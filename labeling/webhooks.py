@@ -419,6 +419,29 @@ def deliver(delivery_id: int) -> WebhookDelivery | None:
     return delivery
 
 
+SWEEP_GRACE = timedelta(minutes=15)
+
+
+def deliveries_sweep(*, limit: int = 500) -> int:
+    """Deliveries still pending, or retrying, SWEEP_GRACE after they were due, and judgment batches overdue as
+    long, lost their task (a broker outage, a purge): send them again. The webhook-id stays the same, so a
+    receiver that did get the first try can tell the second from a new message. Returns how many were sent."""
+    from .tasks import deliver_webhook, flush_judgment_webhook
+
+    due = timezone.now() - SWEEP_GRACE
+    lost = WebhookDelivery.objects.filter(
+        Q(status=WebhookDeliveryStatus.PENDING, created_at__lt=due)
+        | Q(status=WebhookDeliveryStatus.RETRYING, next_attempt_at__lt=due)
+    ).order_by("id")
+    ids = list(lost.values_list("pk", flat=True)[:limit])
+    for delivery_id in ids:
+        deliver_webhook.apply_async(args=(delivery_id,))
+    batches = list(WebhookEndpoint.objects.filter(judgments_due_at__lt=due).values_list("pk", flat=True)[:limit])
+    for endpoint_id in batches:
+        flush_judgment_webhook.apply_async(args=(endpoint_id,))
+    return len(ids) + len(batches)
+
+
 def _body(payload: Any) -> bytes:
     import json
 

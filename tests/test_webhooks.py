@@ -367,3 +367,28 @@ def test_the_dashboard_lists_the_projects_webhooks(project, researcher, allow_pr
     client.force_login(researcher)
     page = client.get(f"/projects/{project.slug}/").content.decode()
     assert "Webhooks" in page and receiver.url in page and "Succeeded" in page
+
+
+def test_the_sweep_resends_deliveries_whose_task_was_lost(project, researcher, allow_private, receiver):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    created = register(project, researcher, receiver.url, [events.WEBHOOK_EXPORT_READY])
+    endpoint = WebhookEndpoint.objects.get(pk=created["id"])
+    long_ago = timezone.now() - webhooks.SWEEP_GRACE - timedelta(minutes=1)
+    lost = WebhookDelivery.objects.create(
+        endpoint=endpoint, msg_id="msg_lost", event="export.ready", payload={"type": "export.ready"}
+    )
+    WebhookDelivery.objects.filter(pk=lost.pk).update(created_at=long_ago)
+    WebhookDelivery.objects.create(endpoint=endpoint, msg_id="msg_fresh", event="export.ready", payload={})
+    assert webhooks.deliveries_sweep() == 1
+    assert [headers["webhook-id"] for headers, _ in receiver.received] == ["msg_lost"]
+    assert WebhookDelivery.objects.get(pk=lost.pk).status == "succeeded"
+    assert webhooks.deliveries_sweep() == 0
+
+
+def test_at_most_the_capped_bytes_of_an_answer_are_read(allow_private, receiver):
+    allow_private.WEBHOOK_MAX_RESPONSE_BYTES = 1
+    answer = webhooks.post(receiver.url, b"{}", {})
+    assert answer.status == 200 and answer.body == b"o"
