@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 
 from accounts.typing import AuthenticatedHttpRequest
-from labeling import assignment, events, rankings, revisions, selectors, services
+from labeling import assignment, events, rankings, revisions, selectors, services, webhooks
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError, ValidationFailed
 from labeling.models import Choice, Project, Query, RenderStatus
 from labeling.parsing import loads_bounded, parse_float, parse_int
@@ -110,6 +110,7 @@ def project_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
         "training_chart": trainer_selectors.training_chart(latest_ready),
         "chart_model": latest_ready,
         "quality": selectors.quality_report(project),
+        "webhooks": webhooks.endpoints_overview(project),
         **trainer_selectors.runs_overview(project),
     }
     return render(request, "frontend/project_detail.html", context)

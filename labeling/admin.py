@@ -34,7 +34,8 @@ from django.utils.html import format_html
 from accounts.admin import UserAdmin as AccountsUserAdmin
 from accounts.services import researcher_models_add
 
-from . import environments, events, services, uploads
+from . import environments, events, services, uploads, webhooks
+from .errors import ServiceError
 from .models import (
     Clip,
     Judgment,
@@ -47,6 +48,8 @@ from .models import (
     RenderStatus,
     RewardFactor,
     Rollout,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 User = get_user_model()
@@ -584,6 +587,63 @@ class JudgmentAdmin(ProjectScopedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# --- Webhooks: endpoints registered (and their secret shown once) here or through the API; deliveries viewed ------
+
+
+class WebhookEndpointForm(ScopedModelForm):
+    url = forms.URLField(max_length=2000, assume_scheme="https")
+    events = forms.MultipleChoiceField(
+        choices=sorted(events.WEBHOOK_EVENTS.items()), widget=forms.CheckboxSelectMultiple
+    )
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data.get("url", "")
+        try:
+            return webhooks.url_check(url)
+        except ServiceError as error:
+            raise ValidationError(error.message) from None
+
+    def clean_events(self) -> list[str]:
+        return sorted(set(self.cleaned_data.get("events") or []))
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(ProjectScopedAdmin):
+    """A project's webhook endpoints. The signing secret is shown once, when the endpoint is added."""
+
+    form = WebhookEndpointForm
+    list_display = ("id", "project", "url", "is_active", "created_at")
+    list_filter = ("project", "is_active")
+    search_fields = ("url", "description")
+    add_fields = ("project", "url", "description", "events", "is_active")
+    change_fields = ("url", "description", "events", "is_active")
+
+    def _model_fields(self) -> list[str]:
+        hidden = {"secret", "judgments_sent_through", "judgments_due_at"}
+        return [name for name in super()._model_fields() if name not in hidden]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            obj.secret = webhooks.secret_new()
+            obj.created_by_id = request.user.pk
+            created = webhooks.Judgment.objects.filter(query__project_id=obj.project_id).order_by("-id").first()
+            obj.judgments_sent_through = created.pk if created else 0
+        super().save_model(request, obj, form, change)
+        if not change:
+            messages.warning(request, f"The endpoint's signing secret (shown only now): {obj.secret}")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ProjectScopedAdmin):
+    """The delivery log: viewed here, never written."""
+
+    project_path = "endpoint__project"
+    list_display = ("msg_id", "endpoint", "event", "status", "attempts", "response_code", "created_at")
+    list_filter = ("endpoint__project", "event", "status")
+    search_fields = ("msg_id",)
+    date_hierarchy = "created_at"
 
 
 def view_on_site(request: HttpRequest, content_type_id: str, object_id: str) -> HttpResponseBase:

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .signals import judgment_recorded, ranking_submitted
+from .signals import (
+    export_ready,
+    judgment_recorded,
+    label_budget_reached,
+    ranking_submitted,
+    reward_model_ready,
+    run_state_changed,
+)
 
 # --- queues ---------------------------------------------------------------------------------------------------
 
@@ -24,6 +31,9 @@ QUEUE_TRAIN = "train"  # reward-model and policy training: long, maybe on a GPU
 # --- Celery tasks: labeling's own -----------------------------------------------------------------------------
 
 SWEEP_LEASES = "labeling.sweep_leases"
+DELIVER_WEBHOOK = "labeling.deliver_webhook"  # one attempt of one webhook delivery (it re-sends itself on failure)
+FLUSH_JUDGMENT_WEBHOOK = "labeling.flush_judgment_webhook"  # the batched "judgments recorded" delivery of one endpoint
+SWEEP_WEBHOOKS = "labeling.sweep_webhooks"  # re-sends deliveries (and judgment batches) whose message was lost
 
 # --- Celery tasks: trainer's (labeling sends some of these by name) --------------------------------------------
 
@@ -42,6 +52,9 @@ SWEEP_RUNS = "trainer.sweep_runs"
 # Every task and the queue it runs on (CELERY_TASK_ROUTES is built from this).
 TASK_QUEUES: Mapping[str, str] = {
     SWEEP_LEASES: QUEUE_DEFAULT,
+    DELIVER_WEBHOOK: QUEUE_DEFAULT,
+    FLUSH_JUDGMENT_WEBHOOK: QUEUE_DEFAULT,
+    SWEEP_WEBHOOKS: QUEUE_DEFAULT,
     RENDER_CLIP: QUEUE_RENDER,
     RUN_GENERATING_CLIPS: QUEUE_RENDER,
     RUN_BUILDING_PREFERENCES: QUEUE_DEFAULT,
@@ -71,6 +84,7 @@ STEP_TASKS: Mapping[str, str] = {
 BEAT: Mapping[str, tuple[str, float]] = {
     "sweep-expired-leases": (SWEEP_LEASES, 60.0),
     "sweep-runs": (SWEEP_RUNS, 60.0),
+    "sweep-webhooks": (SWEEP_WEBHOOKS, 300.0),
 }
 
 
@@ -89,4 +103,28 @@ def celery_beat_schedule() -> dict[str, dict[str, object]]:
 SIGNALS = {
     "labeling.ranking_submitted": ranking_submitted,
     "labeling.judgment_recorded": judgment_recorded,
+    "labeling.run_state_changed": run_state_changed,
+    "labeling.reward_model_ready": reward_model_ready,
+    "labeling.label_budget_reached": label_budget_reached,
+    "labeling.export_ready": export_ready,
 }
+
+
+# --- webhook event types (the "type" of a delivery's payload; endpoints subscribe to these) --------------------
+
+WEBHOOK_JUDGMENTS_RECORDED = "judgments.recorded"  # batched: count and id range, at most one per endpoint per N s
+WEBHOOK_RANKING_SUBMITTED = "ranking.submitted"
+WEBHOOK_LABEL_BUDGET_REACHED = "label_budget.reached"
+WEBHOOK_REWARD_MODEL_READY = "reward_model.ready"
+WEBHOOK_RUN_STATE_CHANGED = "run.state_changed"
+WEBHOOK_EXPORT_READY = "export.ready"
+
+WEBHOOK_EVENTS: Mapping[str, str] = {
+    WEBHOOK_JUDGMENTS_RECORDED: "Pairwise judgments recorded (batched: their count and id range)",
+    WEBHOOK_RANKING_SUBMITTED: "A factor ranking was submitted",
+    WEBHOOK_LABEL_BUDGET_REACHED: "A run waiting for its label budget has it and may start",
+    WEBHOOK_REWARD_MODEL_READY: "A reward model finished training",
+    WEBHOOK_RUN_STATE_CHANGED: "A run (an iteration, a retrain, a clip generation, ...) changed state",
+    WEBHOOK_EXPORT_READY: "An export is ready to be fetched",
+}
+"""Every webhook event type with its description."""

@@ -447,3 +447,67 @@ class JudgmentRevision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.judgment_id}: {self.previous_choice} → {self.new_choice}"
+
+
+# --- Webhooks (labeling.webhooks sends them; the event types are in labeling.events) ------------------------------
+
+
+class WebhookEndpoint(models.Model):
+    """A researcher's HTTP(S) endpoint that receives a project's events, signed per the Standard Webhooks spec."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    description = models.CharField(max_length=200, blank=True)
+    events = models.JSONField(default=list, help_text="Event types this endpoint receives (labeling.events).")
+    is_active = models.BooleanField(default=True)
+    # "whsec_" + base64 of 32 random bytes; returned once, when the endpoint is created.
+    secret = models.CharField(max_length=100, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Batching of "judgments.recorded": judgments with ids above this have not been announced yet; a batch is
+    # due (a flush task is on its way) while judgments_due_at is set.
+    judgments_sent_through = models.BigIntegerField(default=0, editable=False)
+    judgments_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["project", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}: {self.url}"
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RETRYING = "retrying", "Retrying"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """One message to one endpoint, with its attempts (the delivery log)."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    msg_id = models.CharField(max_length=64, unique=True)  # the webhook-id header, the same on every attempt
+    event = models.CharField(max_length=64)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=WebhookDeliveryStatus.choices, default="pending")
+    attempts = models.PositiveIntegerField(default=0)
+    response_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Every attempt: {"attempt", "at", "response_code", "error", "duration_ms"}.
+    attempt_log = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["endpoint", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.endpoint_id} ({self.status})"

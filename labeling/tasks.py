@@ -10,3 +10,27 @@ from . import assignment, events
 @shared_task(name=events.SWEEP_LEASES)
 def sweep_leases() -> int:
     return assignment.leases_sweep_expired()
+
+
+@shared_task(name=events.DELIVER_WEBHOOK)
+def deliver_webhook(delivery_id: int) -> None:
+    """One attempt of a webhook delivery (labeling.webhooks.deliver queues the next one on failure)."""
+    from . import webhooks
+
+    webhooks.deliver(delivery_id)
+
+
+@shared_task(name=events.FLUSH_JUDGMENT_WEBHOOK)
+def flush_judgment_webhook(endpoint_id: int) -> None:
+    """The batched "judgments.recorded" delivery of one endpoint."""
+    from . import webhooks
+
+    webhooks.judgments_flush(endpoint_id)
+
+
+@shared_task(name=events.SWEEP_WEBHOOKS)
+def sweep_webhooks() -> int:
+    """Re-send webhook deliveries and judgment batches whose task was lost (a broker or worker outage)."""
+    from . import webhooks
+
+    return webhooks.deliveries_sweep()

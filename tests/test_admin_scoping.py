@@ -46,6 +46,8 @@ from labeling.models import (
     Query,
     QuerySource,
     RenderStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from labeling.services import membership_add, queries_create_random
 from trainer.models import ITERATION_STEPS, PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
@@ -98,6 +100,12 @@ def populate(project: Project, owner: User, annotators: list[User], *, n_clips: 
         algorithm="sac",
         timesteps=10,
         model_file="policies/x.zip",
+    )
+    endpoint = WebhookEndpoint.objects.create(
+        project=project, url=f"https://93.184.215.14/{project.pk}", events=["ranking.submitted"], secret="whsec_AAAA"
+    )
+    WebhookDelivery.objects.create(
+        endpoint=endpoint, msg_id=f"msg_{uuid.uuid4().hex}", event="ranking.submitted", payload={}
     )
 
 
@@ -321,6 +329,8 @@ def baseline_overrides(world: World, model: type[models.Model]) -> dict[str, Any
         ids = sorted(world.b.clips.values_list("pk", flat=True))
         a, b = next((x, y) for x in ids for y in ids if x < y and (x, y) not in asked)
         return {"project": world.b.pk, "clip_a": a, "clip_b": b}
+    if model is WebhookEndpoint:  # a public address literal: no DNS lookup, not refused as private
+        return {"url": "https://93.184.215.14/new", "events": ["ranking.submitted"]}
     return {}
 
 

@@ -54,7 +54,7 @@ from rest_framework.test import APIClient
 from accounts.models import Role, User
 from accounts.services import user_create
 from labeling import assignment
-from labeling.models import FactorRanking, Judgment, Lease, Project, ProjectRole, Query
+from labeling.models import FactorRanking, Judgment, Lease, Project, ProjectRole, Query, WebhookEndpoint
 from labeling.services import membership_add, queries_create_random
 from tests.conftest import PASSWORD, add_fake_clips, make_project
 
@@ -147,6 +147,13 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-rankings", "POST"): api_members(201),
     ("api-export-judgments", "GET"): api_researcher_only(200),
     ("api-export-preferences", "GET"): api_researcher_only(200),
+    # --- API: webhooks (researchers only) ---
+    ("api-webhooks", "GET"): api_researcher_only(200),
+    ("api-webhooks", "POST"): api_researcher_only(201),
+    ("api-webhook", "GET"): api_researcher_only(200),
+    ("api-webhook", "PATCH"): api_researcher_only(200),
+    ("api-webhook", "DELETE"): api_researcher_only(204),
+    ("api-webhook-deliveries", "GET"): api_researcher_only(200),
     # --- API: reward models, the loop, policies ---
     ("api-reward-models", "GET"): api_researcher_only(200),
     ("api-reward-models", "POST"): api_researcher_only(202),
@@ -205,6 +212,7 @@ class World:
     preference_set: Any
     iteration: Any  # finished, so a new one may start
     policy: Any
+    webhook: WebhookEndpoint
 
     def path_kwargs(self) -> dict[str, Any]:
         """Values for every path parameter name the URL configuration uses."""
@@ -218,6 +226,7 @@ class World:
             "model_id": self.reward_model.pk,
             "run_id": self.iteration.pk,
             "policy_id": self.policy.pk,
+            "webhook_id": self.webhook.pk,
         }
 
 
@@ -295,6 +304,9 @@ def seed_world() -> World:
     policy = PolicyCheckpoint(project=project, run=iteration, reward_model=reward_model, algorithm="sac", timesteps=100)
     policy.model_file.save("policy.zip", ContentFile(b"PK\x05\x06" + bytes(18)), save=False)
     policy.save()
+    webhook = WebhookEndpoint.objects.create(
+        project=project, url="https://93.184.215.14/hook", events=["ranking.submitted"], secret="whsec_AAAA"
+    )
     for user in (researcher, annotator, outsider, other_researcher):
         Token.objects.get_or_create(user=user)
     return World(
@@ -316,6 +328,7 @@ def seed_world() -> World:
         preference_set=preference_set,
         iteration=iteration,
         policy=policy,
+        webhook=webhook,
     )
 
 
@@ -350,6 +363,9 @@ BODIES: dict[tuple[str, str], Body] = {
     },
     ("api-judgment-detail", "PATCH"): lambda w, who: {"choice": "right"},
     ("api-rankings", "POST"): lambda w, who: {"groups": RANKING_GROUPS},
+    # A public address literal: no DNS lookup, and not refused as private.
+    ("api-webhooks", "POST"): lambda w, who: {"url": "https://93.184.215.14/hooks", "events": ["ranking.submitted"]},
+    ("api-webhook", "PATCH"): lambda w, who: {"description": "matrix", "is_active": False},
     ("api-reward-models", "POST"): lambda w, who: {},
     ("api-runs", "POST"): lambda w, who: {},
     ("api-run", "POST"): lambda w, who: {"action": "pause"},

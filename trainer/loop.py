@@ -40,6 +40,7 @@ from labeling import events
 from labeling.errors import Conflict, ValidationFailed
 from labeling.models import Judgment, Project, QuerySource
 from labeling.services import send_task_by_name
+from labeling.signals import label_budget_reached, run_state_changed
 
 from .core.loop_settings import LoopSettings
 from .models import COALESCING_KINDS, FINISHED_STATES, ITERATION_STEPS, KIND_STEPS, STEP_STATES, Run, RunKind, RunState
@@ -255,6 +256,11 @@ def run_maybe_start(run: Run, *, force: bool = False) -> bool:
         return False
     if started:
         run.refresh_from_db()
+        if budget is not None:
+            labels = pairwise_labels(run.project)
+            if labels >= budget:
+                _after_commit(label_budget_reached, project_id=run.project_id, run_id=run.pk, labels=labels)
+        _announce_state(run, RunState.QUEUED)
         _send_step(run.pk, first)
     return bool(started)
 
@@ -293,9 +299,11 @@ def run_cancel(run: Run) -> None:
         .exclude(state__in=FINISHED_STATES)
         .update(state=RunState.CANCELLED, message="Cancelled", finished_at=timezone.now(), heartbeat_at=None)
     )
+    previous = run.state
     run.refresh_from_db()
     if not cancelled:
         raise Conflict(f"{run.title} is already {run.state}")
+    _announce_state(run, previous)
     runs_start_next(run.project_id)
 
 
@@ -343,6 +351,7 @@ def run_retry(run: Run) -> None:
         raise Conflict("another run of this project is active; retry once it has finished") from None
     run.refresh_from_db()
     if retried:
+        _announce_state(run, RunState.FAILED)
         _send_step(run.pk, step)
 
 
@@ -490,6 +499,7 @@ def _advance(run: Run, state: str, result: dict[str, Any]) -> None:
     if not moved:  # cancelled meanwhile: keep the cancellation
         return
     run.refresh_from_db()
+    _announce_state(run, state)
     if last:
         _queue_follow_up(run)
         runs_start_next(run.project_id)
@@ -498,7 +508,7 @@ def _advance(run: Run, state: str, result: dict[str, Any]) -> None:
 
 
 def _fail(run: Run, state: str, error: str) -> None:
-    Run.objects.filter(pk=run.pk, state=state).update(
+    failed = Run.objects.filter(pk=run.pk, state=state).update(
         state=RunState.FAILED,
         error=f"{RunState(state).label}: {error}"[:5000],
         message="Failed",
@@ -506,7 +516,33 @@ def _fail(run: Run, state: str, error: str) -> None:
         finished_at=timezone.now(),
     )
     run.refresh_from_db()
+    if failed:
+        _announce_state(run, state)
     runs_start_next(run.project_id)
+
+
+def _after_commit(signal: Any, **kwargs: Any) -> None:
+    """Send one of labeling's signals once the current transaction commits (labeling turns it into webhooks)."""
+
+    def send() -> None:
+        try:
+            signal.send(sender=Run, **kwargs)
+        except Exception:  # a listener's failure must not fail the run
+            logger.exception("run %s: a listener of %s failed", kwargs.get("run_id"), signal)
+
+    transaction.on_commit(send)
+
+
+def _announce_state(run: Run, previous: str) -> None:
+    """The run moved from ``previous`` to its current state: tell labeling's listeners (webhooks) after commit."""
+    _after_commit(
+        run_state_changed,
+        project_id=run.project_id,
+        run_id=run.pk,
+        kind=str(run.kind),
+        state=str(run.state),
+        previous=str(previous),
+    )
 
 
 def _queue_follow_up(run: Run) -> None:

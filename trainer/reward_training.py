@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.db import transaction
 from django.db.models import Max
 
 from labeling.files import store_file
 from labeling.models import Clip, Project
+from labeling.signals import reward_model_ready
 
 from .core import rollouts
 from .core.features import check_same_length, stack_clip_features
@@ -138,7 +141,17 @@ def reward_model_train(
         reward_model.history = json_safe([dataclasses.asdict(epoch) for epoch in result.history])
         reward_model.status = RewardModelStatus.READY
         reward_model.save()
+        ready = {"project_id": project.pk, "reward_model_id": reward_model.pk, "version": reward_model.version}
+        transaction.on_commit(lambda: _announce_ready(**ready))
     except Exception as error:
         RewardModel.objects.filter(pk=reward_model.pk).update(status=RewardModelStatus.FAILED, error=str(error)[:5000])
         raise
     return reward_model
+
+
+def _announce_ready(**ready: Any) -> None:
+    """Tell labeling's listeners (webhooks) that a reward model is ready; their failure is not the training's."""
+    try:
+        reward_model_ready.send(sender=RewardModel, **ready)
+    except Exception:
+        logging.getLogger(__name__).exception("reward model %s: a listener failed", ready.get("reward_model_id"))

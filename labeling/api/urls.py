@@ -2,7 +2,7 @@ from django.urls import path
 
 import labeling.converters  # noqa: F401  (registers the bounded <id:...> path converter)
 
-from . import views
+from . import views, webhook_views
 
 urlpatterns = [
     path("projects/", views.ProjectListView.as_view(), name="api-projects"),
@@ -12,6 +12,13 @@ urlpatterns = [
     path("projects/<slug:slug>/queries/next/", views.NextQueryView.as_view(), name="api-query-next"),
     path("projects/<slug:slug>/export/judgments", views.JudgmentExportView.as_view(), name="api-export-judgments"),
     path("projects/<slug:slug>/rankings/", views.RankingListView.as_view(), name="api-rankings"),
+    path("projects/<slug:slug>/webhooks/", webhook_views.WebhookListView.as_view(), name="api-webhooks"),
+    path("webhooks/<id:webhook_id>/", webhook_views.WebhookDetailView.as_view(), name="api-webhook"),
+    path(
+        "webhooks/<id:webhook_id>/deliveries/",
+        webhook_views.WebhookDeliveryListView.as_view(),
+        name="api-webhook-deliveries",
+    ),
     path("queries/<id:query_id>/judgments/", views.JudgmentCreateView.as_view(), name="api-judgments"),
     path("judgments/<id:judgment_id>/", views.JudgmentDetailView.as_view(), name="api-judgment-detail"),
     path("judgments/<id:judgment_id>/undo/", views.JudgmentUndoView.as_view(), name="api-judgment-undo"),

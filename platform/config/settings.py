@@ -259,6 +259,17 @@ HERONRY = {
     "RUN_STALE_SECONDS": env_int("RUN_STALE_SECONDS", env_int("ITERATION_STALE_SECONDS", 120, minimum=1), minimum=1),
 }
 
+# --- Webhooks (labeling/webhooks.py) ----------------------------------------------------------------------
+# Endpoints whose host resolves to a loopback, private, link-local, multicast or reserved address are refused, at
+# registration and at every delivery, unless WEBHOOK_ALLOW_PRIVATE (a receiver on the same host or network).
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+WEBHOOK_CONNECT_TIMEOUT = env_int("WEBHOOK_CONNECT_TIMEOUT", 5, minimum=1)  # seconds
+WEBHOOK_READ_TIMEOUT = env_int("WEBHOOK_READ_TIMEOUT", 10, minimum=1)  # seconds, for the whole response
+WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 65536, minimum=0)  # read at most; rest dropped
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 5, minimum=1)
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 30, minimum=0)  # 30 s, 60 s, 120 s, 240 s
+WEBHOOK_JUDGMENT_BATCH_SECONDS = env_int("WEBHOOK_JUDGMENT_BATCH_SECONDS", 60, minimum=0)
+
 # --- Environments ---------------------------------------------------------------------------------------
 # Gymnasium ids a project may use (fnmatch patterns): any registered id that matches works without code, its
 # factors named as factor sources in the project spec. Default: classic control, Box2D when it is installed,
