@@ -6,6 +6,8 @@ from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("account/tokens/", views.account_tokens, name="account-tokens"),
+    path("account/tokens/<id:token_id>/revoke/", views.account_token_revoke, name="account-token-revoke"),
     path("projects/new/", views.project_new, name="project-new"),
     path("projects/<slug:slug>/", views.project_detail, name="project-detail"),
     path("projects/<slug:slug>/train/", views.project_train, name="project-train"),

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from accounts import tokens
 from accounts.typing import AuthenticatedHttpRequest
 from labeling import assignment, events, rankings, revisions, selectors, services, webhooks
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError, ValidationFailed
@@ -435,3 +438,59 @@ def lease_heartbeat(request: AuthenticatedHttpRequest, token: uuid.UUID) -> Json
 def lease_release(request: AuthenticatedHttpRequest, token: uuid.UUID) -> HttpResponse:
     assignment.lease_release(token=token, annotator=request.user)
     return HttpResponse(status=204)
+
+
+TOKEN_MAX_DAYS = 3650
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account_tokens(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Your API tokens: list, create (the secret is shown on this one answer only), revoke."""
+    projects = list(selectors.projects_for_user(request.user).order_by("slug"))
+    context: dict = {"projects": projects, "created": None, "secret": None, "error": ""}
+    if request.method == "POST":
+        name = request.POST.get("name", "").strip()
+        slug = request.POST.get("project", "").strip()
+        days_text = request.POST.get("expires_days", "").strip()
+        try:
+            days = parse_int(days_text, name="expires_days", minimum=1, maximum=TOKEN_MAX_DAYS) if days_text else 0
+        except ServiceError:
+            days = -1
+        project_id = next((p.pk for p in projects if p.slug == slug), None) if slug else None
+        if slug and project_id is None:
+            context["error"] = "No such project."
+        elif days < 0:
+            context["error"] = f"The expiry is 1 to {TOKEN_MAX_DAYS} days, or empty for none."
+        else:
+            try:
+                token, secret = tokens.token_create(
+                    user=request.user,
+                    name=name,
+                    project_id=project_id,
+                    read_only=request.POST.get("read_only") == "on",
+                    expires_at=timezone.now() + timedelta(days=days) if days else None,
+                )
+            except ValueError as error:
+                context["error"] = str(error).capitalize() + "."
+            else:
+                context["created"], context["secret"] = token, secret
+    slugs = {p.pk: p.slug for p in projects}
+    context["rows"] = [
+        {"token": t, "project": slugs.get(t.project_id, t.project_id) if t.project_id else None}
+        for t in tokens.tokens_for_user(request.user)
+    ]
+    context["now"] = timezone.now()
+    status = 400 if context["error"] else 200
+    response = render(request, "frontend/account_tokens.html", context, status=status)
+    response["Cache-Control"] = "no-store"  # the page may hold a secret
+    return response
+
+
+@login_required
+@require_POST
+def account_token_revoke(request: AuthenticatedHttpRequest, token_id: int) -> HttpResponse:
+    if not tokens.token_revoke(user=request.user, token_id=token_id):
+        raise Http404("no such token")
+    messages.success(request, "Token revoked.")
+    return redirect("account-tokens")

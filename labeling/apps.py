@@ -6,6 +6,9 @@ class LabelingConfig(AppConfig):
     verbose_name = "Labeling"
 
     def ready(self) -> None:
-        from . import webhooks
+        from accounts.tokens import project_resolver_set
+
+        from . import selectors, webhooks
 
         webhooks.connect()
+        project_resolver_set(selectors.project_id_for_token)

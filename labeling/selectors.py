@@ -28,6 +28,15 @@ def project_for_member(*, slug: str, user: User) -> Project:
     return project
 
 
+def project_id_for_token(user: User, project: str) -> int | None:
+    """A project the user belongs to, named by slug or id, for an API token's scope; None if none."""
+    projects = projects_for_user(user)
+    found = projects.filter(slug=project).values_list("pk", flat=True).first()
+    if found is None and project.isdigit() and len(project) <= 18:
+        found = projects.filter(pk=int(project)).values_list("pk", flat=True).first()
+    return found
+
+
 def project_role(*, project: Project, user: User) -> str | None:
     if user.is_superuser:
         return ProjectRole.RESEARCHER

@@ -51,8 +51,9 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from accounts.models import Role, User
+from accounts.models import ApiToken, Role, User
 from accounts.services import user_create
+from accounts.tokens import token_create
 from labeling import assignment
 from labeling.models import FactorRanking, Judgment, Lease, Project, ProjectRole, Query, WebhookEndpoint
 from labeling.services import membership_add, queries_create_random
@@ -124,6 +125,14 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("login", "PUT"): everyone(302, anonymous=200),  # Django's ProcessFormView answers PUT like POST
     ("logout", "POST"): everyone(302),
     ("api-token", "POST"): everyone(200, anonymous=400),  # personas send their password; anonymous sends nothing
+    # Named API tokens: each persona sees and makes their own; the world's token is the researcher's, so anyone
+    # else revoking it is told there is no such token.
+    ("api-tokens", "GET"): everyone(200, anonymous=UNAUTHENTICATED),
+    ("api-tokens", "POST"): everyone(201, anonymous=UNAUTHENTICATED),
+    ("api-token-detail", "DELETE"): everyone(404, anonymous=UNAUTHENTICATED) | {"researcher": 204},
+    ("account-tokens", "GET"): everyone(200, anonymous=TO_LOGIN),
+    ("account-tokens", "POST"): everyone(200, anonymous=TO_LOGIN),
+    ("account-token-revoke", "POST"): everyone(404, anonymous=TO_LOGIN) | {"researcher": 302},
     ("api-schema", "GET"): everyone(200),
     ("api-docs", "GET"): everyone(200),
     # --- API: projects, clips, queries, judgments, leases ---
@@ -213,6 +222,7 @@ class World:
     iteration: Any  # finished, so a new one may start
     policy: Any
     webhook: WebhookEndpoint
+    api_token: ApiToken  # the researcher's
 
     def path_kwargs(self) -> dict[str, Any]:
         """Values for every path parameter name the URL configuration uses."""
@@ -227,6 +237,7 @@ class World:
             "run_id": self.iteration.pk,
             "policy_id": self.policy.pk,
             "webhook_id": self.webhook.pk,
+            "token_id": self.api_token.pk,
         }
 
 
@@ -309,6 +320,7 @@ def seed_world() -> World:
     )
     for user in (researcher, annotator, outsider, other_researcher):
         Token.objects.get_or_create(user=user)
+    api_token, _secret = token_create(user=researcher, name="matrix")
     return World(
         users={
             "researcher": researcher,
@@ -329,6 +341,7 @@ def seed_world() -> World:
         iteration=iteration,
         policy=policy,
         webhook=webhook,
+        api_token=api_token,
     )
 
 
@@ -352,6 +365,8 @@ RANKING_GROUPS = [["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]]
 # page bodies are form fields.
 Body = Callable[[World, str], dict[str, Any]]
 BODIES: dict[tuple[str, str], Body] = {
+    ("api-tokens", "POST"): lambda w, who: {"name": f"{who}'s script"},
+    ("account-tokens", "POST"): lambda w, who: {"name": f"{who}'s script"},
     ("api-token", "POST"): lambda w, who: (
         {} if who == "anonymous" else {"username": w.users[who].username, "password": PASSWORD}
     ),

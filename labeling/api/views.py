@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db.models import Model, QuerySet
 from django.http import StreamingHttpResponse
@@ -13,10 +13,11 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.tokens import token_project_id
 from accounts.typing import AuthenticatedRequest
 from labeling import assignment, exports, project_specs, rankings, revisions, selectors, services
-from labeling.errors import NotFound, ServiceError
-from labeling.models import Choice, Membership, Project, Query
+from labeling.errors import LeaseInvalid, NotFound, ServiceError
+from labeling.models import Choice, Judgment, Lease, Membership, Project, Query
 from labeling.parsing import parse_optional_int
 
 from .errors import error_response
@@ -49,9 +50,32 @@ def require_researcher(request: AuthenticatedRequest, project) -> None:
         raise _Forbidden("only the project's researchers may do this")
 
 
+def member_projects(request: AuthenticatedRequest) -> QuerySet[Project]:
+    """The projects the caller belongs to, narrowed to its token's project when the token is scoped to one."""
+    projects = selectors.projects_for_user(request.user)
+    scope = token_project_id(request.auth)
+    return projects if scope is None else projects.filter(pk=scope)
+
+
+def member_project(request: AuthenticatedRequest, slug: str) -> Project:
+    """The project, if the caller belongs to it (and its token may reach it); otherwise the same 404 as a project
+    that does not exist: neither outsiders nor a token scoped to another project learn that it exists."""
+    project = member_projects(request).filter(slug=slug).first()
+    if project is None:
+        raise NotFound("no such project")
+    return project
+
+
+def outside_token_scope(request: AuthenticatedRequest, queryset: QuerySet[Any], **lookup: Any) -> bool:
+    """Whether the row ``lookup`` names lies outside the project the request's token is scoped to (False when the
+    token is not scoped). ``queryset``'s model must reach its project through ``query__project``."""
+    scope = token_project_id(request.auth)
+    return scope is not None and not queryset.filter(query__project_id=scope, **lookup).exists()
+
+
 def researcher_project(request: AuthenticatedRequest, slug: str) -> Project:
     """The project, for its researchers; 404 for non-members (no existence oracle), 403 for annotators."""
-    project = selectors.project_for_member(slug=slug, user=request.user)
+    project = member_project(request, slug)
     require_researcher(request, project)
     return project
 
@@ -66,7 +90,7 @@ def visible_object(queryset: QuerySet[_M], *, pk: int, request: AuthenticatedReq
     tell another project's objects from missing ones. Inside a project the caller belongs to, researcher-only
     routes may still answer 403 afterwards (the project's existence is known to its members).
     """
-    member_of = selectors.projects_for_user(request.user).values("pk")
+    member_of = member_projects(request).values("pk")
     found = queryset.filter(pk=pk, project__in=member_of).first()
     if found is None:
         raise NotFound(f"no such {name}")
@@ -76,7 +100,7 @@ def visible_object(queryset: QuerySet[_M], *, pk: int, request: AuthenticatedReq
 class ProjectListView(APIView):
     @extend_schema(responses=ProjectSerializer(many=True), summary="Projects you belong to")
     def get(self, request: AuthenticatedRequest) -> Response:
-        projects = list(selectors.projects_for_user(request.user).prefetch_related("factors"))
+        projects = list(member_projects(request).prefetch_related("factors"))
         data = ProjectSerializer(projects, many=True, context={"roles": _roles(request.user, projects)}).data
         return Response(data)
 
@@ -92,6 +116,8 @@ class ProjectListView(APIView):
     def post(self, request: AuthenticatedRequest) -> Response:
         if not request.user.is_researcher:
             raise _Forbidden("only researchers may create projects")
+        if token_project_id(request.auth) is not None:
+            raise _Forbidden("a token scoped to a project cannot create projects")
         if isinstance(request.data, dict) and "spec" in request.data:
             body = ProjectSpecBodySerializer(data=request.data)
             body.is_valid(raise_exception=True)
@@ -107,7 +133,7 @@ class ProjectListView(APIView):
 class ProjectDetailView(APIView):
     @extend_schema(responses=ProjectSerializer, summary="One project with its reward factors")
     def get(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
+        project = member_project(request, slug)
         roles = _roles(request.user, [project])
         return Response(ProjectSerializer(project, context={"roles": roles}).data)
 
@@ -148,7 +174,7 @@ class ClipListView(APIView):
         summary="The project's clips, cursor-paginated",
     )
     def get(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
+        project = member_project(request, slug)
         iteration = parse_optional_int(
             request.query_params.get("iteration"), name="iteration", minimum=0, maximum=1_000_000_000
         )
@@ -198,7 +224,7 @@ _NEXT_RESPONSE = inline_serializer(
 class NextQueryView(APIView):
     @extend_schema(request=None, responses=_NEXT_RESPONSE, summary="Lease your next query")
     def post(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
+        project = member_project(request, slug)
         result = assignment.lease_next_query(project=project, annotator=request.user)
         if result.lease is None:
             return Response({"query": None, "reason": result.reason, "message": result.message})
@@ -239,6 +265,8 @@ class JudgmentDetailView(APIView):
         summary="Revise one of your answers (the earlier choice is kept as a revision)",
     )
     def patch(self, request: AuthenticatedRequest, judgment_id: int) -> Response:
+        if outside_token_scope(request, Judgment.objects.all(), pk=judgment_id):
+            raise NotFound("no such judgment of yours")
         choice = request.data.get("choice") if isinstance(request.data, dict) else None
         judgment = revisions.judgment_revise(judgment_id=judgment_id, annotator=request.user, choice=str(choice))
         return Response(JudgmentSerializer(judgment).data)
@@ -251,6 +279,8 @@ class JudgmentUndoView(APIView):
         summary="Take back your last answer (within 30 s); the pair comes back to you, leased",
     )
     def post(self, request: AuthenticatedRequest, judgment_id: int) -> Response:
+        if outside_token_scope(request, Judgment.objects.all(), pk=judgment_id):
+            raise NotFound("no such judgment of yours")
         lease = revisions.judgment_undo(judgment_id=judgment_id, annotator=request.user)
         lease.query = Query.objects.select_related("clip_a", "clip_b").get(pk=lease.query_id)
         return Response({"query": lease_payload(request, lease), "reason": None, "message": None})
@@ -265,6 +295,8 @@ class LeaseHeartbeatView(APIView):
         summary="Keep a lease alive",
     )
     def post(self, request: AuthenticatedRequest, token: str) -> Response:
+        if outside_token_scope(request, Lease.objects.all(), token=_uuid(token)):
+            raise LeaseInvalid("this lease does not exist or is not yours")
         lease = assignment.lease_heartbeat(token=_uuid(token), annotator=request.user)
         return Response({"lease": str(lease.token), "expires_at": lease.expires_at.isoformat()})
 
@@ -272,6 +304,8 @@ class LeaseHeartbeatView(APIView):
 class LeaseSkipView(APIView):
     @extend_schema(request=None, responses={204: None}, summary="Skip a leased pair; it is not offered to you again")
     def post(self, request: AuthenticatedRequest, token: str) -> Response:
+        if outside_token_scope(request, Lease.objects.all(), token=_uuid(token)):
+            raise NotFound("no such lease")
         if not assignment.lease_skip(token=_uuid(token), annotator=request.user):
             raise NotFound("no such lease")
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -280,6 +314,8 @@ class LeaseSkipView(APIView):
 class LeaseReleaseView(APIView):
     @extend_schema(request=None, responses={204: None}, summary="Give a leased query back")
     def post(self, request: AuthenticatedRequest, token: str) -> Response:
+        if outside_token_scope(request, Lease.objects.all(), token=_uuid(token)):
+            return Response(status=status.HTTP_204_NO_CONTENT)  # releasing nothing is fine, as for any lease
         assignment.lease_release(token=_uuid(token), annotator=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -320,7 +356,7 @@ class RankingListView(APIView):
         responses=RankingSerializer(many=True), summary="Rankings: yours, or every annotator's for researchers"
     )
     def get(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
+        project = member_project(request, slug)
         visible = project.rankings.select_related("annotator")
         if not selectors.is_project_researcher(project=project, user=request.user):
             visible = visible.filter(annotator=request.user)
@@ -332,7 +368,7 @@ class RankingListView(APIView):
         summary="Submit your factor ranking (becomes your current one; earlier ones are kept)",
     )
     def post(self, request: AuthenticatedRequest, slug: str) -> Response:
-        project = selectors.project_for_member(slug=slug, user=request.user)
+        project = member_project(request, slug)
         if not project.has_ranking:
             raise _Forbidden("this project does not collect factor rankings")
         payload = RankingCreateSerializer(data=request.data)

@@ -20,8 +20,10 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from . import lockout
+from . import lockout, tokens
 from .client_ip import client_ip
+from .models import ApiToken
+from .typing import AuthenticatedRequest
 
 
 class TokenThrottle(AnonRateThrottle):
@@ -67,3 +69,79 @@ class ObtainTokenView(APIView):
         lockout.forget_failures(request=request, username=user.get_username())
         token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    """A token as listed: never its secret (only its prefix)."""
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "prefix", "project_id", "read_only", "expires_at", "last_used_at", "created_at"]
+        read_only_fields = fields
+
+
+class ApiTokenCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=tokens.MAX_NAME)
+    project = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=64, help_text="A project slug or id."
+    )
+    read_only = serializers.BooleanField(default=False)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class ApiTokenCreatedSerializer(ApiTokenSerializer):
+    token = serializers.CharField(help_text="The secret: shown this once, never again.")
+
+    class Meta(ApiTokenSerializer.Meta):
+        fields = [*ApiTokenSerializer.Meta.fields, "token"]
+        read_only_fields = fields
+
+
+def _refuse_named_tokens(request: Request) -> None:
+    """Tokens are managed with a login session or the account token, not with a named (maybe scoped) token."""
+    if isinstance(request.auth, ApiToken):
+        raise exceptions.PermissionDenied("API tokens cannot manage API tokens; sign in or use the account token.")
+
+
+class ApiTokenListView(APIView):
+    @extend_schema(responses=ApiTokenSerializer(many=True), summary="Your API tokens (never their secrets)")
+    def get(self, request: AuthenticatedRequest) -> Response:
+        _refuse_named_tokens(request)
+        return Response(ApiTokenSerializer(tokens.tokens_for_user(request.user), many=True).data)
+
+    @extend_schema(
+        request=ApiTokenCreateSerializer,
+        responses={201: ApiTokenCreatedSerializer},
+        summary="Create an API token; the response holds its secret, shown once",
+    )
+    def post(self, request: AuthenticatedRequest) -> Response:
+        _refuse_named_tokens(request)
+        body = ApiTokenCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        project_id = None
+        if data.get("project"):
+            project_id = tokens.project_id_for(request.user, str(data["project"]))
+            if project_id is None:
+                raise exceptions.ValidationError({"project": ["no such project"]})
+        try:
+            token, secret = tokens.token_create(
+                user=request.user,
+                name=data["name"],
+                project_id=project_id,
+                read_only=data["read_only"],
+                expires_at=data.get("expires_at"),
+            )
+        except ValueError as error:
+            raise exceptions.ValidationError({"non_field_errors": [str(error)]}) from None
+        token.token = secret  # type: ignore[attr-defined]  # on this answer only; never stored
+        return Response(ApiTokenCreatedSerializer(token).data, status=201)
+
+
+class ApiTokenDetailView(APIView):
+    @extend_schema(responses={204: None}, summary="Revoke one of your API tokens")
+    def delete(self, request: AuthenticatedRequest, token_id: int) -> Response:
+        _refuse_named_tokens(request)
+        if not tokens.token_revoke(user=request.user, token_id=token_id):
+            raise exceptions.NotFound("no such token")
+        return Response(status=204)

@@ -3,7 +3,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 import labeling.converters  # noqa: F401  (registers the bounded <id:...> path converter)
-from accounts.api import ObtainTokenView
+from accounts.api import ApiTokenDetailView, ApiTokenListView, ObtainTokenView
 from labeling.admin import view_on_site as admin_view_on_site
 from labeling.media import clip_media
 
@@ -12,6 +12,8 @@ admin.site.site_title = "Heronry admin"
 
 api_v1: list[URLPattern | URLResolver] = [
     path("auth/token/", ObtainTokenView.as_view(), name="api-token"),
+    path("auth/tokens/", ApiTokenListView.as_view(), name="api-tokens"),
+    path("auth/tokens/<id:token_id>/", ApiTokenDetailView.as_view(), name="api-token-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
         "docs/",
