@@ -85,8 +85,13 @@ class ApiTokenCreateSerializer(serializers.Serializer):
     project = serializers.CharField(
         required=False, allow_null=True, allow_blank=True, max_length=64, help_text="A project slug or id."
     )
-    read_only = serializers.BooleanField(default=False)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        # Added here, not as a class attribute: a field named read_only would shadow Field.read_only.
+        fields["read_only"] = serializers.BooleanField(default=False, help_text="Only GET, HEAD and OPTIONS.")
+        return fields
 
 
 class ApiTokenCreatedSerializer(ApiTokenSerializer):
