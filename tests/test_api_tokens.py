@@ -168,3 +168,32 @@ def test_the_page_refuses_another_users_project(client, outsider, project):
     answer = client.post(reverse("account-tokens"), {"name": "x", "project": project.slug})
     assert answer.status_code == 400
     assert not ApiToken.objects.filter(user=outsider).exists()
+
+
+def test_a_scoped_token_cannot_reach_another_projects_objects_by_id(project_with_queries, researcher, annotator):
+    from labeling import assignment
+    from labeling.models import ProjectRole, WebhookEndpoint
+    from labeling.services import membership_add
+
+    project = project_with_queries
+    other = make_project(researcher, slug="other")
+    membership_add(project=other, user=annotator, role=ProjectRole.ANNOTATOR)
+    webhook = WebhookEndpoint.objects.create(
+        project=project, url="https://93.184.215.14/hook", events=["ranking.submitted"], secret="whsec_AAAA"
+    )
+    _, scoped = token_create(user=researcher, name="other only", project_id=other.pk)
+    hidden = bearer(scoped).get(f"/api/v1/webhooks/{webhook.pk}/")
+    missing = bearer(scoped).get(f"/api/v1/webhooks/{webhook.pk + 1000}/")
+    assert hidden.status_code == missing.status_code == 404 and hidden.content == missing.content
+    _, wide = token_create(user=researcher, name="all")
+    assert bearer(wide).get(f"/api/v1/webhooks/{webhook.pk}/").status_code == 200
+
+    lease = assignment.lease_next_query(project=project, annotator=annotator).lease
+    assert lease is not None
+    _, annotator_scoped = token_create(user=annotator, name="other only", project_id=other.pk)
+    client = bearer(annotator_scoped)
+    refused = client.post(f"/api/v1/leases/{lease.token}/heartbeat/")
+    unknown = client.post("/api/v1/leases/00000000-0000-4000-8000-000000000000/heartbeat/")
+    assert refused.status_code == unknown.status_code == 409 and refused.content == unknown.content
+    _, annotator_wide = token_create(user=annotator, name="all")
+    assert bearer(annotator_wide).post(f"/api/v1/leases/{lease.token}/heartbeat/").status_code == 200
