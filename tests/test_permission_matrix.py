@@ -147,6 +147,8 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-rankings", "POST"): api_members(201),
     ("api-export-judgments", "GET"): api_researcher_only(200),
     ("api-export-preferences", "GET"): api_researcher_only(200),
+    ("api-export-clips", "GET"): api_researcher_only(200),
+    ("api-export-rankings", "GET"): api_researcher_only(200),
     # --- API: reward models, the loop, policies ---
     ("api-reward-models", "GET"): api_researcher_only(200),
     ("api-reward-models", "POST"): api_researcher_only(202),
