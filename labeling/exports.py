@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import DateTimeField, F, Func, QuerySet
 
 from .models import Choice, Clip, FactorRanking, Judgment, Project
 
@@ -60,7 +60,34 @@ def stream(export: Export, fmt: str) -> Iterator[bytes]:
     raise ValueError(f"unknown export format {fmt!r}")
 
 
-def db_rows(queryset: QuerySet[Any], *fields: str) -> Iterator[tuple[Any, ...]]:
+class IsoUtc(Func):
+    """A timestamp as ISO 8601 text in UTC, made by PostgreSQL (``to_char``): its datetime parsing is in Python and
+    was two thirds of the cost of reading judgments. Elsewhere the datetime itself; "time" columns take either."""
+
+    template = "%(expressions)s"
+    output_field = DateTimeField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        from django.db.models import TextField
+
+        return self.as_sql(
+            compiler,
+            connection,
+            template="to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')",
+            output_field=TextField(),
+            **extra,
+        )
+
+
+def iso_utc(field: str) -> IsoUtc:
+    return IsoUtc(F(field))
+
+
+def _iso(value: Any) -> str:
+    return value if isinstance(value, str) else value.isoformat()
+
+
+def db_rows(queryset: QuerySet[Any], *fields: str | IsoUtc) -> Iterator[tuple[Any, ...]]:
     """``queryset.values_list(*fields)`` streamed in chunks: a server-side cursor inside a transaction (no WITH HOLD
     on PostgreSQL, so the first rows leave before the last are read). Never builds a list of the whole result."""
     with transaction.atomic(using=queryset.db):
@@ -96,7 +123,7 @@ def _json_column(kind: Kind, values: Sequence[Any]) -> Iterable[str]:
     if kind == "str":
         return map(_json_str, values)
     if kind in ("uuid", "time"):
-        return ["null" if v is None else f'"{v if kind == "uuid" else v.isoformat()}"' for v in values]
+        return ["null" if v is None else f'"{v if kind == "uuid" else _iso(v)}"' for v in values]
     return [json.dumps(v, separators=(",", ":")) for v in values]
 
 
@@ -116,7 +143,7 @@ def _csv_column(kind: Kind, values: Sequence[Any]) -> Sequence[Any] | Iterable[A
     if kind == "uuid":
         return [None if v is None else str(v) for v in values]
     if kind == "time":
-        return [None if v is None else v.isoformat() for v in values]
+        return [None if v is None else _iso(v) for v in values]
     if kind == "json":
         return [json.dumps(v, separators=(",", ":")) for v in values]
     return values
@@ -226,6 +253,7 @@ def as_parquet(export: Export) -> Iterator[bytes]:
         else (lambda col: col)
         for k in kinds
     ]
+    time_type = pa.timestamp("us", tz="UTC")
     sink = _Drain()
     writer = pq.ParquetWriter(sink, schema, compression="zstd")
     try:
@@ -233,7 +261,8 @@ def as_parquet(export: Export) -> Iterator[bytes]:
         pending_rows = 0
         for batch in _batches(export.rows, DB_CHUNK):
             arrays = [
-                pa.array(convert(col), type=field.type)
+                # "time" values are ISO text (PostgreSQL) or aware datetimes: Arrow parses either.
+                pa.array(col).cast(time_type) if field.type == time_type else pa.array(convert(col), type=field.type)
                 for convert, col, field in zip(converters, zip(*batch), schema, strict=True)
             ]
             pending.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
@@ -310,7 +339,7 @@ def _judgment_rows(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]
 def judgments(project: Project) -> Export:
     queryset = Judgment.objects.filter(query__project=project).order_by("id")
     fields = ("id", "query_id", "query__source", "query__clip_a_id", "query__clip_b_id", "annotator__username",
-              "choice", "swapped", "time_spent_ms", "client_id", "created_at")  # fmt: skip
+              "choice", "swapped", "time_spent_ms", "client_id", iso_utc("created_at"))  # fmt: skip
     return Export(JUDGMENT_COLUMNS, _judgment_rows(db_rows(queryset, *fields)))
 
 
@@ -331,7 +360,7 @@ def clips(project: Project) -> Export:
     ]
     queryset = Clip.objects.filter(project=project).order_by("id")
     fields = ("id", "rollout_id", "rollout__run", "rollout__policy", "iteration", "start", "length", "true_return",
-              "factor_totals", "created_at")  # fmt: skip
+              "factor_totals", iso_utc("created_at"))  # fmt: skip
 
     def rows() -> Iterator[tuple[Any, ...]]:
         for *head, totals, created in db_rows(queryset, *fields):
@@ -360,5 +389,5 @@ RANKING_COLUMNS = [
 
 def rankings(project: Project) -> Export:
     queryset = FactorRanking.objects.filter(project=project).order_by("id")
-    fields = ("id", "annotator__username", "groups", "sigmas", "comment", "created_at")
+    fields = ("id", "annotator__username", "groups", "sigmas", "comment", iso_utc("created_at"))
     return Export(RANKING_COLUMNS, db_rows(queryset, *fields))
