@@ -29,6 +29,7 @@ FORMATS = ("jsonl", "csv", "parquet")
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 DB_CHUNK = 5000  # rows per fetch from the server-side cursor
 TEXT_BATCH = 256  # rows encoded together: ~64 KiB of JSON lines per HTTP chunk
+CSV_BATCH = 512  # ~64 KiB of CSV
 PARQUET_ROWS = 50_000  # rows per Parquet row group
 
 
@@ -132,8 +133,8 @@ def as_jsonl(export: Export) -> Iterator[bytes]:
     line = template.__mod__
     kinds = [c.kind for c in export.columns]
     for batch in _batches(export.rows, TEXT_BATCH):
-        encoded = [_json_column(kind, col) for kind, col in zip(kinds, zip(*batch), strict=True)]
-        yield "".join(map(line, zip(*encoded))).encode()
+        encoded = [_json_column(kind, col) for kind, col in zip(kinds, zip(*batch, strict=True), strict=True)]
+        yield "".join(map(line, zip(*encoded, strict=True))).encode()
 
 
 # --- CSV -----------------------------------------------------------------------------------------------------
@@ -155,11 +156,13 @@ def as_csv(export: Export) -> Iterator[bytes]:
     writer.writerow(export.names)
     kinds = [c.kind for c in export.columns]
     plain = all(k in ("int", "float", "bool", "str") for k in kinds)
-    for batch in _batches(export.rows, TEXT_BATCH * 2):
+    for batch in _batches(export.rows, CSV_BATCH):
         if plain:
             writer.writerows(batch)
         else:
-            writer.writerows(zip(*(_csv_column(k, col) for k, col in zip(kinds, zip(*batch), strict=True))))
+            writer.writerows(
+                zip(*(_csv_column(k, col) for k, col in zip(kinds, zip(*batch, strict=True), strict=True)), strict=True)
+            )
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()
@@ -263,7 +266,7 @@ def as_parquet(export: Export) -> Iterator[bytes]:
             arrays = [
                 # "time" values are ISO text (PostgreSQL) or aware datetimes: Arrow parses either.
                 pa.array(col).cast(time_type) if field.type == time_type else pa.array(convert(col), type=field.type)
-                for convert, col, field in zip(converters, zip(*batch), schema, strict=True)
+                for convert, col, field in zip(converters, zip(*batch, strict=True), schema, strict=True)
             ]
             pending.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
             pending_rows += len(batch)
