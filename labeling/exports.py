@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.db import transaction
-from django.db.models import DateTimeField, F, Func, QuerySet
+from django.db.models import DateTimeField, F, Func, QuerySet, UUIDField
 
 from .models import Choice, Clip, FactorRanking, Judgment, Project
 
@@ -80,6 +80,18 @@ class IsoUtc(Func):
         )
 
 
+class UuidText(Func):
+    """A UUID as text, made by PostgreSQL (psycopg would build a ``uuid.UUID`` per row); elsewhere the UUID."""
+
+    template = "%(expressions)s"
+    output_field = UUIDField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        from django.db.models import TextField
+
+        return self.as_sql(compiler, connection, template="(%(expressions)s)::text", output_field=TextField(), **extra)
+
+
 def iso_utc(field: str) -> IsoUtc:
     return IsoUtc(F(field))
 
@@ -88,7 +100,7 @@ def _iso(value: Any) -> str:
     return value if isinstance(value, str) else value.isoformat()
 
 
-def db_rows(queryset: QuerySet[Any], *fields: str | IsoUtc) -> Iterator[tuple[Any, ...]]:
+def db_rows(queryset: QuerySet[Any], *fields: str | Func) -> Iterator[tuple[Any, ...]]:
     """``queryset.values_list(*fields)`` streamed in chunks: a server-side cursor inside a transaction (no WITH HOLD
     on PostgreSQL, so the first rows leave before the last are read). Never builds a list of the whole result."""
     with transaction.atomic(using=queryset.db):
@@ -342,7 +354,7 @@ def _judgment_rows(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]
 def judgments(project: Project) -> Export:
     queryset = Judgment.objects.filter(query__project=project).order_by("id")
     fields = ("id", "query_id", "query__source", "query__clip_a_id", "query__clip_b_id", "annotator__username",
-              "choice", "swapped", "time_spent_ms", "client_id", iso_utc("created_at"))  # fmt: skip
+              "choice", "swapped", "time_spent_ms", UuidText(F("client_id")), iso_utc("created_at"))  # fmt: skip
     return Export(JUDGMENT_COLUMNS, _judgment_rows(db_rows(queryset, *fields)))
 
 
