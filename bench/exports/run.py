@@ -50,7 +50,7 @@ def _token(db_url: str) -> str:
     return str(row[0])
 
 
-def _start(port: int, db_url: str) -> tuple[subprocess.Popen[bytes], int]:
+def _start(port: int, db_url: str, app: Path) -> tuple[subprocess.Popen[bytes], int]:
     env = {
         **os.environ,
         "DEBUG": "false",
@@ -60,13 +60,13 @@ def _start(port: int, db_url: str) -> tuple[subprocess.Popen[bytes], int]:
         "SECURE_HSTS_SECONDS": "0",
         "DATABASE_URL": db_url,
         "EXPORT_RATE": "1000/hour",
-        "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
+        "PYTHONPATH": f"{app / 'platform'}:{app}",
     }
     gunicorn = Path(sys.executable).with_name("gunicorn")
     server = subprocess.Popen(
         [str(gunicorn), "config.wsgi:application", "-b", f"127.0.0.1:{port}", "-w", "1", "--timeout", "600",
          "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        cwd=app, env=env,
     )  # fmt: skip
     for _ in range(300):
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
@@ -92,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--what", default="judgments", choices=["judgments", "clips", "rankings"])
     ap.add_argument("--json", help="append results here as JSON lines")
     ap.add_argument("--label", default="run")
+    ap.add_argument("--app-dir", type=Path, default=ROOT, help="serve another checkout's code (e.g. the baseline)")
     args = ap.parse_args(argv)
     token = _token(args.db)
     for fmt in args.formats:
-        server, worker = _start(args.port, args.db)
+        server, worker = _start(args.port, args.db, args.app_dir)
         try:
             conn = http.client.HTTPConnection("127.0.0.1", args.port)
             conn.request("GET", "/api/v1/projects/", headers={"Authorization": f"Token {token}"})
