@@ -156,6 +156,17 @@ def test_parquet_carries_hugging_face_features(judged, researcher):
     assert str(table.schema.field("created_at").type) == "timestamp[us, tz=UTC]"
 
 
+def test_parquet_loads_with_hugging_face_datasets(judged, researcher, tmp_path):
+    """Skipped unless ``datasets`` is importable (it is not a dependency); checked with datasets 5.2.0."""
+    datasets = pytest.importorskip("datasets")
+    path = tmp_path / "judgments.parquet"
+    path.write_bytes(download(researcher, judged, "judgments", "parquet"))
+    ds = datasets.load_dataset("parquet", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
+    assert ds.num_rows == len(CHOICES)
+    assert ds.features["created_at"].dtype == "timestamp[us, tz=UTC]"
+    assert ds["choice"] == [c for c, _ in CHOICES]
+
+
 def test_only_researchers_export_clips_and_rankings(project_with_queries, annotator):
     for what in ("clips", "rankings"):
         response = api_client_for(annotator).get(f"/api/v1/projects/{project_with_queries.slug}/export/{what}")
