@@ -10,7 +10,7 @@ export SDL_VIDEODRIVER ?= dummy
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: install demo serve worker test test-fast lint typecheck bench bench-serve bench-loop bench-mujoco clean
+.PHONY: install demo serve worker test test-fast lint typecheck bench bench-serve bench-exports bench-loop bench-mujoco clean
 
 install: $(VENV)/.installed
 
@@ -64,6 +64,11 @@ bench: install
 # The serving benchmark needs a PostgreSQL server (DATABASE_URL); it seeds its own database heronry_bench.
 bench-serve: install
 	bash bench/serve/run_all.sh
+
+# The export benchmark needs a PostgreSQL server on 127.0.0.1:5432; it seeds its own database heronry_bench_exports.
+bench-exports: install
+	$(PY) -m bench.exports.seed --judgments 1000000
+	$(PY) -m bench.exports.run --formats jsonl csv parquet --json var/bench-exports.jsonl
 
 # HERON on MuJoCo (Hopper-v5) through the platform, steps run in-process (SQLite, no broker); 3 seeds, about
 # 30 minutes on 2 CPU cores; torch uses CUDA when one is present. Resumable: recorded seeds are skipped.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet
@@ -61,16 +60,6 @@ def project_progress(project: Project) -> dict[str, Any]:
 
 def annotator_progress(*, project: Project, annotator: User) -> dict[str, int]:
     return {"judgments": Judgment.objects.filter(query__project=project, annotator=annotator).count()}
-
-
-def judgments_for_export(project: Project) -> Iterator[Judgment]:
-    """Every judgment of the project in id order, streamed from the database in chunks (constant memory)."""
-    return (
-        Judgment.objects.filter(query__project=project)
-        .select_related("query", "annotator")
-        .order_by("id")
-        .iterator(chunk_size=2000)
-    )
 
 
 def clips_for_project(project: Project, *, iteration: int | None = None) -> QuerySet[Clip]:

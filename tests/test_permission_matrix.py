@@ -156,6 +156,8 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-rankings", "POST"): api_members(201),
     ("api-export-judgments", "GET"): api_researcher_only(200),
     ("api-export-preferences", "GET"): api_researcher_only(200),
+    ("api-export-clips", "GET"): api_researcher_only(200),
+    ("api-export-rankings", "GET"): api_researcher_only(200),
     # --- API: webhooks (researchers only) ---
     ("api-webhooks", "GET"): api_researcher_only(200),
     ("api-webhooks", "POST"): api_researcher_only(201),

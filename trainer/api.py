@@ -21,7 +21,7 @@ from labeling.parsing import parse_optional_int
 
 from .core.reward import RewardModelConfig
 from .models import PreferenceSet, RewardModel
-from .preference_building import COLUMNS, PreferenceParams, read_preference_set
+from .preference_building import PreferenceParams, read_preference_set
 
 
 class RewardModelSerializer(serializers.ModelSerializer):
@@ -160,13 +160,7 @@ class PreferenceExportView(APIView):
             )
         if fmt not in ("jsonl", "csv"):
             raise ValidationFailed("format must be jsonl, csv or parquet", fields={"format": ["jsonl, csv or parquet"]})
-        table = read_preference_set(preference_set)
-
-        def rows():
-            for batch in table.to_batches(max_chunksize=10_000):
-                yield from batch.to_pylist()
-
-        stream = exports.as_jsonl(rows()) if fmt == "jsonl" else exports.as_csv(rows(), COLUMNS)
-        response = StreamingHttpResponse(stream, content_type="application/x-ndjson" if fmt == "jsonl" else "text/csv")
+        stream = exports.stream(exports.from_arrow(read_preference_set(preference_set)), fmt)
+        response = StreamingHttpResponse(stream, content_type=exports.CONTENT_TYPES[fmt])
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response

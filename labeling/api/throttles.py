@@ -22,6 +22,8 @@ SCOPES: dict[str, dict[str, str]] = {
     "api-reward-models": {"POST": "runs"},  # a retrain run
     "api-export-judgments": {"GET": "exports", "HEAD": "exports"},
     "api-export-preferences": {"GET": "exports", "HEAD": "exports"},
+    "api-export-clips": {"GET": "exports", "HEAD": "exports"},
+    "api-export-rankings": {"GET": "exports", "HEAD": "exports"},
     "api-rollouts": {"POST": "uploads"},  # an uploaded episode (and the run that cuts it into clips)
     "api-import-minari": {"POST": "uploads"},
 }

@@ -329,26 +329,65 @@ def _uuid(value: str):
         raise NotFound("no such lease") from None
 
 
+def export_response(export: exports.Export, fmt: str, filename: str) -> StreamingHttpResponse | Response:
+    """Stream ``export`` as ``fmt`` (jsonl, csv or parquet) with a download name; 400 for any other format."""
+    if fmt not in exports.FORMATS:
+        return error_response(
+            "invalid", "format must be jsonl, csv or parquet", 400, {"format": ["jsonl, csv or parquet"]}
+        )
+    response = StreamingHttpResponse(exports.stream(export, fmt), content_type=exports.CONTENT_TYPES[fmt])
+    response["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
+    return response
+
+
+EXPORT_FORMAT = OpenApiParameter("format", str, enum=list(exports.FORMATS), required=False)
+EXPORT_RESPONSES = {
+    (200, "application/x-ndjson"): str,
+    (200, "text/csv"): str,
+    (200, "application/vnd.apache.parquet"): bytes,
+}
+
+
 class JudgmentExportView(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
-        parameters=[OpenApiParameter("format", str, enum=["jsonl", "csv"], required=False)],
-        responses={(200, "application/x-ndjson"): str, (200, "text/csv"): str},
-        summary="Stream every judgment of the project",
+        parameters=[EXPORT_FORMAT],
+        responses=EXPORT_RESPONSES,
+        summary="Stream every judgment of the project (JSON lines, CSV or Parquet)",
     )
     def get(self, request: AuthenticatedRequest, slug: str) -> StreamingHttpResponse | Response:
         project = researcher_project(request, slug)
         fmt = request.query_params.get("format", "jsonl")
-        rows = (exports.judgment_row(j) for j in selectors.judgments_for_export(project))
-        if fmt == "jsonl":
-            response = StreamingHttpResponse(exports.as_jsonl(rows), content_type="application/x-ndjson")
-        elif fmt == "csv":
-            response = StreamingHttpResponse(exports.as_csv(rows, exports.JUDGMENT_COLUMNS), content_type="text/csv")
-        else:
-            return error_response("invalid", "format must be jsonl or csv", 400, {"format": ["jsonl or csv"]})
-        response["Content-Disposition"] = f'attachment; filename="{project.slug}-judgments.{fmt}"'
-        return response
+        return export_response(exports.judgments(project), fmt, f"{project.slug}-judgments")
+
+
+class ClipExportView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[EXPORT_FORMAT],
+        responses=EXPORT_RESPONSES,
+        summary="Stream every clip: lineage (rollout, run, policy, iteration), true return, factor totals",
+    )
+    def get(self, request: AuthenticatedRequest, slug: str) -> StreamingHttpResponse | Response:
+        project = researcher_project(request, slug)
+        fmt = request.query_params.get("format", "jsonl")
+        return export_response(exports.clips(project), fmt, f"{project.slug}-clips")
+
+
+class RankingExportView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[EXPORT_FORMAT],
+        responses=EXPORT_RESPONSES,
+        summary="Stream every factor ranking of the project, older ones included",
+    )
+    def get(self, request: AuthenticatedRequest, slug: str) -> StreamingHttpResponse | Response:
+        project = researcher_project(request, slug)
+        fmt = request.query_params.get("format", "jsonl")
+        return export_response(exports.rankings(project), fmt, f"{project.slug}-rankings")
 
 
 class RankingListView(APIView):
