@@ -9,7 +9,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeAlias
 
@@ -468,3 +468,51 @@ class Client:
                     yield json.loads(line)
         finally:
             response.close()
+
+    # --- webhooks ----------------------------------------------------------------------------------------------
+
+    def webhooks(self, slug: str) -> list[dict[str, Any]]:
+        """The project's webhook endpoints (researchers)."""
+        return list(self.get(f"projects/{slug}/webhooks/"))
+
+    def create_webhook(
+        self, slug: str, url: str, events: Sequence[str], *, description: str = "", active: bool = True
+    ) -> dict[str, Any]:
+        """Register an endpoint for ``events``; the answer carries its ``whsec_…`` secret, shown this once."""
+        body = {"url": url, "events": list(events), "description": description, "is_active": active}
+        created: dict[str, Any] = self._request("POST", f"projects/{slug}/webhooks/", json=body)
+        return created
+
+    def update_webhook(self, webhook: int, **fields: Any) -> dict[str, Any]:
+        """Change an endpoint's ``url``, ``events``, ``description`` or ``is_active``."""
+        updated: dict[str, Any] = self._request("PATCH", f"webhooks/{webhook}/", json=fields)
+        return updated
+
+    def delete_webhook(self, webhook: int) -> None:
+        self._request("DELETE", f"webhooks/{webhook}/")
+
+    def webhook_deliveries(self, webhook: int) -> list[dict[str, Any]]:
+        """The endpoint's newest deliveries: event, status, response code, attempts, error."""
+        return list(self.get(f"webhooks/{webhook}/deliveries/"))
+
+    # --- named API tokens ---------------------------------------------------------------------------------------
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """Your named API tokens (their secrets are never listed)."""
+        return list(self.get("auth/tokens/"))
+
+    def create_token(
+        self, name: str, *, project: str | None = None, read_only: bool = False, expires_at: str | None = None
+    ) -> dict[str, Any]:
+        """A named token, optionally limited to one project (slug) and to reading; ``token`` is its secret, shown
+        this once. Only a login token or session may manage tokens."""
+        body: dict[str, Any] = {"name": name, "read_only": read_only}
+        if project is not None:
+            body["project"] = project
+        if expires_at is not None:
+            body["expires_at"] = expires_at
+        created: dict[str, Any] = self._request("POST", "auth/tokens/", json=body)
+        return created
+
+    def revoke_token(self, token: int) -> None:
+        self._request("DELETE", f"auth/tokens/{token}/")

@@ -441,3 +441,29 @@ def test_the_client_package_imports_nothing_from_the_repository():
         text = path.read_text()
         for name in ("trainer", "labeling", "accounts", "django", "config", "frontend"):
             assert f"import {name}" not in text and f"from {name}" not in text, (path.name, name)
+
+
+def test_webhooks_and_named_tokens_through_the_client(rita, live_server, project, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = True  # the endpoint below is on this machine
+    created = rita.create_webhook(project.slug, "http://127.0.0.1:9/hook", ["ranking.submitted"], description="ci")
+    assert created["secret"].startswith("whsec_") and created["events"] == ["ranking.submitted"]
+    assert [hook["id"] for hook in rita.webhooks(project.slug)] == [created["id"]]
+    assert "secret" not in rita.webhooks(project.slug)[0]
+    assert rita.update_webhook(created["id"], is_active=False)["is_active"] is False
+    assert rita.webhook_deliveries(created["id"]) == []
+    rita.delete_webhook(created["id"])
+    assert rita.webhooks(project.slug) == []
+
+    token = rita.create_token("read-only", project=project.slug, read_only=True)
+    assert token["token"].startswith("hry_") and token["read_only"] is True
+    assert [row["name"] for row in rita.tokens()] == ["read-only"] and "token" not in rita.tokens()[0]
+    with Client(live_server.url, token=token["token"], retries=0) as reader:
+        assert reader.project(project.slug)["slug"] == project.slug
+        with pytest.raises(HeronryError) as refused:
+            reader.retrain(project.slug)
+        assert refused.value.status == 403
+    rita.revoke_token(token["id"])
+    assert rita.tokens() == []
+    with Client(live_server.url, token=token["token"], retries=0) as revoked, pytest.raises(HeronryError) as gone:
+        revoked.projects()
+    assert gone.value.status == 401
