@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db.models import Model, QuerySet
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
@@ -348,46 +355,38 @@ EXPORT_RESPONSES = {
 }
 
 
-class JudgmentExportView(APIView):
-    permission_classes = [IsAuthenticated]
+class _ExportView(APIView):
+    """A researcher streams one kind of the project's rows as ``?format=jsonl|csv|parquet`` (labeling.exports)."""
 
-    @extend_schema(
-        parameters=[EXPORT_FORMAT],
-        responses=EXPORT_RESPONSES,
-        summary="Stream every judgment of the project (JSON lines, CSV or Parquet)",
-    )
+    permission_classes = [IsAuthenticated]
+    rows: Callable[[Project], Any]
+    name: str
+
     def get(self, request: AuthenticatedRequest, slug: str) -> StreamingHttpResponse | Response:
         project = researcher_project(request, slug)
         fmt = request.query_params.get("format", "jsonl")
-        return export_response(exports.judgments(project), fmt, f"{project.slug}-judgments")
+        return export_response(self.rows(project), fmt, f"{project.slug}-{self.name}")
 
 
-class ClipExportView(APIView):
-    permission_classes = [IsAuthenticated]
-
-    @extend_schema(
-        parameters=[EXPORT_FORMAT],
-        responses=EXPORT_RESPONSES,
-        summary="Stream every clip: lineage (rollout, run, policy, iteration), true return, factor totals",
+def _export_schema(summary: str) -> Callable[[type[_ExportView]], type[_ExportView]]:
+    return extend_schema_view(
+        get=extend_schema(parameters=[EXPORT_FORMAT], responses=EXPORT_RESPONSES, summary=summary)
     )
-    def get(self, request: AuthenticatedRequest, slug: str) -> StreamingHttpResponse | Response:
-        project = researcher_project(request, slug)
-        fmt = request.query_params.get("format", "jsonl")
-        return export_response(exports.clips(project), fmt, f"{project.slug}-clips")
 
 
-class RankingExportView(APIView):
-    permission_classes = [IsAuthenticated]
+@_export_schema("Stream every judgment of the project (JSON lines, CSV or Parquet)")
+class JudgmentExportView(_ExportView):
+    rows, name = staticmethod(exports.judgments), "judgments"
 
-    @extend_schema(
-        parameters=[EXPORT_FORMAT],
-        responses=EXPORT_RESPONSES,
-        summary="Stream every factor ranking of the project, older ones included",
-    )
-    def get(self, request: AuthenticatedRequest, slug: str) -> StreamingHttpResponse | Response:
-        project = researcher_project(request, slug)
-        fmt = request.query_params.get("format", "jsonl")
-        return export_response(exports.rankings(project), fmt, f"{project.slug}-rankings")
+
+@_export_schema("Stream every clip: lineage (rollout, run, policy, iteration), true return, factor totals")
+class ClipExportView(_ExportView):
+    rows, name = staticmethod(exports.clips), "clips"
+
+
+@_export_schema("Stream every factor ranking of the project, older ones included")
+class RankingExportView(_ExportView):
+    rows, name = staticmethod(exports.rankings), "rankings"
 
 
 class RankingListView(APIView):
