@@ -511,3 +511,47 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} → {self.endpoint_id} ({self.status})"
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ExportJob(models.Model):
+    """An export written to storage by a worker, for projects too large to stream in one request.
+
+    Not a trainer run: an export only reads, so it must not wait in the project's one lane behind a training
+    run (nor hold that lane), and labeling, which owns the rows it reads, may not import the trainer.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="export_jobs")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    what = models.CharField(max_length=16)  # judgments, clips or rankings (labeling.export_jobs.SOURCES)
+    format = models.CharField(max_length=8)  # labeling.exports.FORMATS
+    status = models.CharField(max_length=16, choices=ExportStatus.choices, default=ExportStatus.QUEUED)
+    rows = models.PositiveBigIntegerField(default=0, help_text="Rows written so far.")
+    total_rows = models.PositiveBigIntegerField(null=True, blank=True, help_text="Rows expected (counted at start).")
+    file = models.FileField(upload_to="exports/%Y/%m/", blank=True)
+    size = models.PositiveBigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"export {self.pk} ({self.what}.{self.format}, {self.status})"
+
+    @property
+    def progress(self) -> float:
+        if self.status == ExportStatus.DONE:
+            return 1.0
+        if not self.total_rows:
+            return 0.0
+        return min(0.99, self.rows / self.total_rows)

@@ -34,3 +34,11 @@ def sweep_webhooks() -> int:
     from . import webhooks
 
     return webhooks.deliveries_sweep()
+
+
+@shared_task(name=events.BUILD_EXPORT)
+def build_export(job_id: int) -> None:
+    """Write one asynchronous export to storage, then announce it (``export.ready``)."""
+    from . import export_jobs
+
+    export_jobs.export_job_run(job_id=job_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import FileResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -22,6 +22,7 @@ from labeling.parsing import parse_optional_int
 from .core.reward import RewardModelConfig
 from .models import PreferenceSet, RewardModel
 from .preference_building import PreferenceParams, read_preference_set
+from .preference_layouts import uni_rlhf_npz
 
 
 class RewardModelSerializer(serializers.ModelSerializer):
@@ -132,17 +133,26 @@ class RewardModelWeightsView(APIView):
 class PreferenceExportView(APIView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("format", str, enum=["jsonl", "csv", "parquet"], required=False),
+            OpenApiParameter(
+                "format",
+                str,
+                enum=["jsonl", "csv", "parquet", "uni-rlhf"],
+                required=False,
+                description="uni-rlhf: Preference Transformer / Uni-RLHF label arrays (.npz) for dataset projects",
+            ),
             OpenApiParameter("set", int, required=False, description="preference set id (default: latest)"),
         ],
         responses={
             (200, "application/x-ndjson"): str,
             (200, "text/csv"): str,
             (200, "application/vnd.apache.parquet"): bytes,
+            (200, "application/octet-stream"): bytes,
         },
         summary="A preference set: every labelled pair with its target, weight and origin",
     )
-    def get(self, request: AuthenticatedRequest, slug: str) -> StreamingHttpResponse | FileResponse | Response:
+    def get(
+        self, request: AuthenticatedRequest, slug: str
+    ) -> StreamingHttpResponse | FileResponse | HttpResponse | Response:
         project = researcher_project(request, slug)
         sets = PreferenceSet.objects.filter(project=project).order_by("-created_at", "-id")
         set_id = parse_optional_int(request.query_params.get("set"), name="set", minimum=1)
@@ -150,6 +160,11 @@ class PreferenceExportView(APIView):
         if preference_set is None:
             raise NotFound("no preference set yet")
         fmt = request.query_params.get("format", "jsonl")
+        if fmt == "uni-rlhf":
+            response = HttpResponse(uni_rlhf_npz(preference_set), content_type="application/octet-stream")
+            name = f"{project.slug}-preferences-{preference_set.pk}-uni-rlhf.npz"
+            response["Content-Disposition"] = f'attachment; filename="{name}"'
+            return response
         filename = f"{project.slug}-preferences-{preference_set.pk}.{fmt}"
         if fmt == "parquet":
             return FileResponse(
@@ -159,7 +174,9 @@ class PreferenceExportView(APIView):
                 content_type="application/vnd.apache.parquet",
             )
         if fmt not in ("jsonl", "csv"):
-            raise ValidationFailed("format must be jsonl, csv or parquet", fields={"format": ["jsonl, csv or parquet"]})
+            raise ValidationFailed(
+                "format must be jsonl, csv, parquet or uni-rlhf", fields={"format": ["jsonl, csv, parquet or uni-rlhf"]}
+            )
         stream = exports.stream(exports.from_arrow(read_preference_set(preference_set)), fmt)
         response = StreamingHttpResponse(stream, content_type=exports.CONTENT_TYPES[fmt])
         response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -365,6 +365,7 @@ def _import_episodes(run: Run, keys: list[str], report: Callable[[float, str], N
             source="minari",
             video=video,
             seed=seed or 0,
+            episode_id=int(episode.id),
         )
         with transaction.atomic():
             rollout = rollout_store(

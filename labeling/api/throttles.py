@@ -24,6 +24,7 @@ SCOPES: dict[str, dict[str, str]] = {
     "api-export-preferences": {"GET": "exports", "HEAD": "exports"},
     "api-export-clips": {"GET": "exports", "HEAD": "exports"},
     "api-export-rankings": {"GET": "exports", "HEAD": "exports"},
+    "api-export-jobs": {"POST": "exports"},  # starting an asynchronous export (following one is free)
     "api-rollouts": {"POST": "uploads"},  # an uploaded episode (and the run that cuts it into clips)
     "api-import-minari": {"POST": "uploads"},
 }

@@ -2,7 +2,7 @@ from django.urls import path
 
 import labeling.converters  # noqa: F401  (registers the bounded <id:...> path converter)
 
-from . import views, webhook_views
+from . import export_job_views, views, webhook_views
 
 urlpatterns = [
     path("projects/", views.ProjectListView.as_view(), name="api-projects"),
@@ -13,6 +13,9 @@ urlpatterns = [
     path("projects/<slug:slug>/export/judgments", views.JudgmentExportView.as_view(), name="api-export-judgments"),
     path("projects/<slug:slug>/export/clips", views.ClipExportView.as_view(), name="api-export-clips"),
     path("projects/<slug:slug>/export/rankings", views.RankingExportView.as_view(), name="api-export-rankings"),
+    path("projects/<slug:slug>/exports/", export_job_views.ExportJobListView.as_view(), name="api-export-jobs"),
+    path("exports/<id:job_id>/", export_job_views.ExportJobDetailView.as_view(), name="api-export-job"),
+    path("exports/<id:job_id>/download", export_job_views.ExportJobDownloadView.as_view(), name="api-export-download"),
     path("projects/<slug:slug>/rankings/", views.RankingListView.as_view(), name="api-rankings"),
     path("projects/<slug:slug>/webhooks/", webhook_views.WebhookListView.as_view(), name="api-webhooks"),
     path("webhooks/<id:webhook_id>/", webhook_views.WebhookDetailView.as_view(), name="api-webhook"),

@@ -270,6 +270,9 @@ WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 5, minimum=1)
 WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 30, minimum=0)  # 30 s, 60 s, 120 s, 240 s
 WEBHOOK_JUDGMENT_BATCH_SECONDS = env_int("WEBHOOK_JUDGMENT_BATCH_SECONDS", 60, minimum=0)
 
+# --- Asynchronous exports (labeling/export_jobs.py) ----------------------------------------------------------
+EXPORT_JOBS_ACTIVE_MAX = env_int("EXPORT_JOBS_ACTIVE_MAX", 3, minimum=1)  # queued or running per project
+
 # --- Environments ---------------------------------------------------------------------------------------
 # Gymnasium ids a project may use (fnmatch patterns): any registered id that matches works without code, its
 # factors named as factor sources in the project spec. Default: classic control, Box2D when it is installed,

@@ -343,8 +343,12 @@ def save_external_npz(
     seed: int = 0,
     fps: int | None = None,
     mp4: bytes | None = None,
+    episode_id: int | None = None,
 ) -> bytes:
-    """The rollout ``.npz`` (readable by ``trainer.core.rollouts.load_npz``) plus the episode's own video."""
+    """The rollout ``.npz`` (readable by ``trainer.core.rollouts.load_npz``) plus the episode's own video.
+
+    ``episode_id`` is the episode's id in its source dataset (a Minari import), kept so exports can key clips to it.
+    """
     if video not in VIDEO_KINDS:
         raise ValueError(f"video must be one of {VIDEO_KINDS}")
     metadata = {
@@ -359,6 +363,7 @@ def save_external_npz(
         "video": video,
         "fps": fps,
         "has_rewards": episode.rewards is not None,
+        "episode": episode_id,
     }
     arrays: dict[str, np.ndarray] = {
         "metadata": np.array([json.dumps(metadata, sort_keys=True)]),
@@ -376,6 +381,15 @@ def save_external_npz(
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
+
+
+def stored_source(handle: Any) -> tuple[str | None, int | None]:
+    """An external rollout's source (``upload``, ``minari``; None for a simulator's rollout) and its episode id
+    in the source dataset (None where none was recorded), from the archive's metadata alone (no arrays read)."""
+    with np.load(handle, allow_pickle=False) as archive:
+        metadata = json.loads(str(archive["metadata"][0]))
+    episode = metadata.get("episode")
+    return metadata.get("source"), None if episode is None else int(episode)
 
 
 @dataclass(frozen=True)
