@@ -23,7 +23,7 @@ from django.utils import timezone
 from accounts.models import User
 
 from . import events, exports
-from .errors import ValidationFailed
+from .errors import Conflict, ValidationFailed
 from .files import store_file
 from .models import Clip, ExportJob, ExportStatus, FactorRanking, Judgment, Project
 from .services import send_task_by_name
@@ -43,7 +43,7 @@ ACTIVE = (ExportStatus.QUEUED, ExportStatus.RUNNING)
 
 def export_job_start(*, project: Project, what: str, fmt: str, requested_by: User | None) -> ExportJob:
     """Queue an export of ``what`` as ``fmt``; its task is sent after commit. At most
-    ``EXPORT_JOBS_ACTIVE_MAX`` of a project's jobs may be queued or running at once (ValidationFailed beyond)."""
+    ``EXPORT_JOBS_ACTIVE_MAX`` of a project's jobs may be queued or running at once (Conflict, 409, beyond)."""
     fields: dict[str, list[str]] = {}
     if what not in SOURCES:
         fields["what"] = [" or ".join(SOURCES)]
@@ -55,9 +55,8 @@ def export_job_start(*, project: Project, what: str, fmt: str, requested_by: Use
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=project.pk).first()  # one start at a time per project
         if ExportJob.objects.filter(project=project, status__in=ACTIVE).count() >= limit:
-            raise ValidationFailed(
-                f"this project already has {limit} exports queued or running; wait for one to finish",
-                fields={"what": ["too many exports in progress"]},
+            raise Conflict(
+                f"this project has {limit} export(s) in progress (queued or running); wait for one to finish"
             )
         job = ExportJob.objects.create(project=project, what=what, format=fmt, requested_by=requested_by)
         transaction.on_commit(lambda: send_task_by_name(events.BUILD_EXPORT, job.pk))

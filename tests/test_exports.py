@@ -156,15 +156,34 @@ def test_parquet_carries_hugging_face_features(judged, researcher):
     assert str(table.schema.field("created_at").type) == "timestamp[us, tz=UTC]"
 
 
-def test_parquet_loads_with_hugging_face_datasets(judged, researcher, tmp_path):
-    """Skipped unless ``datasets`` is importable (it is not a dependency); checked with datasets 5.2.0."""
+@pytest.mark.parametrize("what", ["judgments", "clips", "rankings", "preferences"])
+def test_parquet_loads_with_hugging_face_datasets(judged, researcher, annotator, tmp_path, what):
+    """Every Parquet export loads with ``datasets`` (a dev dependency, pinned in pyproject.toml) and keeps its
+    types; skipped where it is not installed."""
     datasets = pytest.importorskip("datasets")
-    path = tmp_path / "judgments.parquet"
-    path.write_bytes(download(researcher, judged, "judgments", "parquet"))
+    from trainer.preference_building import PreferenceParams, preference_set_build
+
+    keys = list(judged.factors.values_list("key", flat=True))
+    FactorRanking.objects.create(project=judged, annotator=annotator, groups=[keys], sigmas={}, comment="")
+    params = PreferenceParams(sources="judgments")
+    preference_set = preference_set_build(project=judged, params=params, report=lambda *a: None)
+    response = api_client_for(researcher).get(f"/api/v1/projects/{judged.slug}/export/{what}?format=parquet")
+    assert response.status_code == 200
+    path = tmp_path / f"{what}.parquet"
+    path.write_bytes(b"".join(response.streaming_content) if response.streaming else response.getvalue())
     ds = datasets.load_dataset("parquet", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
-    assert ds.num_rows == len(CHOICES)
-    assert ds.features["created_at"].dtype == "timestamp[us, tz=UTC]"
-    assert ds["choice"] == [c for c, _ in CHOICES]
+    if what == "judgments":
+        assert ds.num_rows == len(CHOICES)
+        assert ds.features["created_at"].dtype == "timestamp[us, tz=UTC]"
+        assert ds["choice"] == [c for c, _ in CHOICES]
+    elif what == "clips":
+        assert ds.num_rows == Clip.objects.filter(project=judged).count()
+        assert ds.features["true_return"].dtype == "float64" and ds.features["id"].dtype == "int64"
+    elif what == "rankings":
+        assert ds.num_rows == 1 and json.loads(ds["groups"][0]) == [keys]
+    else:
+        assert ds.num_rows == preference_set.n_pairs == 5  # every judgment but "can't tell" (equal: 0.5)
+        assert ds.features["target"].dtype == "float32" and ds["origin"] == ["human"] * 5
 
 
 def test_only_researchers_export_clips_and_rankings(project_with_queries, annotator):

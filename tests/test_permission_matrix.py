@@ -55,7 +55,7 @@ from accounts.models import ApiToken, Role, User
 from accounts.services import user_create
 from accounts.tokens import token_create
 from labeling import assignment
-from labeling.models import FactorRanking, Judgment, Lease, Project, ProjectRole, Query, WebhookEndpoint
+from labeling.models import ExportJob, FactorRanking, Judgment, Lease, Project, ProjectRole, Query, WebhookEndpoint
 from labeling.services import membership_add, queries_create_random
 from tests.conftest import PASSWORD, add_fake_clips, make_project
 
@@ -158,6 +158,10 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-export-preferences", "GET"): api_researcher_only(200),
     ("api-export-clips", "GET"): api_researcher_only(200),
     ("api-export-rankings", "GET"): api_researcher_only(200),
+    ("api-export-jobs", "GET"): api_researcher_only(200),
+    ("api-export-jobs", "POST"): api_researcher_only(202),
+    ("api-export-job", "GET"): api_researcher_only(200),
+    ("api-export-download", "GET"): api_researcher_only(200),
     # --- API: webhooks (researchers only) ---
     ("api-webhooks", "GET"): api_researcher_only(200),
     ("api-webhooks", "POST"): api_researcher_only(201),
@@ -225,6 +229,7 @@ class World:
     policy: Any
     webhook: WebhookEndpoint
     api_token: ApiToken  # the researcher's
+    export_job: ExportJob  # finished, with its file
 
     def path_kwargs(self) -> dict[str, Any]:
         """Values for every path parameter name the URL configuration uses."""
@@ -240,6 +245,7 @@ class World:
             "policy_id": self.policy.pk,
             "webhook_id": self.webhook.pk,
             "token_id": self.api_token.pk,
+            "job_id": self.export_job.pk,
         }
 
 
@@ -320,6 +326,9 @@ def seed_world() -> World:
     webhook = WebhookEndpoint.objects.create(
         project=project, url="https://93.184.215.14/hook", events=["ranking.submitted"], secret="whsec_AAAA"
     )
+    export_job = ExportJob(project=project, what="judgments", format="csv", status="done", rows=1, total_rows=1)
+    export_job.file.save("judgments.csv", ContentFile(b"id\n1\n"), save=False)
+    export_job.save()
     for user in (researcher, annotator, outsider, other_researcher):
         Token.objects.get_or_create(user=user)
     api_token, _secret = token_create(user=researcher, name="matrix")
@@ -344,6 +353,7 @@ def seed_world() -> World:
         policy=policy,
         webhook=webhook,
         api_token=api_token,
+        export_job=export_job,
     )
 
 
@@ -383,6 +393,7 @@ BODIES: dict[tuple[str, str], Body] = {
     # A public address literal: no DNS lookup, and not refused as private.
     ("api-webhooks", "POST"): lambda w, who: {"url": "https://93.184.215.14/hooks", "events": ["ranking.submitted"]},
     ("api-webhook", "PATCH"): lambda w, who: {"description": "matrix", "is_active": False},
+    ("api-export-jobs", "POST"): lambda w, who: {"what": "judgments", "format": "csv"},
     ("api-reward-models", "POST"): lambda w, who: {},
     ("api-runs", "POST"): lambda w, who: {},
     ("api-run", "POST"): lambda w, who: {"action": "pause"},
