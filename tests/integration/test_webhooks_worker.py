@@ -50,3 +50,36 @@ def test_the_worker_retries_and_delivers_a_signed_webhook(worker, researcher, re
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("succeeded", 2, 200)
     messages = [Webhook(endpoint.secret).verify(body, headers) for headers, body in receiver.received]
     assert [m["type"] for m in messages] == ["reward_model.ready", "reward_model.ready"]
+
+
+@needs_servers
+def test_the_worker_writes_an_export_and_announces_it(worker, researcher, receiver: Receiver, settings):  # noqa: F811
+    """An asynchronous export end to end: the API's start → Redis → the worker writes the file to storage (its
+    progress written from inside the export's server-side cursor) → a signed ``export.ready`` to the receiver."""
+    import numpy as np
+
+    from labeling import export_jobs
+    from labeling.models import ExportJob
+    from labeling.services import queries_create_random
+    from tests.conftest import add_fake_clips, api_client_for
+
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    project = make_project(researcher, slug="export-worker")
+    queries_create_random(project=project, count=3, rng=np.random.default_rng(0), clips=add_fake_clips(project, 4))
+    endpoint = webhooks.endpoint_create(
+        project=project, url=receiver.url, events=[events.WEBHOOK_EXPORT_READY], created_by=researcher
+    )
+    job = export_jobs.export_job_start(project=project, what="clips", fmt="csv", requested_by=researcher)
+
+    def finished():
+        found = ExportJob.objects.get(pk=job.pk)
+        return found if found.status in ("done", "failed") else None
+
+    done = wait_for(finished, timeout=60, what="the worker to write the export")
+    assert done.status == "done", done.error
+    assert done.rows == done.total_rows == 4
+    body = b"".join(api_client_for(researcher).get(f"/api/v1/exports/{job.pk}/download").streaming_content)
+    assert body.decode().splitlines()[0].startswith("id,rollout,run,policy") and len(body.splitlines()) == 5
+    wait_for(lambda: len(receiver.received) >= 1, timeout=60, what="the export.ready delivery")
+    [message] = [Webhook(endpoint.secret).verify(b, h) for h, b in receiver.received]
+    assert message["type"] == "export.ready" and message["data"]["export"]["id"] == job.pk
