@@ -305,6 +305,17 @@ class Client:
             body["time_spent_ms"] = int(time_spent_ms)
         return dict(self._request("POST", f"/queries/{query_id}/judgments/", json=body, idempotent=True))
 
+    def revise_judgment(self, judgment: int | Mapping[str, Any], choice: str) -> dict[str, Any]:
+        """Change one of your answers (the earlier choice is kept as a revision on the server)."""
+        judgment_id = int(judgment["id"]) if isinstance(judgment, Mapping) else int(judgment)
+        return dict(self._request("PATCH", f"/judgments/{judgment_id}/", json={"choice": choice}))
+
+    def undo_judgment(self, judgment: int | Mapping[str, Any]) -> dict[str, Any]:
+        """Take back your last answer (within the server's undo window): the judgment is deleted and its pair
+        comes back to you, leased; returns that leased query. Not retried (a repeat would find nothing to undo)."""
+        judgment_id = int(judgment["id"]) if isinstance(judgment, Mapping) else int(judgment)
+        return dict(self._request("POST", f"/judgments/{judgment_id}/undo/")["query"])
+
     def skip(self, lease: str) -> None:
         self._request("POST", f"/leases/{lease}/skip/")  # a repeat would answer 404: not retried
 
@@ -436,6 +447,18 @@ class Client:
                 return model
         raise HeronryError(f"project {slug!r} has no reward model with weights yet", code="not_ready")
 
+    # --- policies --------------------------------------------------------------------------------------------
+    def policies(self, slug: str) -> list[dict[str, Any]]:
+        """The project's trained policies (newest first), as the runs that trained them report them: ``id``,
+        ``algorithm``, ``timesteps``, ``reward_model``, ``evaluation``, ``download_url``, plus the ``run``."""
+        return [{**run["policy"], "run": run["id"]} for run in self.runs(slug) if run.get("policy")]
+
+    def download_policy(self, policy: int | Mapping[str, Any], destination: str | os.PathLike[str] | IO[bytes]) -> int:
+        """A policy's Stable-Baselines3 zip to a path or binary file; returns the bytes written. Load its weights
+        with ``model.set_parameters(path)`` (``PPO.load`` would unpickle the zip's objects)."""
+        policy_id = int(policy["id"]) if isinstance(policy, Mapping) else int(policy)
+        return self._download(f"/policies/{policy_id}/checkpoint", destination)
+
     # --- exports ---------------------------------------------------------------------------------------------
     def export_judgments(
         self,
@@ -455,9 +478,65 @@ class Client:
         format: str = "jsonl",  # noqa: A002  (the API's query parameter)
         preference_set: int | None = None,
     ) -> int:
-        """Stream a preference set (``jsonl``, ``csv`` or ``parquet``; default the newest set) to a file."""
+        """Stream a preference set (``jsonl``, ``csv``, ``parquet`` or ``uni-rlhf``; default the newest set) to a
+        file."""
         url = f"/projects/{slug}/export/preferences"
         return self._download(url, destination, format=format, set=preference_set)
+
+    def export_uni_rlhf(
+        self,
+        slug: str,
+        destination: str | os.PathLike[str] | IO[bytes],
+        *,
+        preference_set: int | None = None,
+    ) -> int:
+        """A dataset project's preference set in Preference Transformer / Uni-RLHF's layout: an ``.npz`` of plain
+        arrays (``start_indices``, ``start_indices_2``, ``query_length``, one-hot ``labels``, the source
+        episodes); load it with ``numpy.load(path, allow_pickle=False)``."""
+        return self.export_preferences(slug, destination, format="uni-rlhf", preference_set=preference_set)
+
+    def start_export(self, slug: str, what: str, *, format: str = "jsonl") -> dict[str, Any]:  # noqa: A002
+        """Start an asynchronous export of ``judgments``, ``clips`` or ``rankings`` (written to storage by a
+        worker; ``export.ready`` is sent when done); returns the job (``id``, ``status``, ``progress`` ...)."""
+        body = {"what": what, "format": format}
+        return dict(self._request("POST", f"/projects/{slug}/exports/", json=body))
+
+    def exports(self, slug: str) -> list[dict[str, Any]]:
+        """The project's newest asynchronous exports."""
+        return list(self.get(f"/projects/{slug}/exports/"))
+
+    def export_job(self, job: int | Mapping[str, Any]) -> dict[str, Any]:
+        job_id = int(job["id"]) if isinstance(job, Mapping) else int(job)
+        return dict(self.get(f"/exports/{job_id}/"))
+
+    def wait_for_export(
+        self,
+        job: int | Mapping[str, Any],
+        *,
+        timeout: float | None = 3600.0,
+        poll_interval: float = 2.0,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll an asynchronous export until it is done; raises :class:`RunFailed` if it failed and
+        :class:`WaitTimeout` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            state = self.export_job(job)
+            if progress is not None:
+                progress(state)
+            if state["status"] == "done":
+                return state
+            if state["status"] == "failed":
+                raise RunFailed(f"export {state['id']} failed: {state.get('error') or ''}".strip(), state)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"export {state['id']} still {state['status']} after {timeout} s", state)
+            remaining = poll_interval if deadline is None else min(poll_interval, max(0.0, deadline - time.monotonic()))
+            time.sleep(remaining)
+
+    def download_export(self, job: int | Mapping[str, Any], destination: str | os.PathLike[str] | IO[bytes]) -> int:
+        """The file of a finished asynchronous export to a path or binary file; returns the bytes written."""
+        job_id = int(job["id"]) if isinstance(job, Mapping) else int(job)
+        return self._download(f"/exports/{job_id}/download", destination)
 
     def iter_judgments(self, slug: str) -> Iterator[dict[str, Any]]:
         """Every judgment as a dict, streamed from the JSON Lines export."""

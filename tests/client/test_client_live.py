@@ -467,3 +467,88 @@ def test_webhooks_and_named_tokens_through_the_client(rita, live_server, project
     with Client(live_server.url, token=token["token"], retries=0) as revoked, pytest.raises(HeronryError) as gone:
         revoked.projects()
     assert gone.value.status == 401
+
+
+# --- judgments revised and undone, policies, async and Uni-RLHF exports --------------------------------------------
+
+
+def test_a_judgment_is_revised_and_undone_through_the_client(anna, project):
+    clips = add_fake_clips(project, 4)
+    queries_create_random(project=project, count=2, rng=np.random.default_rng(0), clips=clips)
+    query = anna.next_query("pendulum")
+    judgment = anna.submit_judgment(query, "left")
+    revised = anna.revise_judgment(judgment, "right")
+    assert revised["id"] == judgment["id"] and revised["choice"] == "right"
+    assert Judgment.objects.get(pk=judgment["id"]).choice == "right"
+    with pytest.raises(ValidationError):
+        anna.revise_judgment(judgment["id"], "sideways")
+    back = anna.undo_judgment(judgment)
+    assert back["id"] == query["id"] and back["lease"]  # the pair is leased to anna again
+    assert not Judgment.objects.filter(pk=judgment["id"]).exists()
+    with pytest.raises(NotFound):
+        anna.undo_judgment(judgment)
+
+
+def test_policies_are_listed_and_their_checkpoints_downloaded(rita, anna, project, tmp_path):
+    from trainer.models import ITERATION_STEPS, PolicyCheckpoint, Run, RunState
+
+    iteration = Run.objects.create(project=project, number=1, steps=list(ITERATION_STEPS), state=RunState.DONE)
+    policy = PolicyCheckpoint(project=project, run=iteration, algorithm="sac", timesteps=100)
+    zipped = b"PK\x05\x06" + bytes(18)  # an empty zip
+    policy.model_file.save("policy.zip", ContentFile(zipped), save=False)
+    policy.save()
+    [listed] = rita.policies("pendulum")
+    assert (listed["id"], listed["run"], listed["algorithm"]) == (policy.pk, iteration.pk, "sac")
+    assert rita.download_policy(listed, tmp_path / "policy.zip") == len(zipped)
+    assert (tmp_path / "policy.zip").read_bytes() == zipped
+    with pytest.raises(PermissionDenied):
+        anna.download_policy(policy.pk, io.BytesIO())
+
+
+def test_an_async_export_is_started_followed_and_downloaded(rita, anna, project, tmp_path):
+    clips = add_fake_clips(project, 4)
+    queries_create_random(project=project, count=2, rng=np.random.default_rng(0), clips=clips)
+    anna.submit_judgment(anna.next_query("pendulum"), "equal")
+    job = rita.start_export("pendulum", "judgments", format="csv")
+    assert job["what"] == "judgments" and job["format"] == "csv"
+    seen: list[str] = []
+    done = rita.wait_for_export(job, timeout=60, poll_interval=0.1, progress=lambda j: seen.append(j["status"]))
+    assert done["status"] == "done" and done["rows"] == 1 and seen[-1] == "done"
+    assert [j["id"] for j in rita.exports("pendulum")] == [job["id"]]
+    rita.download_export(done, tmp_path / "async.csv")
+    streamed = io.BytesIO()
+    rita.export_judgments("pendulum", streamed, format="csv")
+    assert (tmp_path / "async.csv").read_bytes() == streamed.getvalue()
+    with pytest.raises(ValidationError):
+        rita.start_export("pendulum", "secrets")
+    with pytest.raises(PermissionDenied):
+        anna.start_export("pendulum", "clips")
+
+
+def test_uni_rlhf_export_through_the_client(rita, own_sim, project, annotator, tmp_path):
+    from labeling import rankings
+    from trainer.preference_building import PreferenceParams, preference_set_build
+
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        episode = npz_bytes(
+            observations=rng.normal(size=(41, 3)),
+            actions=rng.uniform(-1, 1, size=(40, 1)).astype(np.float32),
+            factor_speed=rng.normal(size=40),
+        )
+        rita.wait_for(rita.upload_rollout("own-sim", episode), timeout=60, poll_interval=0.1)
+    rankings.ranking_submit(project=own_sim, annotator=annotator, groups=[["speed"]])
+    params = PreferenceParams(sources="rankings")
+    preference_set_build(project=own_sim, params=params, report=lambda *a: None)
+    rita.export_uni_rlhf("own-sim", tmp_path / "labels.npz")
+    with np.load(tmp_path / "labels.npz", allow_pickle=False) as data:
+        assert int(data["query_length"]) == 10 and data["episode_lengths"].tolist() == [40, 40]
+        assert data["labels"].shape == (len(data["start_indices"]), 2)
+        assert set(data["human_label"].tolist()) <= {0, 1}
+    # A simulator project has no dataset episodes to index: a 400 that says so.
+    queries_create_random(project=project, count=1, rng=rng, clips=add_fake_clips(project, 2))
+    Judgment.objects.create(query=project.queries.first(), annotator=annotator, choice="left", client_id=uuid.uuid4())
+    preference_set_build(project=project, params=PreferenceParams(sources="judgments"), report=lambda *a: None)
+    with pytest.raises(ValidationError) as refused:
+        rita.export_uni_rlhf("pendulum", io.BytesIO())
+    assert "uploaded or imported" in str(refused.value)
