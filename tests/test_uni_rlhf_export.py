@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ def build_set(project, **params):
     return preference_set_build(project=project, params=PreferenceParams(**params), report=lambda *a: None)
 
 
-def fetch(user, project, **query) -> tuple[int, dict | bytes]:
+def fetch(user, project, **query) -> tuple[int, Any]:
     params = "&".join(f"{k}={v}" for k, v in {"format": "uni-rlhf", **query}.items())
     response = api_client_for(user).get(f"/api/v1/projects/{project.slug}/export/preferences?{params}")
     if response.status_code != 200:
@@ -148,16 +149,28 @@ def test_a_minari_import_ranked_by_heron_is_keyed_to_the_datasets_episodes(
     assert set(data["episode_sources"].tolist()) == {"minari:pendulum/layout-v0"}
     assert len(data["start_indices"]) == preference_set.n_pairs > 0
 
-    # The dataset itself, concatenated as D4RL-style loaders do: it lines up with the start indices.
+    # The dataset itself, concatenated as D4RL-style loaders do (the README's snippet): it lines up with the start
+    # indices, whether the whole dataset or the file's episodes are concatenated.
     dataset = minari.load_dataset("pendulum/layout-v0")
-    flat_rewards = np.concatenate([e.rewards for e in dataset.iterate_episodes()])
-    assert len(flat_rewards) == int(data["episode_lengths"].sum())
+    assert [e.id for e in dataset.iterate_episodes()] == data["episode_ids"].tolist()
+    episodes = list(dataset.iterate_episodes(episode_indices=data["episode_ids"].tolist()))
+    flat_rewards = np.concatenate([e.rewards for e in episodes])
+    flat_obs = np.concatenate([e.observations[:-1] for e in episodes])  # one per transition
+    assert len(flat_rewards) == len(flat_obs) == int(data["episode_lengths"].sum())
     n = int(data["query_length"])
     true_return = dict(Clip.objects.filter(project=pendulum).values_list("pk", "true_return"))
+    spans = {c.pk: c for c in Clip.objects.filter(project=pendulum).select_related("rollout")}
     for side in ("", "_2"):
         sums = segments(flat_rewards, data[f"start_indices{side}"], n).sum(axis=1)
         want = [true_return[int(c)] for c in data[f"clip_ids{side}"]]
         np.testing.assert_allclose(sums, want, rtol=1e-6)
+        # Each side's observations are the episode's, from its in-episode start offset.
+        obs = segments(flat_obs, data[f"start_indices{side}"], n)
+        rows, offsets = data[f"episode_index{side}"], data[f"start_offsets{side}"]
+        for i, (episode_row, offset) in enumerate(zip(rows, offsets, strict=True)):
+            source = episodes[int(episode_row)].observations[int(offset) : int(offset) + n]
+            np.testing.assert_array_equal(obs[i], source)
+            assert spans[int(data[f"clip_ids{side}"][i])].start == offset
     # HERON targets are hard here (one ranking, ties dropped): one-hot, as the loaders make them.
     np.testing.assert_array_equal(one_hot(data["human_label"]), data["labels"])
 

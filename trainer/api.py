@@ -161,10 +161,10 @@ class PreferenceExportView(APIView):
             raise NotFound("no preference set yet")
         fmt = request.query_params.get("format", "jsonl")
         if fmt == "uni-rlhf":
-            response = HttpResponse(uni_rlhf_npz(preference_set), content_type="application/octet-stream")
+            npz = HttpResponse(uni_rlhf_npz(preference_set), content_type="application/octet-stream")
             name = f"{project.slug}-preferences-{preference_set.pk}-uni-rlhf.npz"
-            response["Content-Disposition"] = f'attachment; filename="{name}"'
-            return response
+            npz["Content-Disposition"] = f'attachment; filename="{name}"'
+            return npz
         filename = f"{project.slug}-preferences-{preference_set.pk}.{fmt}"
         if fmt == "parquet":
             return FileResponse(
