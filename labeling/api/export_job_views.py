@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.http import FileResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -27,6 +26,25 @@ ExportRequest = inline_serializer(
 )
 
 
+class ExportJobSerializer(serializers.Serializer):
+    """The schema of ``labeling.export_jobs.export_payload`` (the answer, and the ``export.ready`` event's export)."""
+
+    id = serializers.IntegerField()
+    kind = serializers.CharField(help_text='always "export"')
+    what = serializers.CharField()
+    format = serializers.CharField()
+    status = serializers.ChoiceField(choices=["queued", "running", "done", "failed"])
+    rows = serializers.IntegerField(help_text="rows written so far")
+    total_rows = serializers.IntegerField(allow_null=True)
+    progress = serializers.FloatField()
+    size = serializers.IntegerField(allow_null=True, help_text="bytes, once done")
+    error = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    url = serializers.CharField()
+    download_url = serializers.CharField(allow_null=True)
+
+
 def _job_for_researcher(request: AuthenticatedRequest, job_id: int) -> ExportJob:
     job = visible_object(ExportJob.objects.select_related("project"), pk=job_id, request=request, name="export")
     require_researcher(request, job.project)
@@ -34,7 +52,10 @@ def _job_for_researcher(request: AuthenticatedRequest, job_id: int) -> ExportJob
 
 
 class ExportJobListView(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT, summary="The project's newest asynchronous exports")
+    @extend_schema(
+        responses=ExportJobSerializer(many=True),
+        summary="The project's newest asynchronous exports",
+    )
     def get(self, request: AuthenticatedRequest, slug: str) -> Response:
         project = researcher_project(request, slug)
         jobs = export_jobs.export_jobs_of(project)[:JOBS_SHOWN]
@@ -42,7 +63,7 @@ class ExportJobListView(APIView):
 
     @extend_schema(
         request=ExportRequest,
-        responses={202: OpenApiTypes.OBJECT},
+        responses={202: ExportJobSerializer},
         summary="Start an asynchronous export (judgments, clips or rankings) written to storage; export.ready "
         "is sent when its file is ready",
     )
@@ -60,7 +81,7 @@ class ExportJobListView(APIView):
 
 
 class ExportJobDetailView(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT, summary="An asynchronous export: status, progress, download URL")
+    @extend_schema(responses=ExportJobSerializer, summary="An asynchronous export: status, progress, download URL")
     def get(self, request: AuthenticatedRequest, job_id: int) -> Response:
         return Response(export_jobs.export_payload(_job_for_researcher(request, job_id)))
 
