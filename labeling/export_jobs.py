@@ -13,11 +13,13 @@ import logging
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.files import File
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
@@ -37,8 +39,23 @@ SOURCES: dict[str, tuple[Callable[[Project], exports.Export], Callable[[Project]
     "clips": (exports.clips, lambda p: Clip.objects.filter(project=p).count()),
     "rankings": (exports.rankings, lambda p: FactorRanking.objects.filter(project=p).count()),
 }
-PROGRESS_ROWS = 50_000  # rows between two progress writes
+PROGRESS_ROWS = 50_000  # rows between two progress writes (each a heartbeat)
 ACTIVE = (ExportStatus.QUEUED, ExportStatus.RUNNING)
+# A job still queued after this long lost its task (a broker outage); it is failed so another can start.
+QUEUED_LIMIT = timedelta(hours=1)
+
+
+def export_jobs_expire(*, project: Project) -> int:
+    """Fail the project's jobs whose worker died (running, silent for ``RUN_STALE_SECONDS``) or whose task was
+    lost (queued for ``QUEUED_LIMIT``), so they stop counting against the limit; returns how many."""
+    now = timezone.now()
+    silent = now - timedelta(seconds=settings.HERONRY["RUN_STALE_SECONDS"])
+    dead = Q(status=ExportStatus.RUNNING, heartbeat_at__lt=silent) | Q(
+        status=ExportStatus.QUEUED, created_at__lt=now - QUEUED_LIMIT
+    )
+    return ExportJob.objects.filter(dead, project=project).update(
+        status=ExportStatus.FAILED, error="its worker stopped reporting (start the export again)", finished_at=now
+    )
 
 
 def export_job_start(*, project: Project, what: str, fmt: str, requested_by: User | None) -> ExportJob:
@@ -54,6 +71,7 @@ def export_job_start(*, project: Project, what: str, fmt: str, requested_by: Use
     limit = settings.EXPORT_JOBS_ACTIVE_MAX
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=project.pk).first()  # one start at a time per project
+        export_jobs_expire(project=project)
         if ExportJob.objects.filter(project=project, status__in=ACTIVE).count() >= limit:
             raise Conflict(
                 f"this project has {limit} export(s) in progress (queued or running); wait for one to finish"
@@ -69,13 +87,15 @@ def _write_progress(job_id: int, rows: int) -> None:
 
     def write() -> None:
         try:
-            ExportJob.objects.filter(pk=job_id, status=ExportStatus.RUNNING).update(rows=rows)
+            ExportJob.objects.filter(pk=job_id, status=ExportStatus.RUNNING).update(
+                rows=rows, heartbeat_at=timezone.now()
+            )
         finally:
             if threading.current_thread() is not threading.main_thread():
                 connection.close()
 
     if not connection.in_atomic_block or connection.vendor == "sqlite":  # SQLite: one writer; tests are in it
-        ExportJob.objects.filter(pk=job_id, status=ExportStatus.RUNNING).update(rows=rows)
+        ExportJob.objects.filter(pk=job_id, status=ExportStatus.RUNNING).update(rows=rows, heartbeat_at=timezone.now())
         return
     worker = threading.Thread(target=write, name=f"export-{job_id}-progress")
     worker.start()
@@ -94,7 +114,7 @@ def export_job_run(*, job_id: int) -> None:
     """The worker's side: claim the queued job, write its file, mark it done (or failed) and announce it."""
     started = timezone.now()
     if not ExportJob.objects.filter(pk=job_id, status=ExportStatus.QUEUED).update(
-        status=ExportStatus.RUNNING, started_at=started
+        status=ExportStatus.RUNNING, started_at=started, heartbeat_at=started
     ):
         return  # delivered twice, or already finished
     job = ExportJob.objects.select_related("project").get(pk=job_id)
@@ -113,7 +133,7 @@ def export_job_run(*, job_id: int) -> None:
             store_file(job.file, f"{job.project.slug}-{job.what}-{job.pk}.{job.format}", File(spool))
     except Exception as error:  # the job records why; the worker goes on
         logger.exception("export %s failed", job_id)
-        ExportJob.objects.filter(pk=job_id).update(
+        ExportJob.objects.filter(pk=job_id, status=ExportStatus.RUNNING).update(
             status=ExportStatus.FAILED, error=str(error)[:2000], finished_at=timezone.now()
         )
         return

@@ -539,6 +539,9 @@ class ExportJob(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Written at the claim and with every progress report: a running job silent for RUN_STALE_SECONDS has lost
+    # its worker (labeling.export_jobs.export_jobs_expire).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -122,3 +122,20 @@ def test_annotators_cannot_start_or_fetch_exports(judged, researcher, annotator)
     client = api_client_for(annotator)
     assert client.post(f"/api/v1/projects/{judged.slug}/exports/", {"what": "clips"}, format="json").status_code == 403
     assert client.get(f"/api/v1/exports/{job.pk}/download").status_code == 403
+
+
+def test_jobs_whose_worker_died_or_task_was_lost_stop_counting(judged, researcher, settings):  # noqa: F811
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.EXPORT_JOBS_ACTIVE_MAX = 2
+    long_ago = timezone.now() - timedelta(hours=2)
+    running = ExportJob.objects.create(project=judged, what="clips", format="csv", status="running")
+    ExportJob.objects.filter(pk=running.pk).update(heartbeat_at=long_ago, started_at=long_ago)
+    queued = ExportJob.objects.create(project=judged, what="clips", format="csv", created_at=long_ago)
+    fresh = export_jobs.export_job_start(project=judged, what="rankings", fmt="csv", requested_by=researcher)
+    running.refresh_from_db()
+    queued.refresh_from_db()
+    assert running.status == queued.status == "failed" and "stopped reporting" in running.error
+    assert fresh.status == "queued"
