@@ -49,7 +49,7 @@ def export_jobs_expire(*, project: Project) -> int:
     """Fail the project's jobs whose worker died (running, silent for ``RUN_STALE_SECONDS``) or whose task was
     lost (queued for ``QUEUED_LIMIT``), so they stop counting against the limit; returns how many."""
     now = timezone.now()
-    silent = now - timedelta(seconds=settings.HERONRY["RUN_STALE_SECONDS"])
+    silent = now - timedelta(seconds=int(settings.HERONRY["RUN_STALE_SECONDS"]))
     dead = Q(status=ExportStatus.RUNNING, heartbeat_at__lt=silent) | Q(
         status=ExportStatus.QUEUED, created_at__lt=now - QUEUED_LIMIT
     )
