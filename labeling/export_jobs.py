@@ -25,6 +25,7 @@ from django.utils import timezone
 from accounts.models import User
 
 from . import events, exports
+from .clips import render_stale_after
 from .errors import Conflict, ValidationFailed
 from .files import store_file
 from .models import Clip, ExportJob, ExportStatus, FactorRanking, Judgment, Project
@@ -49,7 +50,7 @@ def export_jobs_expire(*, project: Project) -> int:
     """Fail the project's jobs whose worker died (running, silent for ``RUN_STALE_SECONDS``) or whose task was
     lost (queued for ``QUEUED_LIMIT``), so they stop counting against the limit; returns how many."""
     now = timezone.now()
-    silent = now - timedelta(seconds=int(settings.HERONRY["RUN_STALE_SECONDS"]))
+    silent = now - render_stale_after()  # the one stale limit (RUN_STALE_SECONDS) every worker's claim uses
     dead = Q(status=ExportStatus.RUNNING, heartbeat_at__lt=silent) | Q(
         status=ExportStatus.QUEUED, created_at__lt=now - QUEUED_LIMIT
     )
