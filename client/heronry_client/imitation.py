@@ -306,7 +306,8 @@ def _build() -> dict[str, type]:
         """imitation's ``PreferenceGatherer`` answered by a Heronry project's annotators (see the module).
 
         Arguments as :class:`PairGatherer`'s, plus imitation's ``rng`` and ``custom_logger``. Returns float32
-        preferences, NaN for a pair without an answer (use :func:`answered_only`)."""
+        preferences, NaN for a pair without an answer (use :func:`answered_only`); raises
+        :class:`GatherTimeout` when no pair at all was answered in time."""
 
         def __init__(
             self,
@@ -325,6 +326,9 @@ def _build() -> dict[str, type]:
             result = self.core.gather(list(fragment_pairs))
             self.last_result = result
             answered = int(result.answered.sum())
+            if answered == 0 and len(result.preferences) > 0:
+                # imitation would train on an empty dataset and fail with an obscure sampler error.
+                raise GatherTimeout(f"no pair of {len(result.preferences)} answered in {self.core.timeout} s", result)
             self.logger.record("heronry/answered", answered)
             self.logger.record("heronry/unanswered", len(result.preferences) - answered)
             self.logger.record("heronry/ties", result.ties)

@@ -221,9 +221,9 @@ class Run:
     budget: LabelBudget
     wait_seconds: float
     stop: threading.Event
-    wait_when_done: bool = False  # a program asks new questions later (imitation's gatherer): "done" is "not yet"
     ranking: RankingSpec | None
     sigmas: dict[str, float]
+    wait_when_done: bool = False  # a program asks new questions later (imitation's gatherer): "done" is "not yet"
 
 
 # --- One annotator ------------------------------------------------------------------------------------------
