@@ -10,7 +10,7 @@ export SDL_VIDEODRIVER ?= dummy
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: install demo serve worker test test-fast lint typecheck bench bench-serve bench-exports bench-loop bench-mujoco clean
+.PHONY: install demo serve worker test test-fast lint typecheck imitation-example bench bench-serve bench-exports bench-loop bench-mujoco clean
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,11 @@ lint: install
 
 typecheck: install
 	$(VENV)/bin/mypy .
+
+# imitation's preference comparisons on Pendulum-v1 answered by simulated annotators through a throwaway server;
+# imitation gets its own virtualenv (var/imitation-venv, examples/requirements-imitation.txt). A few minutes.
+imitation-example: install
+	bash examples/run_imitation_example.sh
 
 bench: install
 	$(PY) -m bench.heron.bench_heron

@@ -9,7 +9,7 @@ from django.db.models import Count, Q, QuerySet
 from accounts.models import User
 
 from .errors import NotFound
-from .models import Clip, Judgment, Membership, Project, ProjectRole, Query, QueryStatus
+from .models import Choice, Clip, Judgment, Membership, Project, ProjectRole, Query, QueryStatus
 
 
 def projects_for_user(user: User) -> QuerySet[Project]:
@@ -62,10 +62,13 @@ def annotator_progress(*, project: Project, annotator: User) -> dict[str, int]:
     return {"judgments": Judgment.objects.filter(query__project=project, annotator=annotator).count()}
 
 
-def clips_for_project(project: Project, *, iteration: int | None = None) -> QuerySet[Clip]:
+def clips_for_project(project: Project, *, iteration: int | None = None, run: int | None = None) -> QuerySet[Clip]:
+    """The project's clips by id; ``run``: only those cut from the rollouts that run made (an upload's clips)."""
     clips = Clip.objects.filter(project=project).order_by("id")
     if iteration is not None:
         clips = clips.filter(iteration=iteration)
+    if run is not None:
+        clips = clips.filter(rollout__run=run)
     return clips
 
 
@@ -190,3 +193,44 @@ def servable_queries(project: Project) -> QuerySet[Query]:
         clip_a__render_status=RenderStatus.READY,
         clip_b__render_status=RenderStatus.READY,
     )
+
+
+def query_answers(*, project: Project, query_ids: list[int]) -> list[dict[str, Any]]:
+    """Each query's state and its human answers in canonical terms (clip_a, clip_b), for programs that asked
+    for pairs and wait for them (imitation's preference gatherer).
+
+    ``answers`` counts judgments by canonical outcome (``a``, ``b``, ``equal``, ``cant_tell``); ``target_a`` is
+    P(clip_a better than clip_b) as the mean over the judgments that say something (an equal answer is 0.5,
+    can't tell is left out), None while there is none; ``majority`` is ``a``, ``b`` or ``tie`` (equal counts,
+    or a tie the answers leave open) by the same rule, None without an informative answer. Ids of other
+    projects' queries are left out, exactly like ids that don't exist."""
+    queries = {q.pk: q for q in Query.objects.filter(project=project, pk__in=query_ids)}
+    counts: dict[int, dict[str, int]] = {pk: {"a": 0, "b": 0, "equal": 0, "cant_tell": 0} for pk in queries}
+    judgments = Judgment.objects.filter(query_id__in=list(queries)).select_related("query")
+    for judgment in judgments.only("choice", "swapped", "query__clip_a_id", "query__clip_b_id"):
+        label = judgment.canonical_label if judgment.choice != Choice.CANT_TELL else None
+        counts[judgment.query_id][label or "cant_tell"] += 1
+    rows = []
+    for pk in query_ids:
+        query = queries.get(pk)
+        if query is None:
+            continue
+        tally = counts[pk]
+        informative = tally["a"] + tally["b"] + tally["equal"]
+        target = (tally["a"] + 0.5 * tally["equal"]) / informative if informative else None
+        majority = None if target is None else "a" if target > 0.5 else "b" if target < 0.5 else "tie"
+        rows.append(
+            {
+                "id": query.pk,
+                "clip_a": query.clip_a_id,
+                "clip_b": query.clip_b_id,
+                "source": query.source,
+                "status": query.status,
+                "answers_wanted": query.answers_wanted,
+                "answers_given": query.answers_given,
+                "answers": tally,
+                "target_a": target,
+                "majority": majority,
+            }
+        )
+    return rows

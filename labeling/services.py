@@ -262,6 +262,42 @@ def queries_publish(
     return len(queries)
 
 
+MAX_PAIRS_PER_REQUEST = 500
+
+
+@transaction.atomic
+def queries_for_pairs(
+    *,
+    project: Project,
+    pairs: Sequence[tuple[int, int]],
+    rng: np.random.Generator,
+    priority: int = 0,
+) -> list[Query]:
+    """The query asking each pair of the project's clips, made when missing: one per pair, in ``pairs``' order.
+
+    For programs that pick their own pairs (imitation's preference gatherer). Asking again returns the same
+    queries, so a retried request creates nothing twice; a pair already asked by a random or active query is
+    answered by that query. New ones are ``active`` queries: a program chose them, as the loop's selection
+    does. Pairs may be given in either order; the queries store them canonically (clip_a < clip_b)."""
+    if len(pairs) > MAX_PAIRS_PER_REQUEST:
+        raise ValidationFailed(
+            f"at most {MAX_PAIRS_PER_REQUEST} pairs a request", fields={"pairs": [f"at most {MAX_PAIRS_PER_REQUEST}"]}
+        )
+    canonical = [(min(int(a), int(b)), max(int(a), int(b))) for a, b in pairs]
+    queries_publish(project=project, pairs=canonical, source=QuerySource.ACTIVE, rng=rng, priority=priority)
+    ids = sorted({clip_id for pair in canonical for clip_id in pair})
+    by_pair = {
+        (query.clip_a_id, query.clip_b_id): query
+        for query in Query.objects.filter(
+            project=project,
+            source__in=[QuerySource.RANDOM, QuerySource.ACTIVE],
+            clip_a_id__in=ids,
+            clip_b_id__in=ids,
+        )
+    }
+    return [by_pair[pair] for pair in canonical]
+
+
 def send_task_by_name(name: str, *args: Any) -> None:
     """Send a task without importing its module. In eager mode (tests, no broker) it runs in-process."""
     from celery import current_app

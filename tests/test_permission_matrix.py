@@ -144,6 +144,9 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-project-spec", "GET"): api_researcher_only(200),  # the spec holds the loop settings: researchers only
     ("api-clips", "GET"): api_members(200),
     ("api-query-next", "POST"): api_members(200),
+    # Pairs a program asks for and their answers (imitation's gatherer): the answers are everyone's, so researchers.
+    ("api-queries", "GET"): api_researcher_only(200),
+    ("api-queries", "POST"): api_researcher_only(200),  # the world's pair is asked already: its query comes back
     ("api-judgments", "POST"): api_members(201, researcher=409),  # the lease is the annotator's: lease_invalid
     ("api-judgment-detail", "PATCH"): api_members(200, researcher=404),  # only the author revises
     ("api-judgment-undo", "POST"): api_members(200, researcher=404),  # only the author undoes
@@ -389,6 +392,8 @@ BODIES: dict[tuple[str, str], Body] = {
         "client_id": str(uuid.uuid4()),
     },
     ("api-judgment-detail", "PATCH"): lambda w, who: {"choice": "right"},
+    ("api-queries", "GET"): lambda w, who: {"ids": f"{w.query.pk},{w.judgment.query_id}"},
+    ("api-queries", "POST"): lambda w, who: {"pairs": [[w.query.clip_b_id, w.query.clip_a_id]]},
     ("api-rankings", "POST"): lambda w, who: {"groups": RANKING_GROUPS},
     # A public address literal: no DNS lookup, and not refused as private.
     ("api-webhooks", "POST"): lambda w, who: {"url": "https://93.184.215.14/hooks", "events": ["ranking.submitted"]},

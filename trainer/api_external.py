@@ -30,6 +30,11 @@ class RolloutUploadSerializer(serializers.Serializer):
     fps = serializers.IntegerField(
         min_value=1, max_value=120, required=False, help_text="Frame rate of the clips cut from frames (1 to 120)."
     )
+    render = serializers.ChoiceField(
+        choices=["queried", "all"],
+        default="queried",
+        help_text="Whose video to make: the clips in a query (default), or all (you will ask your own pairs).",
+    )
 
 
 class MinariImportSerializer(serializers.Serializer):
@@ -63,6 +68,7 @@ class RolloutUploadView(APIView):
             created_by=request.user,
             queries=data.get("queries"),
             fps=data.get("fps"),
+            render_all=data["render"] == "all",
         )
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -124,10 +124,13 @@ def rollout_upload(
     created_by: User | None,
     queries: int | None = None,
     fps: int | None = None,
+    render_all: bool = False,
 ) -> Run:
     """Check an uploaded episode, store it as a rollout and queue the ``upload`` run that makes its clips.
 
-    Raises ValidationFailed (nothing stored) for anything wrong with it.
+    ``render_all``: make every clip's video, not only the queried clips' (a program will ask its own pairs of
+    these clips right after, e.g. imitation's preference gatherer). Raises ValidationFailed (nothing stored) for
+    anything wrong with it.
     """
     _check_size(file, "file")
     mp4, mp4_frames, mp4_fps = (None, None, 0) if video is None else _mp4_checked(video)
@@ -144,7 +147,7 @@ def rollout_upload(
         message = f"the episode has {episode.n_steps} steps, fewer than one clip ({project.segment_steps})"
         raise ValidationFailed(message, fields={"actions": [message]})
     name = os.path.basename(file.name or "upload.npz")[:100]
-    params = {"filename": name, "steps": episode.n_steps, "video": kind, "queries": queries}
+    params = {"filename": name, "steps": episode.n_steps, "video": kind, "queries": queries, "render_all": render_all}
     data = external.save_external_npz(
         episode,
         env_id=project.env_id,
@@ -402,7 +405,10 @@ def ingest(run: Run, loop_settings: Any, report: Callable[[float, str], None]) -
         created = queries_create_random(
             project=project, count=count, rng=np.random.default_rng(run.pk), clips=list(pool)
         )
-    to_render = [clip for clip in clips_needing_video(project) if clip.pk in {c.pk for c in with_video}]
+    if run.params.get("render_all"):
+        to_render = [clip for clip in with_video if clip.render_status != RenderStatus.READY]
+    else:
+        to_render = [clip for clip in clips_needing_video(project) if clip.pk in {c.pk for c in with_video}]
     failed = 0
     for index, clip in enumerate(to_render):
         if not render_clip(Clip.objects.select_related("project", "rollout").get(pk=clip.pk)):
@@ -431,7 +437,7 @@ def _queries(raw: dict[str, Any]) -> int | None:
 
 
 def upload_params(raw: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(raw) - {"filename", "steps", "video", "queries"}
+    unknown = set(raw) - {"filename", "steps", "video", "queries", "render_all"}
     if unknown:
         raise ValueError(f"unknown upload parameters: {sorted(unknown)}")
     if raw.get("video") not in external.VIDEO_KINDS:
@@ -441,6 +447,7 @@ def upload_params(raw: dict[str, Any]) -> dict[str, Any]:
         "steps": int(raw.get("steps") or 0),
         "video": raw["video"],
         "queries": _queries(raw),
+        "render_all": raw.get("render_all") is True,
     }
 
 

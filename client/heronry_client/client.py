@@ -25,6 +25,7 @@ API_PREFIX = "/api/v1"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 TERMINAL_STATES = frozenset({"done", "failed", "cancelled"})
 RUN_ACTIONS = ("pause", "resume", "cancel", "start", "retry")
+MAX_IDS_PER_REQUEST = 500  # the server's bound on pairs (POST) and ids (GET) of …/queries/
 
 
 def _run_id(run: RunRef) -> int:
@@ -251,12 +252,15 @@ class Client:
         video: FileLike | None = None,
         queries: int | None = None,
         fps: int | None = None,
+        render: str | None = None,
     ) -> dict[str, Any]:
-        """Upload one episode (.npz, optional .mp4); returns the ingesting run (``wait_for`` it)."""
+        """Upload one episode (.npz, optional .mp4); returns the ingesting run (``wait_for`` it). ``render="all"``
+        makes every clip's video, not only the queried ones' (for pairs you ask yourself: :meth:`ask_pairs`)."""
         files: dict[str, Any] = {"file": self._file(npz, "rollout.npz")}
         if video is not None:
             files["video"] = self._file(video, "rollout.mp4")
-        data = {k: str(v) for k, v in {"queries": queries, "fps": fps}.items() if v is not None}
+        fields = {"queries": queries, "fps": fps, "render": render}
+        data = {k: str(v) for k, v in fields.items() if v is not None}
         return dict(self._request("POST", f"/projects/{slug}/rollouts/", files=files, data=data))
 
     def import_minari(
@@ -269,10 +273,37 @@ class Client:
 
     # --- clips, queries, judgments, rankings -----------------------------------------------------------------
     def clips(
-        self, slug: str, *, iteration: int | None = None, page_size: int | None = None
+        self, slug: str, *, iteration: int | None = None, run: RunRef | None = None, page_size: int | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Every clip of the project (researchers see every field), fetched page by page as iterated."""
-        return self.paginate(f"/projects/{slug}/clips/", iteration=iteration, page_size=page_size)
+        """Every clip of the project (researchers see every field), fetched page by page as iterated, oldest
+        first; ``run``: only the clips that run cut (an upload's, in the order of its episode's steps)."""
+        run_id = None if run is None else _run_id(run)
+        return self.paginate(f"/projects/{slug}/clips/", iteration=iteration, run=run_id, page_size=page_size)
+
+    def ask_pairs(self, slug: str, pairs: Sequence[tuple[int, int]], *, priority: int = 0) -> list[dict[str, Any]]:
+        """The queries asking these pairs of clip ids (researchers), made when missing; one per pair, in order,
+        each with its status and answers as :meth:`query_answers` gives them. Asking again returns the same
+        queries, so the request is retried like a GET. At most 500 pairs a request: longer lists are sent in
+        chunks."""
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(pairs), MAX_IDS_PER_REQUEST):
+            chunk = [[int(a), int(b)] for a, b in pairs[start : start + MAX_IDS_PER_REQUEST]]
+            body = {"pairs": chunk, "priority": priority}
+            data = self._request("POST", f"/projects/{slug}/queries/", idempotent=True, json=body)
+            results.extend(data["results"])
+        return results
+
+    def query_answers(self, slug: str, queries: Sequence[int]) -> list[dict[str, Any]]:
+        """Status and human answers of queries (researchers), in canonical terms: ``clip_a``, ``clip_b``,
+        ``status``, ``answers_wanted``/``answers_given``, ``answers`` (counts of ``a``, ``b``, ``equal``,
+        ``cant_tell``), ``target_a`` (P(clip_a better), equal = 0.5, can't tell left out; None without an
+        informative answer) and ``majority`` (``a``, ``b``, ``tie`` or None). Unknown ids are left out."""
+        results: list[dict[str, Any]] = []
+        ids = [int(pk) for pk in queries]
+        for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
+            chunk = ",".join(str(pk) for pk in ids[start : start + MAX_IDS_PER_REQUEST])
+            results.extend(self.get(f"/projects/{slug}/queries/", ids=chunk)["results"])
+        return results
 
     def next_query(self, slug: str) -> dict[str, Any] | None:
         """Lease your next query: ``{"id", "left", "right", "lease", ...}``, or None when there is none now

@@ -9,6 +9,7 @@ urlpatterns = [
     path("projects/<slug:slug>/", views.ProjectDetailView.as_view(), name="api-project-detail"),
     path("projects/<slug:slug>/spec", views.ProjectSpecView.as_view(), name="api-project-spec"),
     path("projects/<slug:slug>/clips/", views.ClipListView.as_view(), name="api-clips"),
+    path("projects/<slug:slug>/queries/", views.PairQueriesView.as_view(), name="api-queries"),
     path("projects/<slug:slug>/queries/next/", views.NextQueryView.as_view(), name="api-query-next"),
     path("projects/<slug:slug>/export/judgments", views.JudgmentExportView.as_view(), name="api-export-judgments"),
     path("projects/<slug:slug>/export/clips", views.ClipExportView.as_view(), name="api-export-clips"),

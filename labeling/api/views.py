@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 from django.db.models import Model, QuerySet
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import (
@@ -23,9 +24,9 @@ from rest_framework.views import APIView
 from accounts.tokens import token_project_id
 from accounts.typing import AuthenticatedRequest
 from labeling import assignment, exports, project_specs, rankings, revisions, selectors, services
-from labeling.errors import LeaseInvalid, NotFound, ServiceError
+from labeling.errors import LeaseInvalid, NotFound, ServiceError, ValidationFailed
 from labeling.models import Choice, Judgment, Lease, Membership, Project, Query
-from labeling.parsing import parse_optional_int
+from labeling.parsing import parse_int, parse_optional_int
 
 from .errors import error_response
 from .serializers import (
@@ -170,6 +171,7 @@ class ClipListView(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("iteration", int, required=False, description="only clips of this iteration (≥ 0)"),
+            OpenApiParameter("run", int, required=False, description="only clips cut by this run (an upload's)"),
         ],
         # Researchers get every field; annotators only what doesn't bias their answers (AnnotatorClip).
         responses=PolymorphicProxySerializer(
@@ -185,7 +187,8 @@ class ClipListView(APIView):
         iteration = parse_optional_int(
             request.query_params.get("iteration"), name="iteration", minimum=0, maximum=1_000_000_000
         )
-        clips = selectors.clips_for_project(project, iteration=iteration)
+        run = parse_optional_int(request.query_params.get("run"), name="run", minimum=1, maximum=2**63 - 1)
+        clips = selectors.clips_for_project(project, iteration=iteration, run=run)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(clips, request, view=self)
         researcher = selectors.is_project_researcher(project=project, user=request.user)
@@ -238,6 +241,82 @@ class NextQueryView(APIView):
         lease = result.lease
         lease.query = Query.objects.select_related("clip_a", "clip_b").get(pk=lease.query_id)
         return Response({"query": lease_payload(request, lease), "reason": None, "message": None})
+
+
+class PairQueriesSerializer(serializers.Serializer):
+    pairs = serializers.ListField(
+        child=serializers.ListField(
+            child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), min_length=2, max_length=2
+        ),
+        min_length=1,
+        max_length=services.MAX_PAIRS_PER_REQUEST,
+        help_text="Pairs of the project's clip ids (with video), e.g. [[12, 40], [13, 41]].",
+    )
+    priority = serializers.IntegerField(
+        min_value=0, max_value=1000, required=False, default=0, help_text="Higher is served first (default 0)."
+    )
+
+
+_QUERY_ANSWERS_FIELDS = {
+    "id": serializers.IntegerField(),
+    "clip_a": serializers.IntegerField(),
+    "clip_b": serializers.IntegerField(),
+    "source": serializers.CharField(),
+    "status": serializers.CharField(),
+    "answers_wanted": serializers.IntegerField(),
+    "answers_given": serializers.IntegerField(),
+    "answers": serializers.DictField(child=serializers.IntegerField()),
+    "target_a": serializers.FloatField(allow_null=True),
+    "majority": serializers.CharField(allow_null=True),
+}
+_QUERY_ANSWERS_LIST = inline_serializer(
+    "QueryAnswersList", {"results": inline_serializer("QueryAnswers", _QUERY_ANSWERS_FIELDS, many=True)}
+)
+
+
+def _query_ids(raw: str | None) -> list[int]:
+    text = (raw or "").strip()
+    if not text:
+        raise ValidationFailed("name the queries: ids=1,2,3", fields={"ids": ["required"]})
+    parts = text.split(",")
+    if len(parts) > services.MAX_PAIRS_PER_REQUEST:
+        limit = services.MAX_PAIRS_PER_REQUEST
+        raise ValidationFailed(f"at most {limit} ids a request", fields={"ids": [f"at most {limit}"]})
+    return [parse_int(part.strip(), name="ids", minimum=1) for part in parts]
+
+
+class PairQueriesView(APIView):
+    """Queries a program asks for by pair, and their answers (researchers): imitation's preference gatherer."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("ids", str, required=True, description="comma-separated query ids, at most 500")],
+        responses=_QUERY_ANSWERS_LIST,
+        summary="Queries' status and human answers in canonical terms (researchers)",
+    )
+    def get(self, request: AuthenticatedRequest, slug: str) -> Response:
+        project = researcher_project(request, slug)
+        ids = _query_ids(request.query_params.get("ids"))
+        return Response({"results": selectors.query_answers(project=project, query_ids=ids)})
+
+    @extend_schema(
+        request=PairQueriesSerializer,
+        responses=_QUERY_ANSWERS_LIST,
+        summary="Ask for specific pairs of clips (researchers): their queries, made once per pair, in order",
+    )
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
+        project = researcher_project(request, slug)
+        payload = PairQueriesSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        queries = services.queries_for_pairs(
+            project=project,
+            pairs=[(a, b) for a, b in data["pairs"]],
+            priority=data["priority"],
+            # The serving order of new queries: random, and no seed a caller could use to predict it.
+            rng=np.random.default_rng(),
+        )
+        ids = [query.pk for query in queries]
+        return Response({"results": selectors.query_answers(project=project, query_ids=ids)})
 
 
 class JudgmentCreateView(APIView):

@@ -223,6 +223,7 @@ class Run:
     stop: threading.Event
     ranking: RankingSpec | None
     sigmas: dict[str, float]
+    wait_when_done: bool = False  # a program asks new questions later (imitation's gatherer): "done" is "not yet"
 
 
 # --- One annotator ------------------------------------------------------------------------------------------
@@ -281,7 +282,8 @@ def _label(api: ApiClient, run: Run, report: AnnotatorReport, rng: np.random.Gen
             # "leased_by_others" is often a moment's state (another annotator is mid-answer on the last pair,
             # its row locked), so it gets a few seconds' grace even when --wait-seconds is 0.
             patience = max(run.wait_seconds, _LEASED_GRACE_SECONDS if reason == "leased_by_others" else 0.0)
-            if reason in _RETRYABLE_REASONS and time.monotonic() - idle_since < patience:
+            retryable = reason in _RETRYABLE_REASONS or (run.wait_when_done and reason == "done")
+            if retryable and time.monotonic() - idle_since < patience:
                 run.stop.wait(_POLL_SECONDS)  # wakes at once if another annotator failed
                 continue
             report.stopped = reason
@@ -359,6 +361,12 @@ class Command(BaseCommand):
             default=0.0,
             help="keep polling while there is nothing to do *yet*, up to this long without new work (0 = stop)",
         )
+        parser.add_argument(
+            "--wait-when-done",
+            action="store_true",
+            help="with --wait-seconds, keep polling when every question is answered too: for programs that ask "
+            "new questions later (imitation's preference gatherer)",
+        )
         parser.add_argument("--seed", type=int, default=0, help="seeds the teachers' random answers")
         parser.add_argument(
             "--threads", action=BooleanOptionalAction, default=True, help="annotators work concurrently"
@@ -415,6 +423,7 @@ class Command(BaseCommand):
             budget=LabelBudget(options["labels"]),
             wait_seconds=options["wait_seconds"],
             stop=threading.Event(),
+            wait_when_done=options["wait_when_done"],
             ranking=ranking,
             sigmas=parse_sigmas(options["sigma"]),
         )
