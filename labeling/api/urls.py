@@ -2,7 +2,7 @@ from django.urls import path
 
 import labeling.converters  # noqa: F401  (registers the bounded <id:...> path converter)
 
-from . import views, webhook_views
+from . import member_views, views, webhook_views
 
 urlpatterns = [
     path("projects/", views.ProjectListView.as_view(), name="api-projects"),
@@ -14,6 +14,12 @@ urlpatterns = [
     path("projects/<slug:slug>/export/clips", views.ClipExportView.as_view(), name="api-export-clips"),
     path("projects/<slug:slug>/export/rankings", views.RankingExportView.as_view(), name="api-export-rankings"),
     path("projects/<slug:slug>/rankings/", views.RankingListView.as_view(), name="api-rankings"),
+    path("projects/<slug:slug>/members/", member_views.MemberListView.as_view(), name="api-members"),
+    path("projects/<slug:slug>/members/<id:member_id>/", member_views.MemberDetailView.as_view(), name="api-member"),
+    path("projects/<slug:slug>/invites/", member_views.InviteListView.as_view(), name="api-invites"),
+    path("projects/<slug:slug>/invites/<id:invite_id>/", member_views.InviteDetailView.as_view(), name="api-invite"),
+    path("invites/accept/", member_views.InviteAcceptView.as_view(), name="api-invite-accept"),
+    path("projects/<slug:slug>/audit/", member_views.AuditListView.as_view(), name="api-audit"),
     path("projects/<slug:slug>/webhooks/", webhook_views.WebhookListView.as_view(), name="api-webhooks"),
     path("webhooks/<id:webhook_id>/", webhook_views.WebhookDetailView.as_view(), name="api-webhook"),
     path(
