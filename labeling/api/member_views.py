@@ -71,7 +71,9 @@ class InviteAcceptedSerializer(serializers.Serializer):
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):
-    actor = serializers.CharField(source="actor.username", default=None, read_only=True)
+    actor = serializers.CharField(
+        source="actor.username", default=None, read_only=True, allow_null=True, help_text="null: the platform itself"
+    )
 
     class Meta:
         model = AuditEntry
