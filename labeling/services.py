@@ -181,19 +181,30 @@ def _role_checked(role: str) -> str:
     return role
 
 
-def _researchers_locked(project: Project) -> list[int]:
-    """The ids of the project's researcher memberships, locked until the transaction ends: two researchers who
-    demote or remove each other at the same moment can't leave the project with none."""
+def _researchers_locked(project_id: int) -> list[int]:
+    """The ids of the project's researcher memberships, locked until the transaction ends.
+
+    Every role change and removal takes these locks first, in id order, and only then the member's own row: two
+    researchers who demote or remove each other at the same moment are served one after the other (no deadlock),
+    and the second sees that the first is no longer a researcher, so the project can't be left with none."""
     return list(
         Membership.objects.select_for_update()
-        .filter(project=project, role=ProjectRole.RESEARCHER)
+        .filter(project_id=project_id, role=ProjectRole.RESEARCHER)
         .order_by("pk")
         .values_list("pk", flat=True)
     )
 
 
-def _keep_a_researcher(membership: Membership, *, doing: str) -> None:
-    if membership.role == ProjectRole.RESEARCHER and _researchers_locked(membership.project) == [membership.pk]:
+def _member_locked(membership_id: int) -> Membership:
+    """The membership, locked; removed meanwhile (a second click on Remove): not found."""
+    found = Membership.objects.select_for_update().select_related("project", "user").filter(pk=membership_id).first()
+    if found is None:
+        raise NotFound("no such member")
+    return found
+
+
+def _keep_a_researcher(membership: Membership, researchers: list[int], *, doing: str) -> None:
+    if membership.role == ProjectRole.RESEARCHER and researchers == [membership.pk]:
         raise LastResearcher(f"{doing}: a project keeps at least one researcher; make someone else researcher first")
 
 
@@ -229,11 +240,12 @@ def member_add(*, project: Project, username: str, role: str, actor: User) -> Me
 @transaction.atomic
 def member_role_change(*, membership: Membership, role: str, actor: User | None) -> Membership:
     _role_checked(role)
-    membership = Membership.objects.select_for_update().select_related("project", "user").get(pk=membership.pk)
+    researchers = _researchers_locked(membership.project_id)
+    membership = _member_locked(membership.pk)
     if membership.role == role:
         return membership
     if role != ProjectRole.RESEARCHER:
-        _keep_a_researcher(membership, doing=f"{membership.user.username} can't become {role}")
+        _keep_a_researcher(membership, researchers, doing=f"{membership.user.username} can't become {role}")
     before = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
@@ -251,8 +263,9 @@ def member_role_change(*, membership: Membership, role: str, actor: User | None)
 def member_remove(*, membership: Membership, actor: User | None) -> None:
     """Take a member out of the project. Their answers stay (they are the project's data); what they held on
     lease goes back to the pool at once."""
-    membership = Membership.objects.select_for_update().select_related("project", "user").get(pk=membership.pk)
-    _keep_a_researcher(membership, doing=f"{membership.user.username} can't be removed")
+    researchers = _researchers_locked(membership.project_id)
+    membership = _member_locked(membership.pk)
+    _keep_a_researcher(membership, researchers, doing=f"{membership.user.username} can't be removed")
     Lease.objects.filter(query__project=membership.project, annotator=membership.user).delete()
     audit_record(
         project=membership.project,
