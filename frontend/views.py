@@ -14,10 +14,11 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views import defaults
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -699,3 +700,24 @@ def invite(request: AuthenticatedHttpRequest, invite_token: str) -> HttpResponse
     )
     context = {"invite": found, "project": found.project, "member": member, "problem": problem}
     return render(request, "frontend/invite.html", context, status=409 if problem else 200)
+
+
+# --- Error pages (DEBUG off: production and the demo) -------------------------------------------------------------
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """The site's 404 page; under /api/ the API's JSON error, as programs expect from every API answer."""
+    if request.path.startswith("/api/"):
+        body = {"error": {"code": "not_found", "message": "no such API route", "fields": {}}}
+        return JsonResponse(body, status=404)
+    return render(request, "404.html", status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """The site's 500 page (rendered without the request's context: nothing that may fail again); JSON under /api/."""
+    if request.path.startswith("/api/"):
+        body = {
+            "error": {"code": "server_error", "message": "the server could not complete this request", "fields": {}}
+        }
+        return JsonResponse(body, status=500)
+    return defaults.server_error(request)

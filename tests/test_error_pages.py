@@ -20,7 +20,9 @@ def broken(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("a bug")
 
 
-urlpatterns = [path("broken/", broken), path("", include("config.urls"))]
+urlpatterns = [path("broken/", broken), path("api/v1/broken/", broken), path("", include("config.urls"))]
+handler404 = "frontend.views.page_not_found"
+handler500 = "frontend.views.server_error"
 
 
 @pytest.mark.urls("tests.test_error_pages")
@@ -37,6 +39,11 @@ def test_unknown_addresses_and_errors_get_the_sites_own_pages(db, settings, rese
     assert "RuntimeError" not in failed.content.decode()
     anonymous = Client().get("/no/such/page/")
     assert anonymous.status_code == 404 and "Page not found" in anonymous.content.decode()
+    # Programs get the API's JSON errors.
+    api_missing = client.get("/api/v1/no/such/route/")
+    assert api_missing.status_code == 404 and api_missing.json()["error"]["code"] == "not_found"
+    api_failed = client.get("/api/v1/broken/")
+    assert api_failed.status_code == 500 and api_failed.json()["error"]["code"] == "server_error"
 
 
 def _settings(**env: str) -> dict[str, object]:
