@@ -25,9 +25,8 @@ from django_htmx.http import HttpResponseStopPolling
 from accounts import tokens
 from accounts.typing import AuthenticatedHttpRequest
 from labeling import assignment, environments, events, rankings, revisions, selectors, services, webhooks
+from labeling import invites as invite_links
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError, ValidationFailed
-from labeling.invites import invite_id as invite_id_from_token
-from labeling.invites import invite_token
 from labeling.models import Choice, Invite, Project, ProjectRole, Query, RenderStatus
 from labeling.parsing import loads_bounded, parse_float, parse_int
 from labeling.ratelimits import rate_limited
@@ -556,7 +555,10 @@ def account_token_revoke(request: AuthenticatedHttpRequest, token_id: int) -> Ht
 
 def _members_context(request: AuthenticatedHttpRequest, project: Project, **extra: object) -> dict[str, object]:
     invites = [
-        {"invite": invite, "url": request.build_absolute_uri(reverse("invite", args=[invite_token(invite)]))}
+        {
+            "invite": invite,
+            "url": request.build_absolute_uri(reverse("invite", args=[invite_links.invite_token(invite)])),
+        }
         for invite in selectors.project_invites(project, open_only=True)
     ]
     return {
@@ -574,7 +576,12 @@ def _members_context(request: AuthenticatedHttpRequest, project: Project, **extr
 
 
 def _members_answer(
-    request: AuthenticatedHttpRequest, project: Project, *, notice: str = "", error: ServiceError | None = None, **extra
+    request: AuthenticatedHttpRequest,
+    project: Project,
+    *,
+    notice: str = "",
+    error: ServiceError | None = None,
+    **extra: object,
 ) -> HttpResponse:
     """After a change: the panel fragment for htmx, else back to the page with the outcome as a message."""
     message = error.message if error is not None else notice
@@ -652,7 +659,7 @@ def project_invites(request: AuthenticatedHttpRequest, slug: str) -> HttpRespons
         )
     except ServiceError as error:
         return _members_answer(request, project, error=error)
-    url = request.build_absolute_uri(reverse("invite", args=[invite_token(invite)]))
+    url = request.build_absolute_uri(reverse("invite", args=[invite_links.invite_token(invite)]))
     notice = f"Invite link created ({invite.get_role_display().lower()}, single use, {days} day(s)): {url}"
     return _members_answer(request, project, notice=notice, created_invite_url=url)
 
@@ -678,7 +685,7 @@ def invite(request: AuthenticatedHttpRequest, invite_token: str) -> HttpResponse
     """An invite link. Opened signed in, it shows the project and a Join button (the link alone changes nothing,
     so an image or a link preview can't enrol anybody); signed out, login_required sends the user through the
     login page and back here."""
-    invite_id = invite_id_from_token(invite_token)
+    invite_id = invite_links.invite_id(invite_token)
     found = Invite.objects.select_related("project").filter(pk=invite_id).first() if invite_id else None
     if found is None:
         return render(request, "frontend/invite.html", {"problem": "This invite link is not valid."}, status=404)
