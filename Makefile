@@ -29,16 +29,10 @@ demo: install
 	$(PY) manage.py demo
 	$(MAKE) --no-print-directory serve
 
-# The web server and a real Celery worker (file-system broker, all queues) side by side; Ctrl-C stops both.
+# The web server and a real Celery worker (file-system broker, all queues) side by side, with DEBUG off (the site's
+# own 404/500 pages); Ctrl-C or SIGTERM stops both within seconds (platform/config/serve.py says how).
 serve: install
-	@trap 'kill 0' EXIT INT TERM; \
-	$(VENV)/bin/celery -A config worker -Q default,render,train --concurrency 2 --loglevel INFO & \
-	echo ""; \
-	echo "  Heronry is running at http://$(HOST):$(PORT)/"; \
-	echo "  Log in as researcher, annotator1 or annotator2 with password '$${DEMO_PASSWORD:-heronry}'."; \
-	echo "  Admin: http://$(HOST):$(PORT)/admin/   API docs: http://$(HOST):$(PORT)/api/v1/docs/"; \
-	echo ""; \
-	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
+	$(PY) -m config.serve --host $(HOST) --port $(PORT)
 
 worker: install
 	$(VENV)/bin/celery -A config worker -Q default,render,train --loglevel INFO

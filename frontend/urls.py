@@ -15,6 +15,13 @@ urlpatterns = [
     path("projects/<slug:slug>/runs/<id:run_id>/", views.project_run_action, name="project-run-action"),
     path("projects/<slug:slug>/iterations/start/", views.project_iteration_start, name="project-iteration-start"),
     path("projects/<slug:slug>/generate/", views.project_generate_clips, name="project-generate"),
+    path("projects/<slug:slug>/members/", views.project_members, name="project-members"),
+    path("projects/<slug:slug>/members/<id:member_id>/", views.project_member, name="project-member"),
+    path("projects/<slug:slug>/invites/", views.project_invites, name="project-invites"),
+    path(
+        "projects/<slug:slug>/invites/<id:invite_id>/revoke/", views.project_invite_revoke, name="project-invite-revoke"
+    ),
+    path("invites/<str:invite_token>/", views.invite, name="invite"),
     path("projects/<slug:slug>/label/", views.label, name="label"),
     path("projects/<slug:slug>/rank/", views.rank, name="rank"),
     path("projects/<slug:slug>/label/judge/", views.label_judge, name="label-judge"),

@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.views import defaults
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from accounts import tokens
 from accounts.typing import AuthenticatedHttpRequest
-from labeling import assignment, events, rankings, revisions, selectors, services, webhooks
+from labeling import assignment, environments, events, rankings, revisions, selectors, services, webhooks
+from labeling import invites as invite_links
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError, ValidationFailed
-from labeling.models import Choice, Project, Query, RenderStatus
+from labeling.models import Choice, Invite, Project, ProjectRole, Query, RenderStatus
 from labeling.parsing import loads_bounded, parse_float, parse_int
 from labeling.ratelimits import rate_limited
 from trainer import loop
@@ -75,20 +80,69 @@ def _spec_text(request: AuthenticatedHttpRequest) -> str:
         raise ValidationFailed("the spec file is not UTF-8 text", fields={"spec_file": ["not UTF-8 text"]}) from None
 
 
+FORM_FIELDS = ("name", "slug", "env_id", "instructions", "segment_steps", "episode_steps", "overlap")
+
+
+def _form_number(value: str) -> int | str | None:
+    """A whole number typed in the form; anything else goes to the spec checker as it is, which names the field."""
+    value = value.strip()
+    if not value:
+        return None
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else value
+
+
+def _spec_from_form(post: Mapping[str, str], modes: list[str]) -> dict[str, Any]:
+    """The project spec the simple form states: the environment preset supplies the factors and the rest."""
+    spec: dict[str, Any] = {"spec_version": 1, "name": post.get("name", "").strip()}
+    if post.get("slug", "").strip():
+        spec["slug"] = post["slug"].strip()
+    if post.get("instructions", "").strip():
+        spec["instructions"] = post["instructions"]
+    environment: dict[str, Any] = {"id": post.get("env_id", "").strip()}
+    episode_steps = _form_number(post.get("episode_steps", ""))
+    if episode_steps is not None:
+        environment["episode_steps"] = episode_steps
+    spec["environment"] = environment
+    length = _form_number(post.get("segment_steps", ""))
+    if length is not None:
+        spec["clips"] = {"length": length}
+    feedback: dict[str, Any] = {"modes": modes}
+    overlap = _form_number(post.get("overlap", ""))
+    if overlap is not None:
+        feedback["overlap"] = overlap
+    spec["feedback"] = feedback
+    return spec
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_new(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """Researchers create a project by uploading or pasting a project spec (YAML or JSON; README, 'Project specs')."""
+    """Researchers create a project with the simple form (an environment preset's factors) or by uploading or
+    pasting a project spec (YAML or JSON; README, 'Project specs'). The form builds a spec, so both take one path:
+    ``project_create_from_spec``, which checks everything and creates the project with its creator as researcher."""
     if not request.user.is_researcher:
         raise Http404("no such page")
-    context: dict[str, object] = {"spec": "", "errors": [], "max_chars": MAX_SPEC_CHARS}
+    context: dict[str, object] = {
+        "spec": "",
+        "errors": [],
+        "max_chars": MAX_SPEC_CHARS,
+        "environments": environments.available(),
+        "form": {"modes": ["ranking", "pairwise"], "overlap": "1"},
+    }
     if request.method == "POST":
+        from_form = request.POST.get("source") == "form"
         try:
-            text = _spec_text(request)
-            context["spec"] = text
-            project = project_create_from_spec(created_by=request.user, spec=text)
+            if from_form:
+                modes = [m for m in ("ranking", "pairwise") if m in request.POST.getlist("modes")]
+                context["form"] = {name: request.POST.get(name, "") for name in FORM_FIELDS} | {"modes": modes}
+                spec: Any = _spec_from_form(request.POST, modes)
+            else:
+                spec = _spec_text(request)
+                context["spec"] = spec
+            project = project_create_from_spec(created_by=request.user, spec=spec)
         except ValidationFailed as error:
             context["error"] = error.message
+            context["error_source"] = "form" if from_form else "spec"
             context["errors"] = sorted((path, "; ".join(problems)) for path, problems in error.fields.items())
             return render(request, "frontend/project_new.html", context, status=400)
         messages.success(request, f"Project {project.name} created. Generate clips to start labelling.")
@@ -494,3 +548,183 @@ def account_token_revoke(request: AuthenticatedHttpRequest, token_id: int) -> Ht
         raise Http404("no such token")
     messages.success(request, "Token revoked.")
     return redirect("account-tokens")
+
+
+# --- Members, invites and the audit log (researchers of the project) --------------------------------------------
+
+
+def _members_context(request: AuthenticatedHttpRequest, project: Project, **extra: object) -> dict[str, object]:
+    invites = [
+        {
+            "invite": invite,
+            "url": request.build_absolute_uri(reverse("invite", args=[invite_links.invite_token(invite)])),
+        }
+        for invite in selectors.project_invites(project, open_only=True)
+    ]
+    return {
+        "project": project,
+        "members": selectors.project_members(project),
+        "invites": invites,
+        "audit": selectors.audit_entries(project),
+        "roles": ProjectRole.choices,
+        "invite_max_days": services.INVITE_MAX_DAYS,
+        "error": "",
+        "notice": "",
+        "created_invite_url": "",
+        **extra,
+    }
+
+
+def _members_answer(
+    request: AuthenticatedHttpRequest,
+    project: Project,
+    *,
+    notice: str = "",
+    error: ServiceError | None = None,
+    **extra: object,
+) -> HttpResponse:
+    """After a change: the panel fragment for htmx, else back to the page with the outcome as a message."""
+    message = error.message if error is not None else notice
+    if not request.htmx:
+        if message:
+            (messages.error if error is not None else messages.success)(request, message)
+        return redirect("project-members", slug=project.slug)
+    context = _members_context(request, project, error=message if error else "", notice=notice, **extra)
+    status = error.status if error is not None else 200
+    return render(request, "frontend/_members.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def project_members(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    """The project's members with their roles, open invites and the audit log; POST adds a member by username."""
+    project = _researcher_project(request, slug)
+    if request.method == "POST":
+        username = request.POST.get("username", "")[:150]
+        try:
+            membership = services.member_add(
+                project=project, username=username, role=request.POST.get("role", ""), actor=request.user
+            )
+        except ServiceError as error:
+            return _members_answer(request, project, error=error)
+        notice = f"{membership.user.username} is now a {membership.get_role_display().lower()}."
+        return _members_answer(request, project, notice=notice)
+    template = "frontend/_members.html" if request.htmx else "frontend/members.html"
+    return render(request, template, _members_context(request, project))
+
+
+@login_required
+@require_POST
+def project_member(request: AuthenticatedHttpRequest, slug: str, member_id: int) -> HttpResponse:
+    """Change a member's role (``action=role``) or remove them (``action=remove``)."""
+    project = _researcher_project(request, slug)
+    try:
+        membership = selectors.project_member(project=project, membership_id=member_id)
+    except NotFound:
+        raise Http404("no such member") from None
+    action = request.POST.get("action", "")
+    try:
+        if action == "role":
+            membership = services.member_role_change(
+                membership=membership, role=request.POST.get("role", ""), actor=request.user
+            )
+            notice = f"{membership.user.username} is now a {membership.get_role_display().lower()}."
+        elif action == "remove":
+            services.member_remove(membership=membership, actor=request.user)
+            notice = f"{membership.user.username} was removed from the project."
+        else:
+            raise ValidationFailed("unknown action", fields={"action": ["role or remove"]})
+    except ServiceError as error:
+        return _members_answer(request, project, error=error)
+    if not selectors.is_project_researcher(project=project, user=request.user):
+        # The researcher made themselves an annotator (another researcher remains): the page is no longer theirs.
+        messages.success(request, notice)
+        response = redirect("label", slug=project.slug)
+        if request.htmx:
+            response = HttpResponse(status=204)
+            response["HX-Redirect"] = reverse("label", args=[project.slug])
+        return response
+    return _members_answer(request, project, notice=notice)
+
+
+@login_required
+@require_POST
+def project_invites(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    """Create an invite link with a role and a lifetime in days."""
+    project = _researcher_project(request, slug)
+    try:
+        days = parse_int(request.POST.get("days", "7"), name="days", minimum=1, maximum=services.INVITE_MAX_DAYS)
+        invite = services.invite_create(
+            project=project, role=request.POST.get("role", ""), actor=request.user, days=days
+        )
+    except ServiceError as error:
+        return _members_answer(request, project, error=error)
+    url = request.build_absolute_uri(reverse("invite", args=[invite_links.invite_token(invite)]))
+    notice = f"Invite link created ({invite.get_role_display().lower()}, single use, {days} day(s)): {url}"
+    return _members_answer(request, project, notice=notice, created_invite_url=url)
+
+
+@login_required
+@require_POST
+def project_invite_revoke(request: AuthenticatedHttpRequest, slug: str, invite_id: int) -> HttpResponse:
+    project = _researcher_project(request, slug)
+    try:
+        invite = selectors.project_invite(project=project, invite_id=invite_id)
+    except NotFound:
+        raise Http404("no such invite") from None
+    try:
+        services.invite_revoke(invite=invite, actor=request.user)
+    except ServiceError as error:
+        return _members_answer(request, project, error=error)
+    return _members_answer(request, project, notice="Invite revoked: its link no longer works.")
+
+
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def invite(request: AuthenticatedHttpRequest, invite_token: str) -> HttpResponse:
+    """An invite link. Opened signed in, it shows the project and a Join button (the link alone changes nothing,
+    so an image or a link preview can't enrol anybody); signed out, login_required sends the user through the
+    login page and back here."""
+    invite_id = invite_links.invite_id(invite_token)
+    found = Invite.objects.select_related("project").filter(pk=invite_id).first() if invite_id else None
+    if found is None:
+        return render(request, "frontend/invite.html", {"problem": "This invite link is not valid."}, status=404)
+    member = found.project.memberships.filter(user=request.user).exists()
+    if request.method == "POST":
+        try:
+            services.invite_accept(invite_id=found.pk, user=request.user)
+        except ServiceError as error:
+            return render(request, "frontend/invite.html", {"problem": error.message}, status=error.status)
+        if member:
+            messages.info(request, f"You are already a member of {found.project.name}.")
+        else:
+            messages.success(request, f"Welcome to {found.project.name}.")
+        return redirect(found.project)
+    problem = (
+        ""
+        if found.state == "open" or member
+        else f"This invite {'has expired' if found.state == 'expired' else 'was ' + found.state}."
+    )
+    context = {"invite": found, "project": found.project, "member": member, "problem": problem}
+    return render(request, "frontend/invite.html", context, status=409 if problem else 200)
+
+
+# --- Error pages (DEBUG off: production and the demo) -------------------------------------------------------------
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """The site's 404 page; under /api/ the API's JSON error, as programs expect from every API answer."""
+    if request.path.startswith("/api/"):
+        body = {"error": {"code": "not_found", "message": "no such API route", "fields": {}}}
+        return JsonResponse(body, status=404)
+    return render(request, "404.html", status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """The site's 500 page (rendered without the request's context: nothing that may fail again); JSON under /api/."""
+    if request.path.startswith("/api/"):
+        body = {
+            "error": {"code": "server_error", "message": "the server could not complete this request", "fields": {}}
+        }
+        return JsonResponse(body, status=500)
+    return defaults.server_error(request)

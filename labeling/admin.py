@@ -25,7 +25,7 @@ from django.contrib.admin.utils import NotRelationField, get_fields_from_path
 from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, ValidationError
 from django.core.files.uploadedfile import UploadedFile
-from django.db import models
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
@@ -37,6 +37,8 @@ from accounts.services import researcher_models_add
 from . import environments, events, services, uploads, webhooks
 from .errors import ServiceError
 from .models import (
+    AuditAction,
+    AuditEntry,
     Clip,
     Judgment,
     Lease,
@@ -403,7 +405,33 @@ class ProjectAdmin(ScopedModelAdmin):
         super().save_related(request, form, formsets, change)
         if not change:
             # After the inlines, so a membership row for the creator typed in the inline can't collide with it.
-            services.membership_add(project=form.instance, user=request.user, role=ProjectRole.RESEARCHER)  # type: ignore[arg-type]
+            actor: Any = request.user
+            services.audit_record(
+                project=form.instance, actor=actor, action=AuditAction.PROJECT_CREATED, target=form.instance.name
+            )
+            services.membership_add(project=form.instance, user=actor, role=ProjectRole.RESEARCHER, actor=actor)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        """Membership rows typed in the inline go through the membership services, so each leaves an audit entry
+        and the last researcher can't be demoted or removed here either."""
+        if formset.model is not Membership:
+            super().save_formset(request, form, formset, change)
+            return
+        actor: Any = request.user
+        memberships = formset.save(commit=False)
+        try:
+            with transaction.atomic():
+                for membership in formset.deleted_objects:
+                    services.member_remove(membership=membership, actor=actor)
+                for membership in memberships:
+                    if membership.pk is None:
+                        services.membership_add(
+                            project=form.instance, user=membership.user, role=membership.role, actor=actor
+                        )
+                    else:
+                        services.member_role_change(membership=membership, role=membership.role, actor=actor)
+        except ServiceError as error:
+            self.message_user(request, f"Members not changed: {error.message}", messages.ERROR)
 
     @admin.display(description="clips")
     def n_clips(self, project: Project) -> int:
@@ -438,6 +466,41 @@ class MembershipAdmin(ProjectScopedAdmin):
     autocomplete_fields = ("user",)
     add_fields = ("project", "user", "role")
     change_fields = ("role",)
+
+    # Through the membership services: each change leaves an audit entry, and a project keeps a researcher.
+    def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
+        actor: Any = request.user
+        try:
+            if change:
+                services.member_role_change(membership=obj, role=obj.role, actor=actor)
+            else:
+                saved = services.membership_add(project=obj.project, user=obj.user, role=obj.role, actor=actor)
+                obj.pk = saved.pk
+        except ServiceError as error:
+            self.message_user(request, f"Not changed: {error.message}", messages.ERROR)
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        try:
+            services.member_remove(membership=obj, actor=request.user)  # type: ignore[arg-type]
+        except ServiceError as error:
+            self.message_user(request, f"Not removed: {error.message}", messages.ERROR)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        for membership in queryset:
+            self.delete_model(request, membership)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ProjectScopedAdmin):
+    """The audit log: read here, written only by the services, in the same transaction as each change."""
+
+    list_display = ("created_at", "project", "actor", "action", "target")
+    list_filter = ("project", "action")
+    search_fields = ("target",)
+    date_hierarchy = "created_at"
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Rollout)

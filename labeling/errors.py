@@ -30,6 +30,10 @@ class Conflict(ServiceError):
     status = 409
 
 
+class LastResearcher(Conflict):
+    code = "last_researcher"
+
+
 class AlreadyJudged(Conflict):
     code = "already_judged"
 

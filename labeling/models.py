@@ -141,6 +141,82 @@ class Membership(models.Model):
         return f"{self.user} in {self.project} ({self.role})"
 
 
+class Invite(models.Model):
+    """An invitation to join a project with a role, sent as a link.
+
+    The link carries this row's id signed with the site's secret (``labeling.invites``), so it can't be forged or
+    guessed and the members page can show it again; whether it still works is this row's business: it expires,
+    it is used once, and a researcher may revoke it.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invites")
+    role = models.CharField(max_length=16, choices=ProjectRole.choices, default=ProjectRole.ANNOTATOR)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"invite #{self.pk} to {self.project} ({self.role})"
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.used_at is not None:
+            return "used"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "open"
+
+
+class AuditAction(models.TextChoices):
+    PROJECT_CREATED = "project.created", "Project created"
+    MEMBER_ADDED = "member.added", "Member added"
+    MEMBER_ROLE_CHANGED = "member.role_changed", "Role changed"
+    MEMBER_REMOVED = "member.removed", "Member removed"
+    INVITE_CREATED = "invite.created", "Invite created"
+    INVITE_ACCEPTED = "invite.accepted", "Invite accepted"
+    INVITE_REVOKED = "invite.revoked", "Invite revoked"
+
+
+class AuditEntry(models.Model):
+    """Who did what to a project's membership, and when; written in the same transaction as the change.
+
+    ``target`` keeps the affected user's name (or the object's description) as text, so an entry still reads
+    right after that user or object is gone.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="audit_entries")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=32, choices=AuditAction.choices)
+    target_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target = models.CharField(max_length=200, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at"])]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()}: {self.target} ({self.project.slug})"
+
+
 class RewardFactor(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="factors")
     key = models.CharField(max_length=64, validators=[FACTOR_KEY_VALIDATOR])

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Case, Count, Q, QuerySet, When
+from django.utils import timezone
 
 from accounts.models import User
 
 from .errors import NotFound
-from .models import Choice, Clip, Judgment, Membership, Project, ProjectRole, Query, QueryStatus
+from .models import AuditEntry, Choice, Clip, Invite, Judgment, Membership, Project, ProjectRole, Query, QueryStatus
 
 
 def projects_for_user(user: User) -> QuerySet[Project]:
@@ -234,3 +235,47 @@ def query_answers(*, project: Project, query_ids: list[int]) -> list[dict[str, A
             }
         )
     return rows
+
+
+# --- Members, invites and the audit log (the members page and the API) ------------------------------------------
+
+AUDIT_SHOWN = 50
+
+
+def project_members(project: Project) -> QuerySet[Membership]:
+    """Researchers first, then by username."""
+    return (
+        Membership.objects.filter(project=project)
+        .select_related("user")
+        .order_by(Case(When(role=ProjectRole.RESEARCHER, then=0), default=1), "user__username")
+    )
+
+
+def project_member(*, project: Project, membership_id: int) -> Membership:
+    membership = project_members(project).filter(pk=membership_id).first()
+    if membership is None:
+        raise NotFound("no such member")
+    return membership
+
+
+def project_invites(project: Project, *, open_only: bool = False) -> QuerySet[Invite]:
+    invites = Invite.objects.filter(project=project).select_related("created_by", "used_by")
+    if open_only:
+        invites = invites.filter(revoked_at=None, used_at=None, expires_at__gt=timezone.now())
+    return invites
+
+
+def project_invite(*, project: Project, invite_id: int) -> Invite:
+    invite = project_invites(project).filter(pk=invite_id).first()
+    if invite is None:
+        raise NotFound("no such invite")
+    return invite
+
+
+def audit_entries(project: Project, *, limit: int = AUDIT_SHOWN) -> list[AuditEntry]:
+    """The project's latest audit entries, newest first."""
+    return list(
+        AuditEntry.objects.filter(project=project)
+        .select_related("actor", "target_user")
+        .order_by("-created_at", "-pk")[:limit]
+    )

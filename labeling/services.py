@@ -1,25 +1,32 @@
 """Writes for labeling: keyword-only, typed, atomic (HackSoft's styleguide).
 
-The assignment engine lives in ``assignment.py``; this module holds project set-up and query creation.
+The assignment engine lives in ``assignment.py``; this module holds project set-up, membership (members, roles,
+invites, each written with its audit entry in the same transaction) and query creation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import User
 
 from . import environments
-from .errors import ValidationFailed
+from .errors import Conflict, LastResearcher, NotFound, ValidationFailed
 from .models import (
+    AuditAction,
+    AuditEntry,
     Clip,
     FeedbackMode,
+    Invite,
+    Lease,
     Membership,
     Project,
     ProjectRole,
@@ -139,11 +146,200 @@ def project_create(
         seen.add(factor.key)
         factor.save()
     Membership.objects.create(project=project, user=created_by, role=ProjectRole.RESEARCHER)
+    audit_record(project=project, actor=created_by, action=AuditAction.PROJECT_CREATED, target=project.name)
     return project
 
 
-def membership_add(*, project: Project, user: User, role: str = ProjectRole.ANNOTATOR) -> Membership:
-    membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+# --- Membership: members, roles, invites; every change leaves an audit entry ----------------------------------
+
+INVITE_MAX_DAYS = 90
+
+
+def audit_record(
+    *,
+    project: Project,
+    actor: User | None,
+    action: str,
+    target_user: User | None = None,
+    target: str = "",
+    details: Mapping[str, Any] | None = None,
+) -> AuditEntry:
+    """One audit entry. Called inside the change's own transaction, so there is never one without the other."""
+    return AuditEntry.objects.create(
+        project=project,
+        actor=actor,
+        action=action,
+        target_user=target_user,
+        target=(target or (target_user.username if target_user is not None else ""))[:200],
+        details=dict(details or {}),
+    )
+
+
+def _role_checked(role: str) -> str:
+    if role not in ProjectRole.values:
+        raise ValidationFailed(f"unknown role {role!r}", fields={"role": [f"one of {list(ProjectRole.values)}"]})
+    return role
+
+
+def _researchers_locked(project_id: int) -> list[int]:
+    """The ids of the project's researcher memberships, locked until the transaction ends.
+
+    Every role change and removal takes these locks first, in id order, and only then the member's own row: two
+    researchers who demote or remove each other at the same moment are served one after the other (no deadlock),
+    and the second sees that the first is no longer a researcher, so the project can't be left with none."""
+    return list(
+        Membership.objects.select_for_update()
+        .filter(project_id=project_id, role=ProjectRole.RESEARCHER)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def _member_locked(membership_id: int) -> Membership:
+    """The membership, locked; removed meanwhile (a second click on Remove): not found."""
+    found = Membership.objects.select_for_update().select_related("project", "user").filter(pk=membership_id).first()
+    if found is None:
+        raise NotFound("no such member")
+    return found
+
+
+def _keep_a_researcher(membership: Membership, researchers: list[int], *, doing: str) -> None:
+    if membership.role == ProjectRole.RESEARCHER and researchers == [membership.pk]:
+        raise LastResearcher(f"{doing}: a project keeps at least one researcher; make someone else researcher first")
+
+
+@transaction.atomic
+def membership_add(
+    *, project: Project, user: User, role: str = ProjectRole.ANNOTATOR, actor: User | None = None
+) -> Membership:
+    """Make ``user`` a member with ``role`` (a member already: their role becomes ``role``)."""
+    _role_checked(role)
+    membership = Membership.objects.select_for_update().filter(project=project, user=user).first()
+    if membership is None:
+        membership = Membership.objects.create(project=project, user=user, role=role)
+        audit_record(
+            project=project, actor=actor, action=AuditAction.MEMBER_ADDED, target_user=user, details={"role": role}
+        )
+    elif membership.role != role:
+        membership = member_role_change(membership=membership, role=role, actor=actor)
+    return membership
+
+
+@transaction.atomic
+def member_add(*, project: Project, username: str, role: str, actor: User) -> Membership:
+    """Add the user named ``username`` (an existing, active account) to the project."""
+    _role_checked(role)
+    user = User.objects.filter(username=username.strip(), is_active=True).first() if username.strip() else None
+    if user is None:
+        raise ValidationFailed("no user by that name", fields={"username": ["no active user has this username"]})
+    if Membership.objects.filter(project=project, user=user).exists():
+        raise Conflict(f"{user.username} is already a member", fields={"username": ["already a member"]})
+    return membership_add(project=project, user=user, role=role, actor=actor)
+
+
+@transaction.atomic
+def member_role_change(*, membership: Membership, role: str, actor: User | None) -> Membership:
+    _role_checked(role)
+    researchers = _researchers_locked(membership.project_id)
+    membership = _member_locked(membership.pk)
+    if membership.role == role:
+        return membership
+    if role != ProjectRole.RESEARCHER:
+        _keep_a_researcher(membership, researchers, doing=f"{membership.user.username} can't become {role}")
+    before = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(
+        project=membership.project,
+        actor=actor,
+        action=AuditAction.MEMBER_ROLE_CHANGED,
+        target_user=membership.user,
+        details={"from": before, "to": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def member_remove(*, membership: Membership, actor: User | None) -> None:
+    """Take a member out of the project. Their answers stay (they are the project's data); what they held on
+    lease goes back to the pool at once."""
+    researchers = _researchers_locked(membership.project_id)
+    membership = _member_locked(membership.pk)
+    _keep_a_researcher(membership, researchers, doing=f"{membership.user.username} can't be removed")
+    Lease.objects.filter(query__project=membership.project, annotator=membership.user).delete()
+    audit_record(
+        project=membership.project,
+        actor=actor,
+        action=AuditAction.MEMBER_REMOVED,
+        target_user=membership.user,
+        details={"role": membership.role},
+    )
+    membership.delete()
+
+
+@transaction.atomic
+def invite_create(*, project: Project, role: str, actor: User, days: int = 7) -> Invite:
+    """A single-use invitation link that makes whoever opens it (signed in) a member with ``role``."""
+    _role_checked(role)
+    if not 1 <= days <= INVITE_MAX_DAYS:
+        raise ValidationFailed(f"an invite lasts 1 to {INVITE_MAX_DAYS} days", fields={"days": ["out of range"]})
+    invite = Invite.objects.create(
+        project=project, role=role, created_by=actor, expires_at=timezone.now() + timedelta(days=days)
+    )
+    audit_record(
+        project=project,
+        actor=actor,
+        action=AuditAction.INVITE_CREATED,
+        target=f"invite #{invite.pk}",
+        details={"invite": invite.pk, "role": role, "expires_at": invite.expires_at.isoformat()},
+    )
+    return invite
+
+
+@transaction.atomic
+def invite_revoke(*, invite: Invite, actor: User) -> Invite:
+    invite = Invite.objects.select_for_update().select_related("project").get(pk=invite.pk)
+    if invite.used_at is not None:
+        raise Conflict("this invite was already used; remove the member instead")
+    if invite.revoked_at is None:  # revoking twice is fine, and recorded once
+        invite.revoked_at = timezone.now()
+        invite.save(update_fields=["revoked_at"])
+        audit_record(
+            project=invite.project,
+            actor=actor,
+            action=AuditAction.INVITE_REVOKED,
+            target=f"invite #{invite.pk}",
+            details={"invite": invite.pk, "role": invite.role},
+        )
+    return invite
+
+
+@transaction.atomic
+def invite_accept(*, invite_id: int, user: User) -> Membership:
+    """``user`` takes the invite: they become a member with its role, and the invite is used up.
+
+    A user who is already a member keeps their role and leaves the invite for someone else. Unknown, revoked,
+    used and expired invites are refused with the reason (the link was signed by us, so its id is not a guess).
+    """
+    invite = Invite.objects.select_for_update().select_related("project").filter(pk=invite_id).first()
+    if invite is None:
+        raise NotFound("this invite no longer exists")
+    state = invite.state
+    if state != "open":
+        raise Conflict(f"this invite was {state}" if state != "expired" else "this invite has expired")
+    existing = Membership.objects.filter(project=invite.project, user=user).first()
+    if existing is not None:
+        return existing
+    membership = Membership.objects.create(project=invite.project, user=user, role=invite.role)
+    invite.used_at, invite.used_by = timezone.now(), user
+    invite.save(update_fields=["used_at", "used_by"])
+    audit_record(
+        project=invite.project,
+        actor=user,
+        action=AuditAction.INVITE_ACCEPTED,
+        target_user=user,
+        details={"invite": invite.pk, "role": invite.role},
+    )
     return membership
 
 

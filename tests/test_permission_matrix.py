@@ -55,8 +55,20 @@ from accounts.models import ApiToken, Role, User
 from accounts.services import user_create
 from accounts.tokens import token_create
 from labeling import assignment
-from labeling.models import ExportJob, FactorRanking, Judgment, Lease, Project, ProjectRole, Query, WebhookEndpoint
-from labeling.services import membership_add, queries_create_random
+from labeling.invites import invite_token
+from labeling.models import (
+    ExportJob,
+    FactorRanking,
+    Invite,
+    Judgment,
+    Lease,
+    Membership,
+    Project,
+    ProjectRole,
+    Query,
+    WebhookEndpoint,
+)
+from labeling.services import invite_create, membership_add, queries_create_random
 from tests.conftest import PASSWORD, add_fake_clips, make_project
 
 PERSONAS = ("anonymous", "outsider", "annotator", "other_researcher", "researcher")
@@ -165,6 +177,16 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-export-jobs", "POST"): api_researcher_only(202),
     ("api-export-job", "GET"): api_researcher_only(200),
     ("api-export-download", "GET"): api_researcher_only(200),
+    # --- API: members, invites and the audit log (researchers only); taking an invite (anyone signed in) ---
+    ("api-members", "GET"): api_researcher_only(200),
+    ("api-members", "POST"): api_researcher_only(201),
+    ("api-member", "PATCH"): api_researcher_only(200),
+    ("api-member", "DELETE"): api_researcher_only(204),
+    ("api-invites", "GET"): api_researcher_only(200),
+    ("api-invites", "POST"): api_researcher_only(201),
+    ("api-invite", "DELETE"): api_researcher_only(204),
+    ("api-invite-accept", "POST"): everyone(200, anonymous=UNAUTHENTICATED),  # members keep their role
+    ("api-audit", "GET"): api_researcher_only(200),
     # --- API: webhooks (researchers only) ---
     ("api-webhooks", "GET"): api_researcher_only(200),
     ("api-webhooks", "POST"): api_researcher_only(201),
@@ -206,6 +228,16 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("project-iteration-start", "POST"): page_researcher_only(302),
     ("project-run-action", "POST"): page_researcher_only(302),
     ("project-generate", "POST"): page_researcher_only(302),
+    # Members, invites and the audit log: the project's researchers only (a no-JS form post redirects back).
+    ("project-members", "GET"): page_researcher_only(200),
+    ("project-members", "POST"): page_researcher_only(302),  # adds the outsider by username
+    ("project-member", "POST"): page_researcher_only(302),  # makes the annotator a researcher
+    ("project-invites", "POST"): page_researcher_only(302),
+    ("project-invite-revoke", "POST"): page_researcher_only(302),
+    # An invite link is for whoever holds it: signed in, anyone sees it (members are told they are members) and
+    # joining redirects to the project; signed out, the login page comes first.
+    ("invite", "GET"): everyone(200, anonymous=TO_LOGIN),
+    ("invite", "POST"): everyone(302, anonymous=TO_LOGIN),
     # --- pages for every researcher: a new project from a spec (an empty spec is refused, 400) ---
     ("project-new", "GET"): page_researcher_only(200) | {"other_researcher": 200},
     ("project-new", "POST"): page_researcher_only(400) | {"other_researcher": 400},
@@ -233,6 +265,8 @@ class World:
     webhook: WebhookEndpoint
     api_token: ApiToken  # the researcher's
     export_job: ExportJob  # finished, with its file
+    membership: Membership  # the annotator's
+    invite: Invite  # open, made by the researcher
 
     def path_kwargs(self) -> dict[str, Any]:
         """Values for every path parameter name the URL configuration uses."""
@@ -249,6 +283,9 @@ class World:
             "webhook_id": self.webhook.pk,
             "token_id": self.api_token.pk,
             "job_id": self.export_job.pk,
+            "member_id": self.membership.pk,
+            "invite_id": self.invite.pk,
+            "invite_token": invite_token(self.invite),
         }
 
 
@@ -335,6 +372,7 @@ def seed_world() -> World:
     for user in (researcher, annotator, outsider, other_researcher):
         Token.objects.get_or_create(user=user)
     api_token, _secret = token_create(user=researcher, name="matrix")
+    invite = invite_create(project=project, role=ProjectRole.ANNOTATOR, actor=researcher)
     return World(
         users={
             "researcher": researcher,
@@ -357,6 +395,8 @@ def seed_world() -> World:
         webhook=webhook,
         api_token=api_token,
         export_job=export_job,
+        membership=Membership.objects.get(project=project, user=annotator),
+        invite=invite,
     )
 
 
@@ -416,6 +456,13 @@ BODIES: dict[tuple[str, str], Body] = {
     ("project-iteration-start", "POST"): lambda w, who: {"count": 1},
     ("project-run-action", "POST"): lambda w, who: {"action": "pause"},
     ("project-generate", "POST"): lambda w, who: {"rollouts": 1, "queries": 0, "seed": 0},
+    ("project-members", "POST"): lambda w, who: {"username": "otto", "role": "annotator"},
+    ("project-member", "POST"): lambda w, who: {"action": "role", "role": "researcher"},
+    ("project-invites", "POST"): lambda w, who: {"role": "annotator", "days": 7},
+    ("api-members", "POST"): lambda w, who: {"username": "otto", "role": "annotator"},
+    ("api-member", "PATCH"): lambda w, who: {"role": "researcher"},
+    ("api-invites", "POST"): lambda w, who: {"role": "annotator", "days": 7},
+    ("api-invite-accept", "POST"): lambda w, who: {"token": invite_token(w.invite)},
 }
 
 

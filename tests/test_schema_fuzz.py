@@ -51,6 +51,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from labeling.invites import invite_token
 from tests.conftest import PASSWORD
 from tests.test_permission_matrix import FAST_HASHERS, RANKING_GROUPS, World, seed_world, stub_task_sending
 
@@ -91,6 +92,8 @@ BODY_FITTERS: dict[str, Any] = {
         "sigmas": {},
     },
     "POST /api/v1/projects/": lambda body, world, persona: {**body, "env_id": "Pendulum-v1", "env_kwargs": {}},
+    "POST /api/v1/projects/{slug}/members/": lambda body, world, persona: {**body, "username": "otto"},
+    "POST /api/v1/invites/accept/": lambda body, world, persona: {"token": invite_token(world.invite)},
     "POST /api/v1/auth/token/": lambda body, world, persona: {
         "username": world.users[persona].username,
         "password": PASSWORD,

@@ -2,7 +2,7 @@ from django.urls import path
 
 import labeling.converters  # noqa: F401  (registers the bounded <id:...> path converter)
 
-from . import export_job_views, views, webhook_views
+from . import export_job_views, member_views, views, webhook_views
 
 urlpatterns = [
     path("projects/", views.ProjectListView.as_view(), name="api-projects"),
@@ -18,6 +18,12 @@ urlpatterns = [
     path("exports/<id:job_id>/", export_job_views.ExportJobDetailView.as_view(), name="api-export-job"),
     path("exports/<id:job_id>/download", export_job_views.ExportJobDownloadView.as_view(), name="api-export-download"),
     path("projects/<slug:slug>/rankings/", views.RankingListView.as_view(), name="api-rankings"),
+    path("projects/<slug:slug>/members/", member_views.MemberListView.as_view(), name="api-members"),
+    path("projects/<slug:slug>/members/<id:member_id>/", member_views.MemberDetailView.as_view(), name="api-member"),
+    path("projects/<slug:slug>/invites/", member_views.InviteListView.as_view(), name="api-invites"),
+    path("projects/<slug:slug>/invites/<id:invite_id>/", member_views.InviteDetailView.as_view(), name="api-invite"),
+    path("invites/accept/", member_views.InviteAcceptView.as_view(), name="api-invite-accept"),
+    path("projects/<slug:slug>/audit/", member_views.AuditListView.as_view(), name="api-audit"),
     path("projects/<slug:slug>/webhooks/", webhook_views.WebhookListView.as_view(), name="api-webhooks"),
     path("webhooks/<id:webhook_id>/", webhook_views.WebhookDetailView.as_view(), name="api-webhook"),
     path(

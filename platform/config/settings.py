@@ -21,7 +21,11 @@ from .media_storage import media_storage_from_env
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("HERONRY_VAR_DIR", str(BASE_DIR / "var")))
 
-DEBUG = env_bool("DEBUG", True)
+# The demo (`make serve`, config/serve.py) runs with DEBUG off, so visitors get the site's own 404 and 500 pages
+# rather than Django's debug pages (which list every route and setting); unlike production it speaks plain HTTP on
+# the local machine and WhiteNoise serves static files straight from the apps' folders (no collectstatic step).
+DEMO = env_bool("DEMO", False)
+DEBUG = env_bool("DEBUG", not DEMO)
 _DEV_SECRET_KEY = "django-insecure-heronry-development-key-only-for-debug"
 SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY if DEBUG else "")
 if not SECRET_KEY:
@@ -134,12 +138,13 @@ _MEDIA = media_storage_from_env(url_max_age=MEDIA_URL_MAX_AGE)
 MEDIA_STORAGE = _MEDIA.kind
 if MEDIA_STORAGE != "filesystem" and MEDIA_SERVING == "x-accel":
     raise ImproperlyConfigured("MEDIA_SERVING=x-accel serves files from MEDIA_ROOT; it needs MEDIA_STORAGE=filesystem")
+WHITENOISE_USE_FINDERS = DEBUG or DEMO
 STORAGES = {
     "default": _MEDIA.storage,
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG
+            if DEBUG or DEMO
             else "whitenoise.storage.CompressedManifestStaticFilesStorage"
         )
     },
@@ -342,7 +347,7 @@ SPECTACULAR_SETTINGS = {
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
-if not DEBUG:
+if not DEBUG and not DEMO:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)

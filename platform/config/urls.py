@@ -37,3 +37,7 @@ urlpatterns = [
     path("media/clips/<id:clip_id>/<str:kind>", clip_media, name="clip-media"),
     path("", include("frontend.urls")),
 ]
+
+# DEBUG off (production, the demo): the site's own pages, and JSON errors under /api/.
+handler404 = "frontend.views.page_not_found"
+handler500 = "frontend.views.server_error"
