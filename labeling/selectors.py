@@ -150,9 +150,14 @@ def quality_report(project: Project) -> dict[str, Any]:
     ordinary = [
         a for a, j in zip(answers, judgments, strict=True) if j.query.source in (QuerySource.RANDOM, QuerySource.ACTIVE)
     ]
+    # Flags from the disagreement review, shown beside the scores they may explain.
+    flags = {
+        m.user.username: m
+        for m in Membership.objects.filter(project=project, flagged_at__isnull=False).select_related("user")
+    }
     return {
         "rows": [
-            {"row": row, "scores": [row.gold, row.self_consistency, row.agreement]}
+            {"row": row, "scores": [row.gold, row.self_consistency, row.agreement], "flag": flags.get(row.annotator)}
             for row in quality.annotator_report(answers, gold=gold, repeats=repeats)
         ],
         "alpha": quality.krippendorff_alpha(ordinary),

@@ -174,6 +174,11 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-run", "GET"): api_researcher_only(200),
     ("api-run", "POST"): api_researcher_only(409),  # reaches the action: pausing a finished iteration
     ("api-policy", "GET"): api_researcher_only(200),
+    # --- API: the disagreement review (researchers only) ---
+    ("api-review", "GET"): api_researcher_only(200),
+    ("api-review-exclude", "POST"): api_researcher_only(200),
+    ("api-review-send-back", "POST"): api_researcher_only(200),  # the annotator's leased pair wants one more answer
+    ("api-review-flag", "POST"): api_researcher_only(200),  # user_id is the annotator's
     # --- API: external data in (tests/test_external_data.py has the good and bad uploads) ---
     ("api-rollouts", "POST"): api_researcher_only(400),  # no file sent: "file" is required
     ("api-import-minari", "POST"): api_researcher_only(400),  # the world has no Minari dataset of that name
@@ -199,6 +204,9 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("project-iteration-start", "POST"): page_researcher_only(302),
     ("project-run-action", "POST"): page_researcher_only(302),
     ("project-generate", "POST"): page_researcher_only(302),
+    ("project-review", "GET"): page_researcher_only(200),
+    ("project-review-action", "POST"): page_researcher_only(400),  # nothing posted: "unknown review action"
+    ("project-review-score", "POST"): page_researcher_only(302),
     # --- pages for every researcher: a new project from a spec (an empty spec is refused, 400) ---
     ("project-new", "GET"): page_researcher_only(200) | {"other_researcher": 200},
     ("project-new", "POST"): page_researcher_only(400) | {"other_researcher": 400},
@@ -240,6 +248,7 @@ class World:
             "policy_id": self.policy.pk,
             "webhook_id": self.webhook.pk,
             "token_id": self.api_token.pk,
+            "user_id": self.users["annotator"].pk,
         }
 
 

@@ -166,17 +166,11 @@ class ReviewPage:
     unscored: int
 
 
-def review_page(project: Project, *, page: int = 1, page_size: int = PAGE_SIZE) -> ReviewPage:
-    """One page of the review: each pair with its judgments (who answered what) and the annotators' flags."""
-    model = latest_ready_model(project)
-    rows_qs = review_rows(project, model)
-    total = rows_qs.count()
-    pages = max(1, -(-total // page_size))
-    page = min(max(1, page), pages)
-    scores = list(rows_qs[(page - 1) * page_size : page * page_size])
+def _with_judgments(project: Project, scores: list[ReviewScore]) -> list[dict[str, Any]]:
+    """Each score with its pair's judgments (who answered what, marked wrong or not) and the annotators' flags."""
     judgments = (
         Judgment.objects.filter(query_id__in=[s.query_id for s in scores])
-        .select_related("annotator", "excluded_by")
+        .select_related("annotator", "excluded_by", "query")
         .order_by("query_id", "id")
     )
     by_query: dict[int, list[Judgment]] = {}
@@ -186,7 +180,7 @@ def review_page(project: Project, *, page: int = 1, page_size: int = PAGE_SIZE) 
         m.user_id: m
         for m in Membership.objects.filter(project=project, flagged_at__isnull=False).select_related("flagged_by")
     }
-    rows = [
+    return [
         {
             "score": score,
             "query": score.query,
@@ -197,9 +191,25 @@ def review_page(project: Project, *, page: int = 1, page_size: int = PAGE_SIZE) 
         }
         for score in scores
     ]
+
+
+def review_row(project: Project, *, query_id: int) -> dict[str, Any] | None:
+    """One pair's row (after a review action), or None when it is no longer in the review."""
+    score = review_rows(project).filter(query_id=query_id).first()
+    return None if score is None else _with_judgments(project, [score])[0]
+
+
+def review_page(project: Project, *, page: int = 1, page_size: int = PAGE_SIZE) -> ReviewPage:
+    """One page of the review, most confident disagreement first."""
+    model = latest_ready_model(project)
+    rows_qs = review_rows(project, model)
+    total = rows_qs.count()
+    pages = max(1, -(-total // page_size))
+    page = min(max(1, page), pages)
+    scores = list(rows_qs[(page - 1) * page_size : page * page_size])
     return ReviewPage(
         reward_model=model,
-        rows=rows,
+        rows=_with_judgments(project, scores),
         page=page,
         pages=pages,
         total=total,
