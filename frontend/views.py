@@ -262,7 +262,12 @@ def project_review_action(request: AuthenticatedHttpRequest, slug: str) -> HttpR
     row = review.review_row(project, query_id=query_id)
     if row is None:  # the pair left the review (no counted answers any more)
         return HttpResponse("")
-    context = {"project": project, "row": row, "fps": project.render_fps or 30}
+    context = {
+        "project": project,
+        "row": row,
+        "fps": project.render_fps or 30,
+        "min_disagreement": review.REVIEW_MIN_DISAGREEMENT,
+    }
     return render(request, "frontend/_review_row.html", context)
 
 

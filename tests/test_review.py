@@ -147,3 +147,30 @@ def test_an_excluded_judgment_is_not_in_the_next_preference_set(
     assert len(rows) == 12
     marked = [r for r in rows if r["excluded_at"]]
     assert [int(r["id"]) for r in marked] == [wrong.pk]
+
+
+def test_review_page_lists_pairs_and_its_actions_answer_htmx_with_the_card(
+    client, project, judged, researcher, annotator
+):
+    client.force_login(researcher)
+    page = client.get(f"/projects/{project.slug}/review/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert html.index(f'id="review-{judged[3].pk}"') < html.index(f'id="review-{judged[0].pk}"')
+    assert "1 pair to review" in html
+    judgment = Judgment.objects.get(query=judged[3], annotator=annotator)
+    url = f"/projects/{project.slug}/review/action/"
+    card = client.post(
+        url, {"action": "exclude", "query": judged[3].pk, "judgment": judgment.pk}, HTTP_HX_REQUEST="true"
+    )
+    assert card.status_code == 200 and "marked wrong" in card.content.decode()
+    flagged = client.post(
+        url, {"action": "flag", "query": judged[3].pk, "annotator": annotator.pk}, HTTP_HX_REQUEST="true"
+    )
+    assert "Unflag anna" in flagged.content.decode()
+    sent = client.post(url, {"action": "send_back", "query": judged[3].pk}, HTTP_HX_REQUEST="true")
+    assert "Open" in sent.content.decode()
+    assert client.post(url, {"action": "explode", "query": judged[3].pk}).status_code == 400
+    assert client.post(url, {"action": "exclude", "query": "x"}).status_code == 400
+    dashboard = client.get(f"/projects/{project.slug}/").content.decode()
+    assert "flagged" in dashboard and "Disagreement review" in dashboard

@@ -140,8 +140,11 @@ def review_rows(project: Project, reward_model: RewardModel | None = None) -> Qu
 
 def review_count(project: Project) -> int:
     """Pairs to review: confident disagreements not yet acted on (no judgment marked wrong, not sent back)."""
+    model = latest_ready_model(project)
+    if model is None:
+        return 0
     return (
-        review_rows(project)
+        review_rows(project, model)
         .filter(disagreement__gte=REVIEW_MIN_DISAGREEMENT, excluded=0)
         .exclude(query__status=QueryStatus.OPEN)
         .count()
