@@ -174,3 +174,17 @@ def test_review_page_lists_pairs_and_its_actions_answer_htmx_with_the_card(
     assert client.post(url, {"action": "exclude", "query": "x"}).status_code == 400
     dashboard = client.get(f"/projects/{project.slug}/").content.decode()
     assert "flagged" in dashboard and "Disagreement review" in dashboard
+
+
+def test_instructions_markdown_is_rendered_and_sanitised():
+    from frontend.templatetags.heronry_markdown import render_markdown
+
+    html = render_markdown(
+        "# Title\n\nUse **arrows**.\n\n- one\n- two\n\n"
+        '<script>alert(1)</script><img src="x" onerror="alert(2)">'
+        '<a href="javascript:alert(3)" onclick="alert(4)">bad</a> [good](https://example.org)'
+    )
+    assert "<h1>Title</h1>" in html and "<strong>arrows</strong>" in html and html.count("<li>") == 2
+    for forbidden in ("<script", "alert(1)", "<img", "onerror", "javascript:", "onclick"):
+        assert forbidden not in html
+    assert '<a href="https://example.org" rel="noopener noreferrer nofollow">good</a>' in html

@@ -10,6 +10,7 @@ import pytest
 
 from labeling import assignment
 from labeling.models import Judgment, Membership, Query
+from tests.browser.test_ranking import screenshot
 from tests.conftest import PASSWORD, add_fake_clips, run_in_process
 from trainer.models import PreferenceSet, ReviewScore, RewardModel, RewardModelStatus, RunKind
 
@@ -76,6 +77,7 @@ def test_label_page_at_1366x768_keeps_the_answers_on_screen_and_folds_the_markdo
     # Instructions open: every answer button is inside the 1366×768 viewport without scrolling.
     assert page.evaluate("window.scrollY") == 0
     inside_viewport(page, "form[data-judgment-form] button[name=choice]", width, height)
+    screenshot(page, "label-1366x768-instructions-open")
 
     query = page.get_attribute("#compare", "data-query-id")
     page.keyboard.press("ArrowLeft")
@@ -89,6 +91,7 @@ def test_label_page_at_1366x768_keeps_the_answers_on_screen_and_folds_the_markdo
     page.reload()
     page.wait_for_selector("[data-sync-player-ready]")
     assert not page.locator("details[data-instructions]").evaluate("d => d.open")
+    screenshot(page, "label-1366x768-instructions-folded")
     page.keyboard.press("i")
     assert page.locator("details[data-instructions]").evaluate("d => d.open")
     inside_viewport(page, "form[data-judgment-form] button[name=choice]", width, height)
@@ -147,6 +150,7 @@ def test_ranking_page_lists_every_key_says_sigma_once_and_shows_distinct_example
     card = page.locator(".rank-factor").first.bounding_box()
     level = page.locator(".rank-level").first.bounding_box()
     assert card["width"] > 0.6 * level["width"]
+    screenshot(page, "rank-1366x768")
 
     page.keyboard.press("?")
     dialog = page.locator("[role=dialog]")
@@ -195,6 +199,7 @@ def test_review_page_marks_wrong_flags_and_sends_back(
     assert first.get_attribute("data-review-query") == str(top.pk)
     assert first.locator("video").count() == 2
     assert "anna" in first.inner_text() and "ben" in first.inner_text() and "A better" in first.inner_text()
+    screenshot(page, "review-1366x900")
 
     card = f"#review-{top.pk}"
     page.locator(card).locator("tr", has_text="anna").get_by_role("button", name="Mark wrong").click()
@@ -209,4 +214,5 @@ def test_review_page_marks_wrong_flags_and_sends_back(
     page.wait_for_selector(f"{card} dd:text('Open')")
     top.refresh_from_db()
     assert top.status == "open" and top.answers_wanted == top.answers_given + 1
+    screenshot(page, "review-after-actions")
     assert page.errors == []
