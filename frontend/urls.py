@@ -22,6 +22,9 @@ urlpatterns = [
         "projects/<slug:slug>/invites/<id:invite_id>/revoke/", views.project_invite_revoke, name="project-invite-revoke"
     ),
     path("invites/<str:invite_token>/", views.invite, name="invite"),
+    path("projects/<slug:slug>/review/", views.project_review, name="project-review"),
+    path("projects/<slug:slug>/review/action/", views.project_review_action, name="project-review-action"),
+    path("projects/<slug:slug>/review/score/", views.project_review_score, name="project-review-score"),
     path("projects/<slug:slug>/label/", views.label, name="label"),
     path("projects/<slug:slug>/rank/", views.rank, name="rank"),
     path("projects/<slug:slug>/label/judge/", views.label_judge, name="label-judge"),

@@ -30,7 +30,7 @@ from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError, 
 from labeling.models import Choice, Invite, Project, ProjectRole, Query, RenderStatus
 from labeling.parsing import loads_bounded, parse_float, parse_int
 from labeling.ratelimits import rate_limited
-from trainer import loop
+from trainer import loop, review
 from trainer import selectors as trainer_selectors
 from trainer.core.project_spec import MAX_SPEC_CHARS
 from trainer.models import Run, RunKind
@@ -168,6 +168,7 @@ def project_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
         "chart_model": latest_ready,
         "quality": selectors.quality_report(project),
         "webhooks": webhooks.endpoints_overview(project),
+        "review_count": review.review_count(project),
         **trainer_selectors.runs_overview(project),
     }
     return render(request, "frontend/project_detail.html", context)
@@ -258,6 +259,85 @@ def project_generate_clips(request: AuthenticatedHttpRequest, slug: str) -> Http
     )
     messages.success(request, "Clip generation started.")
     return redirect(project)
+
+
+@login_required
+@require_GET
+def project_review(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    """Judged pairs the latest reward model confidently disputes, most confident first, with review actions."""
+    project = _researcher_project(request, slug)
+    try:
+        page_number = parse_int(request.GET.get("page", "1"), name="page", minimum=1, maximum=1_000_000)
+    except ValidationFailed:
+        page_number = 1
+    page = review.review_page(project, page=page_number)
+    context = {
+        "project": project,
+        "page": page,
+        "min_disagreement": review.REVIEW_MIN_DISAGREEMENT,
+        "fps": project.render_fps or 30,
+    }
+    return render(request, "frontend/review.html", context)
+
+
+REVIEW_ACTIONS = ("exclude", "include", "send_back", "flag", "unflag")
+
+
+@login_required
+@require_POST
+def project_review_action(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    """One review action; htmx gets the pair's card again (with the action's effect), a plain form a redirect."""
+    project = _researcher_project(request, slug)
+    action = request.POST.get("action", "")
+    reason = request.POST.get("reason", "")
+    try:
+        if action not in REVIEW_ACTIONS:
+            raise ValidationFailed("unknown review action", fields={"action": list(REVIEW_ACTIONS)})
+        query_id = parse_int(request.POST.get("query", ""), name="query", minimum=1)
+        if action == "exclude":
+            judgment_id = parse_int(request.POST.get("judgment", ""), name="judgment", minimum=1)
+            services.judgment_exclude(project=project, judgment_id=judgment_id, by=request.user, reason=reason)
+        elif action == "include":
+            judgment_id = parse_int(request.POST.get("judgment", ""), name="judgment", minimum=1)
+            services.judgment_include(project=project, judgment_id=judgment_id)
+        elif action == "send_back":
+            extra = parse_int(request.POST.get("extra", "1"), name="extra", minimum=1, maximum=20)
+            services.query_send_back(project=project, query_id=query_id, extra=extra)
+        elif action == "flag":
+            user_id = parse_int(request.POST.get("annotator", ""), name="annotator", minimum=1)
+            services.membership_flag(project=project, user_id=user_id, by=request.user, reason=reason)
+        else:
+            user_id = parse_int(request.POST.get("annotator", ""), name="annotator", minimum=1)
+            services.membership_unflag(project=project, user_id=user_id)
+    except ServiceError as error:
+        return HttpResponse(error.message, status=error.status, content_type="text/plain; charset=utf-8")
+    if not request.htmx:
+        return redirect("project-review", slug=project.slug)
+    row = review.review_row(project, query_id=query_id)
+    if row is None:  # the pair left the review (no counted answers any more)
+        return HttpResponse("")
+    context = {
+        "project": project,
+        "row": row,
+        "fps": project.render_fps or 30,
+        "min_disagreement": review.REVIEW_MIN_DISAGREEMENT,
+    }
+    return render(request, "frontend/_review_row.html", context)
+
+
+@login_required
+@rate_limited("runs")
+@require_POST
+def project_review_score(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    """Score pairs judged since the latest reward model was trained (its scores are otherwise made at training)."""
+    project = _researcher_project(request, slug)
+    try:
+        count = review.review_scores_refresh(project)
+    except (ValueError, OSError) as error:
+        messages.error(request, f"The new pairs could not be scored: {error}")
+    else:
+        messages.success(request, f"Scored {count} newly judged pair{'s' if count != 1 else ''}.")
+    return redirect("project-review", slug=project.slug)
 
 
 def _compare_context(request: AuthenticatedHttpRequest, project: Project, notice: str = "") -> dict:

@@ -460,7 +460,7 @@ class RewardFactorAdmin(ProjectScopedAdmin):
 @admin.register(Membership)
 class MembershipAdmin(ProjectScopedAdmin):
     form = MembershipForm
-    list_display = ("user", "project", "role", "created_at")
+    list_display = ("user", "project", "role", "flagged_at", "created_at")
     list_filter = ("role", "project")
     search_fields = ("user__username", "project__name")
     autocomplete_fields = ("user",)
@@ -643,7 +643,7 @@ class LeaseAdmin(ProjectScopedAdmin):
 class JudgmentAdmin(ProjectScopedAdmin):
     """Judgments are annotators' answers: viewed here, never written (counters and quality metrics depend on them)."""
 
-    list_display = ("id", "query", "annotator", "choice", "swapped", "time_spent_ms", "created_at")
+    list_display = ("id", "query", "annotator", "choice", "swapped", "time_spent_ms", "excluded_at", "created_at")
     list_filter = ("query__project", "choice", "annotator")
     search_fields = ("annotator__username", "client_id")
     date_hierarchy = "created_at"

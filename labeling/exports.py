@@ -333,12 +333,15 @@ JUDGMENT_COLUMNS = [
     Column("time_spent_ms", "int"),
     Column("client_id", "uuid"),
     Column("created_at", "time"),
+    # Marked wrong in the disagreement review: kept in this raw export, left out of preference sets.
+    Column("excluded_at", "time"),
+    Column("exclusion_reason", "str"),
 ]
 
 
 def _judgment_rows(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
     left, right, equal = Choice.LEFT.value, Choice.RIGHT.value, Choice.EQUAL.value
-    for pk, query, source, clip_a, clip_b, annotator, choice, swapped, spent, client_id, created in rows:
+    for pk, query, source, clip_a, clip_b, annotator, choice, swapped, spent, client_id, created, *excluded in rows:
         # displayed_pair: clip_b is on the left when swapped; preferred/target_a as Judgment's properties.
         if choice == left:
             preferred = clip_b if swapped else clip_a
@@ -348,13 +351,14 @@ def _judgment_rows(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]
             preferred = None
         target = 0.5 if choice == equal else None if preferred is None else 1.0 if preferred == clip_a else 0.0
         yield (pk, query, source, clip_a, clip_b, annotator, choice, swapped, preferred, target, spent, client_id,
-               created)  # fmt: skip
+               created, *excluded)  # fmt: skip
 
 
 def judgments(project: Project) -> Export:
     queryset = Judgment.objects.filter(query__project=project).order_by("id")
     fields = ("id", "query_id", "query__source", "query__clip_a_id", "query__clip_b_id", "annotator__username",
-              "choice", "swapped", "time_spent_ms", UuidText(F("client_id")), iso_utc("created_at"))  # fmt: skip
+              "choice", "swapped", "time_spent_ms", UuidText(F("client_id")), iso_utc("created_at"),
+              iso_utc("excluded_at"), "exclusion_reason")  # fmt: skip
     return Export(JUDGMENT_COLUMNS, _judgment_rows(db_rows(queryset, *fields)))
 
 

@@ -132,6 +132,13 @@ class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=ProjectRole.choices, default=ProjectRole.ANNOTATOR)
     qualified_at = models.DateTimeField(null=True, blank=True)
+    # A researcher's flag from the disagreement review: a note for people (shown on the review page and the
+    # dashboard's quality section), not a sanction — the annotator keeps getting work until removed.
+    flagged_at = models.DateTimeField(null=True, blank=True)
+    flagged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    flag_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -444,6 +451,13 @@ class Judgment(models.Model):
     time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
     client_id = models.UUIDField()
     created_at = models.DateTimeField(default=timezone.now)
+    # Marked wrong by a researcher (disagreement review): left out of preference sets and training-label
+    # exports, kept here and in the raw judgments export, with who and why.
+    excluded_at = models.DateTimeField(null=True, blank=True)
+    excluded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    exclusion_reason = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["id"]

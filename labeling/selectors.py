@@ -60,7 +60,37 @@ def project_progress(project: Project) -> dict[str, Any]:
 
 
 def annotator_progress(*, project: Project, annotator: User) -> dict[str, int]:
-    return {"judgments": Judgment.objects.filter(query__project=project, annotator=annotator).count()}
+    """The annotator's answers in the project, and in the current batch: "n of N answered, M remaining".
+
+    The batch is the ordinary (random or active) pairs of the latest iteration that has any — what one turn of
+    the loop asks, or the first clips' pairs. Answered: this annotator's answers to them; remaining: the batch's
+    open pairs they have neither answered nor skipped (others may still take some, so N can shrink).
+    """
+    from django.db.models import Exists, F, Max, OuterRef
+
+    from .models import Lease, QuerySource
+
+    ordinary = Query.objects.filter(project=project, source__in=[QuerySource.RANDOM, QuerySource.ACTIVE])
+    total = Judgment.objects.filter(query__project=project, annotator=annotator).count()
+    iteration = ordinary.aggregate(latest=Max("iteration"))["latest"]
+    if iteration is None:
+        return {"judgments": total, "batch_answered": 0, "batch_remaining": 0, "batch_total": 0, "batch_percent": 0}
+    batch = ordinary.filter(iteration=iteration)
+    answered = Judgment.objects.filter(query__in=batch, annotator=annotator).count()
+    remaining = (
+        batch.filter(status=QueryStatus.OPEN, answers_given__lt=F("answers_wanted"))
+        .exclude(Exists(Judgment.objects.filter(query=OuterRef("pk"), annotator=annotator)))
+        .exclude(Exists(Lease.objects.filter(query=OuterRef("pk"), annotator=annotator, skipped=True)))
+        .count()
+    )
+    size = answered + remaining
+    return {
+        "judgments": total,
+        "batch_answered": answered,
+        "batch_remaining": remaining,
+        "batch_total": size,
+        "batch_percent": round(100 * answered / size) if size else 100,
+    }
 
 
 def clips_for_project(project: Project, *, iteration: int | None = None, run: int | None = None) -> QuerySet[Clip]:
@@ -79,13 +109,25 @@ def factor_extremes(project: Project) -> dict[str, dict[str, Clip | None]]:
     from django.db.models.fields.json import KT
     from django.db.models.functions import Cast
 
+    # Distinct examples: one clip is often the extreme of several factors (the calmest clip is lowest on every
+    # cost), and the same video three times explains nothing. Each example takes the most extreme clip not shown
+    # yet, from the few most extreme ones, so it still shows the factor at (nearly) its extreme.
+    candidates = 8
+    shown: set[int] = set()
     extremes: dict[str, dict[str, Clip | None]] = {}
-    for key in project.factors.values_list("key", flat=True):
-        ordered = Clip.objects.filter(project=project).annotate(value=Cast(KT(f"factor_totals__{key}"), FloatField()))
-        extremes[key] = {
-            "highest": ordered.order_by("-value", "id").first(),
-            "lowest": ordered.order_by("value", "id").first(),
-        }
+    for key in project.factors.order_by("position", "id").values_list("key", flat=True):
+        ordered = (
+            Clip.objects.filter(project=project)
+            .annotate(value=Cast(KT(f"factor_totals__{key}"), FloatField()))
+            .filter(value__isnull=False)
+        )
+        extremes[key] = {}
+        for which, order in (("highest", "-value"), ("lowest", "value")):
+            pool = list(ordered.order_by(order, "id")[:candidates])
+            pick = next((clip for clip in pool if clip.pk not in shown), pool[0] if pool else None)
+            if pick is not None:
+                shown.add(pick.pk)
+            extremes[key][which] = pick
     return extremes
 
 
@@ -154,9 +196,14 @@ def quality_report(project: Project) -> dict[str, Any]:
     ordinary = [
         a for a, j in zip(answers, judgments, strict=True) if j.query.source in (QuerySource.RANDOM, QuerySource.ACTIVE)
     ]
+    # Flags from the disagreement review, shown beside the scores they may explain.
+    flags = {
+        m.user.username: m
+        for m in Membership.objects.filter(project=project, flagged_at__isnull=False).select_related("user")
+    }
     return {
         "rows": [
-            {"row": row, "scores": [row.gold, row.self_consistency, row.agreement]}
+            {"row": row, "scores": [row.gold, row.self_consistency, row.agreement], "flag": flags.get(row.annotator)}
             for row in quality.annotator_report(answers, gold=gold, repeats=repeats)
         ],
         "alpha": quality.krippendorff_alpha(ordinary),

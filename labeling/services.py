@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -26,12 +27,14 @@ from .models import (
     Clip,
     FeedbackMode,
     Invite,
+    Judgment,
     Lease,
     Membership,
     Project,
     ProjectRole,
     Query,
     QuerySource,
+    QueryStatus,
     RenderStatus,
     RewardFactor,
 )
@@ -492,6 +495,91 @@ def queries_for_pairs(
         )
     }
     return [by_pair[pair] for pair in canonical]
+
+
+# --- Disagreement review: a researcher's corrections (frontend review page and the review API) -----------------
+
+REASON_MAX_CHARS = 500
+SEND_BACK_MAX_EXTRA = 20
+
+
+def _reason(reason: str) -> str:
+    reason = reason.strip()
+    if len(reason) > REASON_MAX_CHARS:
+        raise ValidationFailed("the reason is too long", fields={"reason": [f"at most {REASON_MAX_CHARS} characters"]})
+    return reason
+
+
+@transaction.atomic
+def judgment_exclude(*, project: Project, judgment_id: int, by: User, reason: str = "") -> Judgment:
+    """Mark a judgment wrong: later preference sets leave it out; it stays in the history and raw exports.
+
+    Marking an excluded judgment again keeps the first mark (who and when), so a double click is harmless.
+    """
+    reason = _reason(reason)
+    judgment = Judgment.objects.select_for_update().filter(pk=judgment_id, query__project=project).first()
+    if judgment is None:
+        raise NotFound("no such judgment")
+    if judgment.excluded_at is None:
+        judgment.excluded_at = timezone.now()
+        judgment.excluded_by = by
+        judgment.exclusion_reason = reason
+        judgment.save(update_fields=["excluded_at", "excluded_by", "exclusion_reason"])
+    return judgment
+
+
+@transaction.atomic
+def judgment_include(*, project: Project, judgment_id: int) -> Judgment:
+    """Take back a "wrong" mark: the judgment counts for training again."""
+    judgment = Judgment.objects.select_for_update().filter(pk=judgment_id, query__project=project).first()
+    if judgment is None:
+        raise NotFound("no such judgment")
+    judgment.excluded_at, judgment.excluded_by, judgment.exclusion_reason = None, None, ""
+    judgment.save(update_fields=["excluded_at", "excluded_by", "exclusion_reason"])
+    return judgment
+
+
+@transaction.atomic
+def query_send_back(*, project: Project, query_id: int, extra: int = 1) -> Query:
+    """Ask a judged pair again: it wants ``extra`` more answers and is open to annotators who haven't answered it.
+
+    The assignment engine already skips annotators who answered; raising answers_wanted (rather than resetting
+    answers_given) keeps the overfull check honest and the earlier answers in place.
+    """
+    if not 1 <= extra <= SEND_BACK_MAX_EXTRA:
+        raise ValidationFailed("extra answers out of range", fields={"extra": [f"1 to {SEND_BACK_MAX_EXTRA}"]})
+    query = Query.objects.select_for_update().filter(pk=query_id, project=project).first()
+    if query is None:
+        raise NotFound("no such query")
+    if query.source not in (QuerySource.RANDOM, QuerySource.ACTIVE):
+        raise Conflict("only random and active pairs can be sent back (gold and repeat pairs have their own rules)")
+    Query.objects.filter(pk=query.pk).update(answers_wanted=F("answers_wanted") + extra, status=QueryStatus.OPEN)
+    query.refresh_from_db()
+    return query
+
+
+@transaction.atomic
+def membership_flag(*, project: Project, user_id: int, by: User, reason: str = "") -> Membership:
+    """Flag an annotator for a researcher's attention (shown on the review page and the quality section)."""
+    reason = _reason(reason)
+    membership = Membership.objects.select_for_update().filter(project=project, user_id=user_id).first()
+    if membership is None:
+        raise NotFound("no such member")
+    membership.flagged_at = timezone.now()
+    membership.flagged_by = by
+    membership.flag_reason = reason
+    membership.save(update_fields=["flagged_at", "flagged_by", "flag_reason"])
+    return membership
+
+
+@transaction.atomic
+def membership_unflag(*, project: Project, user_id: int) -> Membership:
+    membership = Membership.objects.select_for_update().filter(project=project, user_id=user_id).first()
+    if membership is None:
+        raise NotFound("no such member")
+    membership.flagged_at, membership.flagged_by, membership.flag_reason = None, None, ""
+    membership.save(update_fields=["flagged_at", "flagged_by", "flag_reason"])
+    return membership
 
 
 def send_task_by_name(name: str, *args: Any) -> None:

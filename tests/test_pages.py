@@ -48,7 +48,8 @@ def test_labelling_by_htmx_swaps_in_the_next_pair(client, project_with_queries, 
         assert fragment.lstrip().startswith('<section id="compare"')  # a fragment, not a full page
         assert "<html" not in fragment
         assert Judgment.objects.filter(annotator=annotator).count() == answered
-        assert f"You have answered {answered} so far" in fragment
+        # "n of N" in the current batch (the ten pairs of the first clips), updated with every answer.
+        assert f"<strong>{answered} of 10</strong> answered in this batch · {10 - answered} remaining" in fragment
         new_fields = form_fields(fragment)
         assert new_fields["query"] != fields["query"]
         fields = new_fields

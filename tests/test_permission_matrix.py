@@ -203,6 +203,11 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-run", "GET"): api_researcher_only(200),
     ("api-run", "POST"): api_researcher_only(409),  # reaches the action: pausing a finished iteration
     ("api-policy", "GET"): api_researcher_only(200),
+    # --- API: the disagreement review (researchers only) ---
+    ("api-review", "GET"): api_researcher_only(200),
+    ("api-review-exclude", "POST"): api_researcher_only(200),
+    ("api-review-send-back", "POST"): api_researcher_only(200),  # the annotator's leased pair wants one more answer
+    ("api-review-flag", "POST"): api_researcher_only(200),  # user_id is the annotator's
     # --- API: external data in (tests/test_external_data.py has the good and bad uploads) ---
     ("api-rollouts", "POST"): api_researcher_only(400),  # no file sent: "file" is required
     ("api-import-minari", "POST"): api_researcher_only(400),  # the world has no Minari dataset of that name
@@ -238,6 +243,9 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     # joining redirects to the project; signed out, the login page comes first.
     ("invite", "GET"): everyone(200, anonymous=TO_LOGIN),
     ("invite", "POST"): everyone(302, anonymous=TO_LOGIN),
+    ("project-review", "GET"): page_researcher_only(200),
+    ("project-review-action", "POST"): page_researcher_only(400),  # nothing posted: "unknown review action"
+    ("project-review-score", "POST"): page_researcher_only(302),
     # --- pages for every researcher: a new project from a spec (an empty spec is refused, 400) ---
     ("project-new", "GET"): page_researcher_only(200) | {"other_researcher": 200},
     ("project-new", "POST"): page_researcher_only(400) | {"other_researcher": 400},
@@ -286,6 +294,7 @@ class World:
             "member_id": self.membership.pk,
             "invite_id": self.invite.pk,
             "invite_token": invite_token(self.invite),
+            "user_id": self.users["annotator"].pk,
         }
 
 

@@ -47,6 +47,7 @@ from .loop import StepReporter, pairwise_labels
 from .models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
 from .preference_building import PreferenceParams, preference_set_build
 from .project_task import project_task
+from .review import review_scores_after_training
 from .reward_training import clip_features, resolve_reward_config, reward_model_train
 
 
@@ -127,6 +128,8 @@ def train_reward(iteration: Run, loop_settings: LoopSettings, report: StepReport
         run=iteration,
     )
     iteration.reward_model = reward_model
+    report(0.97, "Scoring judged pairs for the disagreement review")
+    review_scores_after_training(reward_model=reward_model)
     metrics = reward_model.metrics
     keys = ("val_accuracy", "spearman", "holdout_spearman", "holdout_accuracy", "epochs_run")
     return {"reward_model": reward_model.pk, "version": reward_model.version, **{k: metrics.get(k) for k in keys}}

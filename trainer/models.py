@@ -259,3 +259,26 @@ class PolicyCheckpoint(models.Model):
     @property
     def learned_return(self) -> float | None:
         return self.evaluation.get("learned_mean")
+
+
+class ReviewScore(models.Model):
+    """How a reward model sees one judged pair: the disagreement review's cache (trainer/review.py).
+
+    Written once per (reward model, query) when the model is trained, so the review page and API sort and
+    paginate rows instead of running the ensemble on every view. The humans' side (which judgments count) is
+    read live, so a judgment marked wrong or a new answer to a pair sent back shows at once.
+    """
+
+    reward_model = models.ForeignKey(RewardModel, on_delete=models.CASCADE, related_name="review_scores")
+    query = models.ForeignKey("labeling.Query", on_delete=models.CASCADE, related_name="review_scores")
+    p_model = models.FloatField(help_text="Ensemble-mean P(clip_a ≻ clip_b), Bradley–Terry on the clip returns.")
+    spread = models.FloatField(help_text="Std over ensemble members of P(clip_a ≻ clip_b).")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["reward_model", "query"], name="review_score_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reward_model} on query {self.query_id}: P(a) = {self.p_model:.2f}"

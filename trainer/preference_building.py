@@ -120,7 +120,10 @@ def _heron_rows(project: Project, params: PreferenceParams) -> tuple[dict[str, n
 def _human_rows(project: Project) -> dict[str, np.ndarray]:
     judgments = [
         j
-        for j in Judgment.objects.filter(query__project=project).select_related("query", "annotator").order_by("id")
+        # A judgment a researcher marked wrong (disagreement review) never becomes a training label.
+        for j in Judgment.objects.filter(query__project=project, excluded_at__isnull=True)
+        .select_related("query", "annotator")
+        .order_by("id")
         if j.target_a is not None
     ]
     if not judgments:
@@ -146,7 +149,7 @@ def preference_set_build(
     sources = params.sources
     if sources == "auto":
         has_rankings = project.rankings.exists()
-        has_judgments = Judgment.objects.filter(query__project=project).exists()
+        has_judgments = Judgment.objects.filter(query__project=project, excluded_at__isnull=True).exists()
         sources = "both" if has_rankings and has_judgments else ("rankings" if has_rankings else "judgments")
     parts: list[dict[str, np.ndarray]] = []
     used: list[dict] = []

@@ -2,7 +2,7 @@ from django.urls import path
 
 import labeling.converters  # noqa: F401  (registers the bounded <id:...> path converter)
 
-from . import api, api_external, api_runs
+from . import api, api_external, api_review, api_runs
 
 urlpatterns = [
     path("projects/<slug:slug>/reward-models/", api.RewardModelListView.as_view(), name="api-reward-models"),
@@ -12,5 +12,21 @@ urlpatterns = [
     path("runs/<id:run_id>/", api_runs.RunDetailView.as_view(), name="api-run"),
     path("projects/<slug:slug>/rollouts/", api_external.RolloutUploadView.as_view(), name="api-rollouts"),
     path("projects/<slug:slug>/imports/minari", api_external.MinariImportView.as_view(), name="api-import-minari"),
+    path("projects/<slug:slug>/review/", api_review.ReviewListView.as_view(), name="api-review"),
+    path(
+        "projects/<slug:slug>/review/judgments/<id:judgment_id>/exclude",
+        api_review.JudgmentExcludeView.as_view(),
+        name="api-review-exclude",
+    ),
+    path(
+        "projects/<slug:slug>/review/queries/<id:query_id>/send-back",
+        api_review.QuerySendBackView.as_view(),
+        name="api-review-send-back",
+    ),
+    path(
+        "projects/<slug:slug>/review/annotators/<id:user_id>/flag",
+        api_review.AnnotatorFlagView.as_view(),
+        name="api-review-flag",
+    ),
     path("policies/<id:policy_id>/checkpoint", api_runs.PolicyCheckpointView.as_view(), name="api-policy"),
 ]

@@ -9,7 +9,10 @@
  * "?" toggles the shortcuts help dialog (built from every [data-key] on the
  * page); clicking an element with data-key="?" or data-action="shortcuts"
  * toggles it too.
- * Also: <video data-hover-play> plays while the pointer is over it.
+ * Also: <video data-hover-play> plays while the pointer is over it; <video data-toggle-play tabindex="0">
+ * plays or pauses on Enter / Space while focused, or on a click (the answer history's thumbnails).
+ * Elements with data-key-doc (and data-key-label, data-key-desc) only document a key that a page's own
+ * script handles (the ranking board's): they are listed in the help, never clicked.
  *
  * Not handled: keys typed into text fields, selects or contenteditable, keys
  * with Ctrl/Meta/Alt, and keys the focused control handles itself (Space/Enter
@@ -110,6 +113,14 @@
       if (seen.has(id)) continue;
       seen.add(id);
       rows.push({ key, label, desc, enabled: isUsable(el) });
+    }
+    for (const el of document.querySelectorAll('[data-key-doc]')) {
+      const label = el.dataset.keyLabel || el.dataset.keyDoc;
+      const desc = (el.dataset.keyDesc || el.textContent || '').replace(/\s+/g, ' ').trim();
+      const id = label + '\u0000' + desc;
+      if (!label || seen.has(id)) continue;
+      seen.add(id);
+      rows.push({ key: el.dataset.keyDoc, label, desc, enabled: true });
     }
     if (!rows.some((r) => r.key === '?')) rows.push({ key: '?', label: '?', desc: 'Show or hide this list', enabled: true });
     rows.push({ key: 'Escape', label: 'Esc', desc: 'Close this list', enabled: true });
@@ -219,6 +230,32 @@
     const v = hoverVideo(e);
     if (v) v.pause();
   }, true);
+
+  // --- keyboard play ---------------------------------------------------------------
+  // <video data-toggle-play tabindex="0" role="button">: Enter or Space plays or pauses it (a click too). Runs in
+  // the capture phase and marks the event handled, so the page's shortcuts (Space = play/pause the comparison)
+  // don't also act on it.
+  function togglePlay(v) {
+    if (v.paused) v.play().catch(() => {});
+    else v.pause();
+  }
+  document.addEventListener('keydown', (e) => {
+    const v = e.target;
+    if (!v || v.nodeType !== 1 || v.tagName !== 'VIDEO' || !v.hasAttribute('data-toggle-play')) return;
+    if ((e.key !== 'Enter' && e.key !== ' ') || e.ctrlKey || e.metaKey || e.altKey) return;
+    e.preventDefault();
+    if (!e.repeat) togglePlay(v);
+  }, true);
+  document.addEventListener('click', (e) => {
+    const v = e.target;
+    if (v && v.nodeType === 1 && v.tagName === 'VIDEO' && v.hasAttribute('data-toggle-play')) togglePlay(v);
+  });
+  for (const type of ['play', 'pause']) {
+    document.addEventListener(type, (e) => {
+      const v = e.target;
+      if (v && v.hasAttribute && v.hasAttribute('data-toggle-play')) v.setAttribute('aria-pressed', String(type === 'play'));
+    }, true);
+  }
 
   Heronry.keys = { open, close, toggle, isOpen, list, findTarget };
 })();

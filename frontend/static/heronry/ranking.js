@@ -10,7 +10,7 @@
  *
  * The script adds, and keeps right after every change: a heading per level (.rank-level-head),
  * drop zones between levels (.rank-gap > .rank-gap-list; dropping there makes a new level),
- * small move buttons per card, a σ help line per card, an aria-live region for announcements.
+ * small move buttons per card, one σ help line per board, an aria-live region for announcements.
  * Empty levels are removed at once.
  *
  * Keys on a focused card (not while typing in its σ field):
@@ -197,17 +197,24 @@
     return tools;
   }
 
+  // One σ explanation per board (the page's #sigma-help, or one made here), pointed at by every σ field:
+  // the same sentence under each card said it three times.
   function sigmaHelp(card) {
     const input = card.querySelector('input[name^="sigma"]');
-    if (!input || card.querySelector('.factor-sigma-help')) return;
-    const help = document.createElement('small');
-    help.className = 'factor-sigma-help';
-    help.id = `sigma-help-${(keyOf(card) || 'f').replace(/[^\w-]/g, '_')}-${++uid}`;
-    help.textContent = SIGMA_HELP;
-    const label = input.closest('label') || input;
-    label.after(help);
+    const form = card.closest(BOARD);
+    if (!input || !form) return;
+    let help = form.querySelector('.factor-sigma-help');
+    if (!help) {
+      help = document.createElement('p');
+      help.className = 'factor-sigma-help';
+      help.id = `sigma-help-${++uid}`;
+      help.textContent = SIGMA_HELP;
+      const levels = levelsRoot(form);
+      if (levels) levels.after(help);
+      else form.appendChild(help);
+    }
     const described = (input.getAttribute('aria-describedby') || '').split(/\s+/).filter(Boolean);
-    described.push(help.id);
+    if (!described.includes(help.id)) described.push(help.id);
     input.setAttribute('aria-describedby', described.join(' '));
   }
 

@@ -1,0 +1,221 @@
+"""Disagreement review: judged pairs where the project's reward ensemble confidently disagrees with the humans.
+
+The ensemble's side is computed once per reward model (``review_scores_compute``, called when a model is trained,
+or for pairs judged since through ``review_scores_refresh``) and stored as ``ReviewScore`` rows. The humans' side
+is read live from the judgments that count (not marked wrong), so the page always reflects the latest review
+actions. Ordering, pagination and the dashboard's count are one queryset: ``review_rows``.
+
+Disagreement, in [-1, 1]: ``(p_human − ½)·(½ − p_model)·4 − spread``. It is positive only when the humans'
+majority and the model pick different clips, largest when both are sure, and the ensemble's spread (the
+members' own disagreement) takes away from it: a pair the model is unsure about is not a confident dispute.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.db.models import Avg, Case, Count, F, FloatField, Q, QuerySet, Value, When
+from django.db.models.functions import Abs
+
+from labeling.models import Choice, Clip, Judgment, Membership, Project, Query, QueryStatus
+
+from .core.reward import RewardEnsemble
+from .models import ReviewScore, RewardModel, RewardModelStatus
+
+logger = logging.getLogger(__name__)
+
+REVIEW_MIN_DISAGREEMENT = 0.25
+"""A pair is "to review" when its disagreement reaches this: e.g. unanimous humans and the model at P ≤ 0.3
+for their clip with a small spread."""
+PAGE_SIZE = 20
+
+
+def latest_ready_model(project: Project) -> RewardModel | None:
+    return RewardModel.objects.filter(project=project, status=RewardModelStatus.READY).order_by("-version").first()
+
+
+def _load(reward_model: RewardModel) -> RewardEnsemble:
+    from .core.reward import from_bytes
+
+    with reward_model.weights.open("rb") as weights, reward_model.metadata.open("rb") as metadata:
+        return from_bytes(weights.read(), metadata.read().decode()).model
+
+
+def _judged_queries(project: Project) -> QuerySet[Query]:
+    return Query.objects.filter(project=project, judgments__isnull=False).distinct()
+
+
+def review_scores_compute(
+    *, reward_model: RewardModel, ensemble: RewardEnsemble | None = None, only_missing: bool = False
+) -> int:
+    """Score the project's judged pairs with ``reward_model`` (P(clip_a ≻ clip_b) and the ensemble spread) and
+    store them; returns how many were written. Safe to run twice: existing rows are kept."""
+    from .reward_training import clip_features
+
+    queries = _judged_queries(reward_model.project)
+    if only_missing:
+        queries = queries.exclude(review_scores__reward_model=reward_model)
+    pairs = list(queries.values_list("pk", "clip_a_id", "clip_b_id"))
+    if not pairs:
+        return 0
+    ensemble = ensemble if ensemble is not None else _load(reward_model)
+    clip_ids = sorted({c for _, a, b in pairs for c in (a, b)})
+    by_id = Clip.objects.select_related("rollout").in_bulk(clip_ids)
+    clips = [by_id[i] for i in clip_ids]
+    features, _, _ = clip_features(clips)
+    index = {clip_id: position for position, clip_id in enumerate(clip_ids)}
+    pair_index = np.array([[index[a], index[b]] for _, a, b in pairs], dtype=np.int64)
+    mean, spread = ensemble.pair_preference_probabilities(features, pair_index)
+    rows = [
+        ReviewScore(reward_model=reward_model, query_id=pk, p_model=float(p), spread=float(s))
+        for (pk, _, _), p, s in zip(pairs, mean, spread, strict=True)
+    ]
+    with transaction.atomic():
+        ReviewScore.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
+    return len(rows)
+
+
+def review_scores_after_training(*, reward_model: RewardModel, ensemble: RewardEnsemble | None = None) -> None:
+    """Called by the reward-training step: the review is a by-product, so its failure never fails the training
+    (clips of different lengths, say, can't be stacked; the page then says the pairs are unscored)."""
+    try:
+        review_scores_compute(reward_model=reward_model, ensemble=ensemble)
+    except Exception:
+        logger.exception("reward model %s: scoring judged pairs for the review failed", reward_model.pk)
+
+
+def review_scores_refresh(project: Project) -> int:
+    """Score pairs judged since the latest ready model was trained (a researcher's "Score new pairs")."""
+    model = latest_ready_model(project)
+    if model is None:
+        return 0
+    return review_scores_compute(reward_model=model, only_missing=True)
+
+
+# --- Reads -------------------------------------------------------------------------------------------------------
+
+
+def _target_a() -> Case:
+    """A judgment's P(clip_a better) from its choice as shown and whether the pair was swapped (as
+    Judgment.target_a, in SQL); NULL for "can't tell", which says nothing."""
+    judgments = "query__judgments__"
+    return Case(
+        When(**{f"{judgments}choice": Choice.EQUAL}, then=Value(0.5)),
+        When(**{f"{judgments}choice": Choice.LEFT, f"{judgments}swapped": False}, then=Value(1.0)),
+        When(**{f"{judgments}choice": Choice.RIGHT, f"{judgments}swapped": True}, then=Value(1.0)),
+        When(**{f"{judgments}choice": Choice.LEFT, f"{judgments}swapped": True}, then=Value(0.0)),
+        When(**{f"{judgments}choice": Choice.RIGHT, f"{judgments}swapped": False}, then=Value(0.0)),
+        default=None,
+        output_field=FloatField(),
+    )
+
+
+def review_rows(project: Project, reward_model: RewardModel | None = None) -> QuerySet[ReviewScore]:
+    """The latest ready model's scores of the project's judged pairs, with the humans' live majority
+    (``p_human``, ``answers``) and ``disagreement``, most confident disagreement first."""
+    reward_model = reward_model or latest_ready_model(project)
+    if reward_model is None:
+        return ReviewScore.objects.none()
+    counted = Q(query__judgments__excluded_at__isnull=True)
+    return (
+        ReviewScore.objects.filter(reward_model=reward_model)
+        .select_related("query", "query__clip_a", "query__clip_b", "reward_model")
+        .annotate(
+            p_human=Avg(_target_a(), filter=counted),
+            answers=Count(_target_a(), filter=counted),
+            excluded=Count("query__judgments", filter=Q(query__judgments__excluded_at__isnull=False)),
+        )
+        .filter(answers__gt=0)
+        .annotate(
+            disagreement=(F("p_human") - 0.5) * (0.5 - F("p_model")) * 4 - F("spread"),
+            margin=Abs(F("p_human") - F("p_model")),
+        )
+        .order_by("-disagreement", "-margin", "query_id")
+    )
+
+
+def review_count(project: Project) -> int:
+    """Pairs to review: confident disagreements not yet acted on (no judgment marked wrong, not sent back)."""
+    model = latest_ready_model(project)
+    if model is None:
+        return 0
+    return (
+        review_rows(project, model)
+        .filter(disagreement__gte=REVIEW_MIN_DISAGREEMENT, excluded=0)
+        .exclude(query__status=QueryStatus.OPEN)
+        .count()
+    )
+
+
+def unscored_count(project: Project) -> int:
+    model = latest_ready_model(project)
+    if model is None:
+        return 0
+    return _judged_queries(project).exclude(review_scores__reward_model=model).count()
+
+
+@dataclass
+class ReviewPage:
+    reward_model: RewardModel | None
+    rows: list[dict[str, Any]]
+    page: int
+    pages: int
+    total: int
+    to_review: int
+    unscored: int
+
+
+def _with_judgments(project: Project, scores: list[ReviewScore]) -> list[dict[str, Any]]:
+    """Each score with its pair's judgments (who answered what, marked wrong or not) and the annotators' flags."""
+    judgments = (
+        Judgment.objects.filter(query_id__in=[s.query_id for s in scores])
+        .select_related("annotator", "excluded_by", "query")
+        .order_by("query_id", "id")
+    )
+    by_query: dict[int, list[Judgment]] = {}
+    for judgment in judgments:
+        by_query.setdefault(judgment.query_id, []).append(judgment)
+    flagged = {
+        m.user_id: m
+        for m in Membership.objects.filter(project=project, flagged_at__isnull=False).select_related("flagged_by")
+    }
+    return [
+        {
+            "score": score,
+            "query": score.query,
+            "judgments": [
+                {"judgment": j, "label": j.canonical_label, "flag": flagged.get(j.annotator_id)}
+                for j in by_query.get(score.query_id, [])
+            ],
+        }
+        for score in scores
+    ]
+
+
+def review_row(project: Project, *, query_id: int) -> dict[str, Any] | None:
+    """One pair's row (after a review action), or None when it is no longer in the review."""
+    score = review_rows(project).filter(query_id=query_id).first()
+    return None if score is None else _with_judgments(project, [score])[0]
+
+
+def review_page(project: Project, *, page: int = 1, page_size: int = PAGE_SIZE) -> ReviewPage:
+    """One page of the review, most confident disagreement first."""
+    model = latest_ready_model(project)
+    rows_qs = review_rows(project, model)
+    total = rows_qs.count()
+    pages = max(1, -(-total // page_size))
+    page = min(max(1, page), pages)
+    scores = list(rows_qs[(page - 1) * page_size : page * page_size])
+    return ReviewPage(
+        reward_model=model,
+        rows=_with_judgments(project, scores),
+        page=page,
+        pages=pages,
+        total=total,
+        to_review=review_count(project),
+        unscored=unscored_count(project) if model is not None else 0,
+    )
