@@ -124,40 +124,124 @@ def history_rows(
     return rows
 
 
-def quality_report(project: Project) -> dict[str, Any]:
-    """Per-annotator reliability (gold accuracy, self-consistency, agreement) and the project's α and κ."""
-    from . import quality, quality_control
-    from .models import QuerySource
+# A judgment's canonical label in SQL, as Judgment.canonical_label computes it: "a" when clip_a was preferred (left
+# and not swapped, or right and swapped), "b" the other way, "equal", and NULL for "can't tell".
+_LABEL_SQL = """
+    CASE j.choice WHEN 'equal' THEN 'equal'
+                  WHEN 'left' THEN (CASE WHEN j.swapped THEN 'b' ELSE 'a' END)
+                  WHEN 'right' THEN (CASE WHEN j.swapped THEN 'a' ELSE 'b' END) END
+"""
 
-    judgments = list(
-        Judgment.objects.filter(query__project=project)
-        .select_related("query", "annotator")
-        .only(
-            "choice",
-            "swapped",
-            "query__clip_a_id",
-            "query__clip_b_id",
-            "query__source",
-            "query__gold_answer",
-            "query__repeat_of_id",
-            "annotator__username",
-        )
-    )
-    answers = quality_control.answers_of(judgments)
-    gold = {j.query_id: j.query.gold_answer for j in judgments if j.query.source == QuerySource.GOLD}
-    repeats = {j.query_id: j.query.repeat_of_id for j in judgments if j.query.repeat_of_id}
-    # Agreement statistics are about the ordinary questions: several annotators answering the same pair.
-    ordinary = [
-        a for a, j in zip(answers, judgments, strict=True) if j.query.source in (QuerySource.RANDOM, QuerySource.ACTIVE)
-    ]
-    return {
-        "rows": [
-            {"row": row, "scores": [row.gold, row.self_consistency, row.agreement]}
-            for row in quality.annotator_report(answers, gold=gold, repeats=repeats)
+# One pass over the project's judgments: each answer with its query's label counts (a window over the query), then
+# grouped, so a million judgments come back as a few thousand rows. Gold answers keep their expected label;
+# "ordinary" marks the random/active queries the project-wide agreement coefficients are about.
+_ANSWER_COUNTS_SQL = """
+    SELECT annotator_id, label, ordinary, gold_answer, na, nb, ne, COUNT(*)
+    FROM (
+        SELECT annotator_id, label, ordinary, gold_answer,
+               SUM(CASE WHEN label = 'a' THEN 1 ELSE 0 END) OVER w AS na,
+               SUM(CASE WHEN label = 'b' THEN 1 ELSE 0 END) OVER w AS nb,
+               SUM(CASE WHEN label = 'equal' THEN 1 ELSE 0 END) OVER w AS ne
+        FROM (
+            SELECT j.annotator_id, j.query_id, {label} AS label,
+                   CASE WHEN q.source IN ('random', 'active') THEN 1 ELSE 0 END AS ordinary,
+                   CASE WHEN q.source = 'gold' THEN q.gold_answer END AS gold_answer
+            FROM {judgment} j JOIN {query} q ON q.id = j.query_id
+            WHERE q.project_id = %s
+        ) answers
+        WINDOW w AS (PARTITION BY query_id)
+    ) counted
+    GROUP BY annotator_id, label, ordinary, gold_answer, na, nb, ne
+"""
+
+# Repeat pairs: the annotator's answer to a repeat query next to their answer to the query it repeats.
+_REPEAT_PAIRS_SQL = """
+    SELECT j.annotator_id, {first} AS first, {label} AS again, COUNT(*)
+    FROM {judgment} j JOIN {query} q ON q.id = j.query_id
+    JOIN {judgment} o ON o.query_id = q.repeat_of_id AND o.annotator_id = j.annotator_id
+    WHERE q.project_id = %s AND q.repeat_of_id IS NOT NULL
+    GROUP BY j.annotator_id, first, again
+"""
+
+QUALITY_REPORT_CACHE_SECONDS = 24 * 3600
+
+
+def _judgments_stamp(project: Project) -> tuple[int, int | None, int | None]:
+    """What the quality report depends on, cheaply: the project's judgment count and newest id (a new answer, an
+    undo) and its newest revision id (a changed answer)."""
+    from django.db.models import Max
+
+    from .models import JudgmentRevision
+
+    counts = Judgment.objects.filter(query__project=project).aggregate(n=Count("id"), last=Max("id"))
+    revised = JudgmentRevision.objects.filter(judgment__query__project=project).aggregate(last=Max("id"))
+    return counts["n"], counts["last"], revised["last"]
+
+
+def quality_report(project: Project) -> dict[str, Any]:
+    """Per-annotator reliability (gold accuracy, self-consistency, agreement) and the project's α and κ.
+
+    Cached per project under a stamp of its judgments (:func:`_judgments_stamp`), so an unchanged project never
+    recomputes; when the stamp moved, the report is recomputed (:func:`quality_report_compute`)."""
+    from django.core.cache import cache
+
+    key = f"quality-report:{project.pk}"
+    stamp = _judgments_stamp(project)
+    cached = cache.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    report = quality_report_compute(project)
+    cache.set(key, (stamp, report), QUALITY_REPORT_CACHE_SECONDS)
+    return report
+
+
+def quality_report_compute(project: Project) -> dict[str, Any]:
+    """The quality report from SQL aggregates: the statistics (labeling.quality) get grouped counts, never rows."""
+    from collections import Counter
+
+    from django.db import connection
+
+    from . import quality
+
+    tables = {"judgment": Judgment._meta.db_table, "query": Query._meta.db_table, "label": _LABEL_SQL}
+    with connection.cursor() as cursor:
+        cursor.execute(_ANSWER_COUNTS_SQL.format(**tables), [project.pk])
+        rows = cursor.fetchall()
+        cursor.execute(_REPEAT_PAIRS_SQL.format(**tables, first=_LABEL_SQL.replace("j.", "o.")), [project.pk])
+        repeat_rows = cursor.fetchall()
+    names = dict(User.objects.filter(pk__in={row[0] for row in rows}).values_list("pk", "username"))
+    tallies: dict[str, list[int]] = {}
+    gold, agreement = [], []
+    ordinary_answers: Counter[tuple[int, int, int]] = Counter()
+    for annotator_id, label, ordinary, gold_answer, na, nb, ne, n in rows:
+        name = names[annotator_id]
+        tally = tallies.setdefault(name, [0, 0])
+        tally[label is None] += n
+        label_counts = (int(na), int(nb), int(ne))
+        if gold_answer is not None:
+            gold.append((name, label or quality.CANT_TELL, gold_answer, n))
+        if label is not None:
+            agreement.append((name, label, label_counts, n))
+            if ordinary:
+                ordinary_answers[label_counts] += n
+    # Each ordinary query with label counts v was counted once per answer: sum(v) times.
+    histogram = [(counts, n // sum(counts)) for counts, n in ordinary_answers.items()]
+    table = [counts for counts, _ in histogram] or [(0, 0, 0)]
+    weights = [n for _, n in histogram] or [0]
+    report_rows = quality.annotator_report_from_counts(
+        answers={name: (answered, cant_tell) for name, (answered, cant_tell) in tallies.items()},
+        gold=gold,
+        repeats=[
+            (names[a], first or quality.CANT_TELL, again or quality.CANT_TELL, True, n)
+            for a, first, again, n in repeat_rows
         ],
-        "alpha": quality.krippendorff_alpha(ordinary),
-        "kappa": quality.fleiss_kappa(ordinary),
-        "n_answers": len(answers),
+        agreement=agreement,
+    )
+    return {
+        "rows": [{"row": row, "scores": [row.gold, row.self_consistency, row.agreement]} for row in report_rows],
+        "alpha": quality.krippendorff_alpha_from_counts(table, weights),
+        "kappa": quality.fleiss_kappa_from_counts(table, weights),
+        "n_answers": sum(sum(tally) for tally in tallies.values()),
     }
 
 

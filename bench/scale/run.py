@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import sys
 import time
@@ -91,7 +90,7 @@ def _measure(name: str, call: Callable[[], object], repeats: int) -> dict:
                 statuses.append(getattr(result, "status_code", 200))
             peak = _status_kib("VmHWM")
             payload = {"walls": walls, "cpus": cpus, "statuses": statuses, "rss_plus_kib": peak - base}
-        except BaseException as error:  # noqa: BLE001  (reported, not raised: the parent goes on)
+        except BaseException as error:
             payload, code = {"error": repr(error)}, 1
         with os.fdopen(write, "w") as out:
             out.write(json.dumps(payload))
@@ -197,11 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         (n_judgments,) = cur.fetchone()
     targets = [(name, call) for name, call in _targets(args.only) if args.match in name]
     print(f"{n_judgments} judgments; {len(targets)} targets; {args.repeats} requests each", flush=True)
-    print(f"| target | cold s | warm s | cpu cold s | cpu warm s | rss+ MiB |\n|---|---:|---:|---:|---:|---:|")
+    print("| target | cold s | warm s | cpu cold s | cpu warm s | rss+ MiB |\n|---|---:|---:|---:|---:|---:|")
     for name, call in targets:
         try:  # once in this process, untimed: imports, templates and URL resolving are not what is measured
             call()
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             print(f"| {name} | skipped: {error!r} | | | | |", flush=True)
             continue
         row = _measure(name, call, args.repeats)

@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             """,
             {**params, "gold": args.gold},
         )
-        cur.execute("DELETE FROM labeling_judgment j USING labeling_query q WHERE q.id = j.query_id AND q.source = 'gold'")
+        cur.execute(
+            "DELETE FROM labeling_judgment j USING labeling_query q WHERE q.id = j.query_id AND q.source = 'gold'"
+        )
+        gold_label = "(CASE WHEN r < 0.85 THEN truth ELSE 'equal' END)"
         cur.execute(
             f"""
             WITH drawn AS (
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             INSERT INTO labeling_judgment (query_id, annotator_id, choice, swapped, time_spent_ms, client_id,
                                            created_at)
             SELECT query_id, annotator_id,
-                   {_CHOICE_SQL.format(u="u", label="(CASE WHEN r < 0.85 THEN truth ELSE 'equal' END)", swapped="swapped")},
+                   {_CHOICE_SQL.format(u="u", label=gold_label, swapped="swapped")},
                    swapped, 3000, gen_random_uuid(), created_at + make_interval(secs => 30)
             FROM drawn
             """,
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             INSERT INTO labeling_judgment (query_id, annotator_id, choice, swapped, time_spent_ms, client_id,
                                            created_at)
             SELECT q.id, p.annotator_id,
-                   CASE WHEN random() < 0.8 THEN p.choice ELSE (ARRAY['left','right','equal'])[1 + floor(random() * 3)::int] END,
+                   CASE WHEN random() < 0.8 THEN p.choice
+                        ELSE (ARRAY['left', 'right', 'equal'])[1 + floor(random() * 3)::int] END,
                    p.swapped, 2000, gen_random_uuid(), q.created_at
             FROM picked p JOIN labeling_query q ON q.repeat_of_id = p.query_id AND q.assigned_to_id = p.annotator_id
             """
@@ -185,8 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         RewardFactor.objects.bulk_create(
             [RewardFactor(project=project, key=key, label=key, direction=-1, position=i) for i, key in enumerate(keys)]
         )
-        orders = [[["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]], [["angle_sq"], ["angular_velocity_sq", "torque_sq"]],
-                  [["angular_velocity_sq"], ["angle_sq"], ["torque_sq"]]]  # fmt: skip
+        orders = [
+            [["angle_sq"], ["angular_velocity_sq"], ["torque_sq"]],
+            [["angle_sq"], ["angular_velocity_sq", "torque_sq"]],
+            [["angular_velocity_sq"], ["angle_sq"], ["torque_sq"]],
+        ]
         FactorRanking.objects.bulk_create(
             [FactorRanking(project=project, annotator=a, groups=orders[i % 3]) for i, a in enumerate(annotators[:12])]
         )
@@ -200,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                 project=project, run=run, file=f"preferences/bench/{number}.parquet", sources="both",
                 n_pairs=number * 10_000, checksum="0" * 64,
             )  # fmt: skip
-            history = [{"epoch": e, "train_loss": 0.7 / (e + 1), "val_loss": 0.8 / (e + 1), "val_accuracy": 0.5 + e / 40}
-                       for e in range(16)]  # fmt: skip
+            history = [
+                {"epoch": e, "train_loss": 0.7 / (e + 1), "val_loss": 0.8 / (e + 1), "val_accuracy": 0.5 + e / 40}
+                for e in range(16)
+            ]
             model = RewardModel.objects.create(
                 project=project, version=number, preference_set=prefs, run=run, status="ready", history=history,
                 metrics={"val_accuracy": 0.9}, weights=f"reward_models/bench/{number}.safetensors",
