@@ -34,6 +34,7 @@ SWEEP_LEASES = "labeling.sweep_leases"
 DELIVER_WEBHOOK = "labeling.deliver_webhook"  # one attempt of one webhook delivery (it re-sends itself on failure)
 FLUSH_JUDGMENT_WEBHOOK = "labeling.flush_judgment_webhook"  # the batched "judgments recorded" delivery of one endpoint
 SWEEP_WEBHOOKS = "labeling.sweep_webhooks"  # re-sends deliveries (and judgment batches) whose message was lost
+REFRESH_QUALITY_REPORT = "labeling.refresh_quality_report"  # a project's dashboard quality report, recomputed
 
 # --- Celery tasks: trainer's (labeling sends some of these by name) --------------------------------------------
 
@@ -55,6 +56,7 @@ TASK_QUEUES: Mapping[str, str] = {
     DELIVER_WEBHOOK: QUEUE_DEFAULT,
     FLUSH_JUDGMENT_WEBHOOK: QUEUE_DEFAULT,
     SWEEP_WEBHOOKS: QUEUE_DEFAULT,
+    REFRESH_QUALITY_REPORT: QUEUE_DEFAULT,
     RENDER_CLIP: QUEUE_RENDER,
     RUN_GENERATING_CLIPS: QUEUE_RENDER,
     RUN_BUILDING_PREFERENCES: QUEUE_DEFAULT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
@@ -11,6 +12,8 @@ from accounts.models import User
 
 from .errors import NotFound
 from .models import Clip, Judgment, Membership, Project, ProjectRole, Query, QueryStatus
+
+logger = logging.getLogger(__name__)
 
 
 def projects_for_user(user: User) -> QuerySet[Project]:
@@ -167,8 +170,9 @@ _REPEAT_PAIRS_SQL = """
     GROUP BY j.annotator_id, first, again
 """
 
-# Also bounds how long a change the stamp cannot see (a judgment deleted with its query) stays unseen.
-QUALITY_REPORT_CACHE_SECONDS = 600
+# A report is kept a day (recomputed in the background when out of date) and refreshed at least every ten minutes.
+QUALITY_REPORT_CACHE_SECONDS = 24 * 3600
+QUALITY_REPORT_REFRESH_SECONDS = 600
 
 
 def _quality_key(project_id: int) -> str:
@@ -192,26 +196,63 @@ def _judgments_stamp(project: Project) -> tuple[int | None, int | None]:
 
 
 def quality_report_forget(project_id: int) -> None:
-    """Drop the cached quality report (after an undo, which deletes a judgment and leaves no newer id)."""
+    """Mark the cached quality report out of date (after an undo, which deletes a judgment: no newer id to see)."""
     from django.core.cache import cache
 
-    cache.delete(_quality_key(project_id))
+    cached = cache.get(_quality_key(project_id))
+    if cached is not None:
+        cache.set(_quality_key(project_id), (None, *cached[1:]), QUALITY_REPORT_CACHE_SECONDS)
 
 
 def quality_report(project: Project) -> dict[str, Any]:
     """Per-annotator reliability (gold accuracy, self-consistency, agreement) and the project's α and κ.
 
-    Cached per project under a stamp of its judgments (:func:`_judgments_stamp`), so an unchanged project never
-    recomputes; when the stamp moved, the report is recomputed (:func:`quality_report_compute`)."""
+    At a million judgments the report takes seconds to compute, so it is cached per project with a stamp of the
+    judgments it was computed from (:func:`_judgments_stamp`). An up-to-date report is returned as it is. When
+    the stamp has moved (new or changed answers) or the report is older than ``QUALITY_REPORT_REFRESH_SECONDS``
+    (changes the stamp can't see, such as judgments deleted with their query), the last report is shown while a
+    task recomputes it (one at a time per project; in-process where tasks run eagerly, as in tests). Only a
+    project without any report computes in the request. ``computed_at`` and ``stale`` say which one is shown.
+    """
+    import time
+
     from django.core.cache import cache
 
-    key = _quality_key(project.pk)
+    from . import events, services
+
     stamp = _judgments_stamp(project)
-    cached = cache.get(key)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    report = quality_report_compute(project)
-    cache.set(key, (stamp, report), QUALITY_REPORT_CACHE_SECONDS)
+    cached = cache.get(_quality_key(project.pk))
+    if cached is None:
+        return quality_report_refresh(project.pk, stamp=stamp)
+    cached_stamp, computed_at, report = cached
+    if cached_stamp == stamp and time.time() - computed_at < QUALITY_REPORT_REFRESH_SECONDS:
+        return report
+    if cache.add(f"{_quality_key(project.pk)}:refreshing", True, QUALITY_REPORT_REFRESH_SECONDS):
+        try:
+            services.send_task_by_name(events.REFRESH_QUALITY_REPORT, project.pk)
+        except Exception:  # the broker is down: show the last report, try again on a later view
+            logger.warning("could not queue the quality report of project %s", project.pk, exc_info=True)
+            cache.delete(f"{_quality_key(project.pk)}:refreshing")
+        refreshed = cache.get(_quality_key(project.pk))
+        if refreshed is not None and refreshed[0] == stamp:  # the task ran in-process (eager)
+            return refreshed[2]
+    return {**report, "stale": True}
+
+
+def quality_report_refresh(project_id: int, *, stamp: tuple[int | None, int | None] | None = None) -> dict[str, Any]:
+    """Compute a project's quality report and cache it under the stamp read before computing (an answer given
+    meanwhile moves the stamp, so the next view refreshes again)."""
+    import time
+
+    from django.core.cache import cache
+
+    project = Project.objects.get(pk=project_id)
+    stamp = stamp if stamp is not None else _judgments_stamp(project)
+    try:
+        report = {**quality_report_compute(project), "computed_at": time.time(), "stale": False}
+        cache.set(_quality_key(project_id), (stamp, report["computed_at"], report), QUALITY_REPORT_CACHE_SECONDS)
+    finally:
+        cache.delete(f"{_quality_key(project_id)}:refreshing")
     return report
 
 

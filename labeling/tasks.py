@@ -34,3 +34,11 @@ def sweep_webhooks() -> int:
     from . import webhooks
 
     return webhooks.deliveries_sweep()
+
+
+@shared_task(name=events.REFRESH_QUALITY_REPORT)
+def refresh_quality_report(project_id: int) -> None:
+    """Recompute a project's quality report into the cache (the dashboard shows the previous one meanwhile)."""
+    from . import selectors
+
+    selectors.quality_report_refresh(project_id)

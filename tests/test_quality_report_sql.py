@@ -98,3 +98,22 @@ def test_report_cache_follows_new_changed_and_removed_answers(busy_project, djan
     with django_capture_on_commit_callbacks(execute=True):
         revisions.judgment_undo(judgment_id=judgment.pk, annotator=users[0])
     assert quality_report(project)["n_answers"] == third["n_answers"] - 1
+
+
+def test_an_out_of_date_report_is_shown_while_a_task_recomputes_it(busy_project, monkeypatch):
+    from labeling import events, services, tasks
+
+    project, users, _rng = busy_project
+    first = quality_report(project)
+    assert first["stale"] is False
+    queued = []
+    monkeypatch.setattr(services, "send_task_by_name", lambda name, *args: queued.append((name, *args)))
+    query = Query.objects.filter(project=project, source=QuerySource.RANDOM).exclude(judgments__annotator=users[1])[0]
+    Judgment.objects.create(query=query, annotator=users[1], choice="equal", client_id=uuid.uuid4())
+    shown = quality_report(project)
+    assert shown["stale"] is True and shown["n_answers"] == first["n_answers"]  # the last one, marked
+    quality_report(project)
+    assert queued == [(events.REFRESH_QUALITY_REPORT, project.pk)]  # one refresh at a time
+    tasks.refresh_quality_report(project.pk)  # what the worker does
+    fresh = quality_report(project)
+    assert fresh["stale"] is False and fresh["n_answers"] == first["n_answers"] + 1

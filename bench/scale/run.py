@@ -139,7 +139,7 @@ def _targets(only: str | None) -> list[tuple[str, Callable[[], object]]]:
 
         def call() -> object:
             response = client.get(url, headers=headers)
-            if response.status_code != 200:
+            if response.status_code not in (200, 286):  # 286: htmx "stop polling", with the fragment
                 raise RuntimeError(f"HTTP {response.status_code}")
             if getattr(response, "streaming", False):
                 for _ in response.streaming_content:
