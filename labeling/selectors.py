@@ -212,11 +212,15 @@ def quality_report(project: Project) -> dict[str, Any]:
     the stamp has moved (new or changed answers) or the report is older than ``QUALITY_REPORT_REFRESH_SECONDS``
     (changes the stamp can't see, such as judgments deleted with their query), the last report is shown while a
     task recomputes it (one at a time per project; in-process where tasks run eagerly, as in tests). Only a
-    project without any report computes in the request. ``computed_at`` and ``stale`` say which one is shown.
+    project without any report computes in the request, and every out-of-date one does when the cache is
+    per-process memory (no ``CACHE_URL``: the worker could not hand its result to the web process).
+    ``computed_at`` and ``stale`` say which one is shown.
     """
     import time
 
-    from django.core.cache import cache
+    from django.core.cache import cache, caches
+    from django.core.cache.backends.dummy import DummyCache
+    from django.core.cache.backends.locmem import LocMemCache
 
     from . import events, services
 
@@ -227,6 +231,8 @@ def quality_report(project: Project) -> dict[str, Any]:
     cached_stamp, computed_at, report = cached
     if cached_stamp == stamp and time.time() - computed_at < QUALITY_REPORT_REFRESH_SECONDS:
         return report
+    if isinstance(caches["default"], LocMemCache | DummyCache):  # a worker's result would stay in its own memory
+        return quality_report_refresh(project.pk, stamp=stamp)
     if cache.add(f"{_quality_key(project.pk)}:refreshing", True, QUALITY_REPORT_REFRESH_SECONDS):
         try:
             services.send_task_by_name(events.REFRESH_QUALITY_REPORT, project.pk)

@@ -100,8 +100,13 @@ def test_report_cache_follows_new_changed_and_removed_answers(busy_project, djan
     assert quality_report(project)["n_answers"] == third["n_answers"] - 1
 
 
-def test_an_out_of_date_report_is_shown_while_a_task_recomputes_it(busy_project, monkeypatch):
+def test_an_out_of_date_report_is_shown_while_a_task_recomputes_it(busy_project, monkeypatch, settings, tmp_path):
     from labeling import events, services, tasks
+
+    # A cache the web process and the worker share (Redis in production): a file cache stands in for it here.
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(tmp_path)}
+    }
 
     project, users, _rng = busy_project
     first = quality_report(project)
@@ -115,5 +120,17 @@ def test_an_out_of_date_report_is_shown_while_a_task_recomputes_it(busy_project,
     quality_report(project)
     assert queued == [(events.REFRESH_QUALITY_REPORT, project.pk)]  # one refresh at a time
     tasks.refresh_quality_report(project.pk)  # what the worker does
+    fresh = quality_report(project)
+    assert fresh["stale"] is False and fresh["n_answers"] == first["n_answers"] + 1
+
+
+def test_with_a_per_process_cache_an_out_of_date_report_is_recomputed_in_the_request(busy_project, monkeypatch):
+    from labeling import services
+
+    project, users, _rng = busy_project
+    first = quality_report(project)
+    monkeypatch.setattr(services, "send_task_by_name", lambda *args: pytest.fail("no task: its result would be lost"))
+    query = Query.objects.filter(project=project, source=QuerySource.RANDOM).exclude(judgments__annotator=users[1])[0]
+    Judgment.objects.create(query=query, annotator=users[1], choice="equal", client_id=uuid.uuid4())
     fresh = quality_report(project)
     assert fresh["stale"] is False and fresh["n_answers"] == first["n_answers"] + 1
