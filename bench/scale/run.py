@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -164,9 +163,11 @@ def _targets(only: str | None) -> list[tuple[str, Callable[[], object]]]:
         for model, model_admin in admin.site._registry.items():
             opts = model._meta
             url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
-            # The last page from the real row count (untimed): what a researcher clicking "last" would ask for.
-            rows = model_admin.get_queryset(request).count()
-            last = max(math.ceil(rows / model_admin.list_per_page) - 1, 0)
+            # The last page the change list offers (its own paginator, untimed): what "last" in the UI asks for.
+            queryset = model_admin.get_queryset(request)
+            rows = queryset.count()
+            paginator = model_admin.get_paginator(request, queryset.order_by("-pk"), model_admin.list_per_page)
+            last = max(paginator.num_pages - 1, 0)
             targets.append((f"admin {opts.label} p1 ({rows} rows)", get(url)))
             if last > 0:
                 targets.append((f"admin {opts.label} last (p={last})", get(f"{url}?p={last}")))
