@@ -35,7 +35,7 @@ def test_the_paginator_counts_exactly_up_to_its_cap_and_pages_stop_there(judged,
     monkeypatch.setattr(CappedCountPaginator, "cap", 25)
     rows = Judgment.objects.order_by("-id")
     paginator = CappedCountPaginator(rows, 10)
-    assert paginator.count == 26  # more than the cap: the cap + 1 (PostgreSQL shows its planner's estimate)
+    assert paginator.count >= 26  # more than the cap: the cap + 1, or PostgreSQL's planner estimate if larger
     assert paginator.num_pages == 3  # the first 25 rows only
     small = CappedCountPaginator(Judgment.objects.filter(pk__in=rows.values("pk")[:7]), 5)
     assert (small.count, small.num_pages) == (7, 2)
