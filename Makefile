@@ -10,7 +10,7 @@ export SDL_VIDEODRIVER ?= dummy
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: install demo serve worker test test-fast lint typecheck imitation-example bench bench-serve bench-exports bench-loop bench-mujoco clean
+.PHONY: install demo serve worker test test-fast lint typecheck imitation-example bench bench-serve bench-exports bench-loop bench-mujoco bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -68,6 +68,12 @@ bench-serve: install
 bench-exports: install
 	$(PY) -m bench.exports.seed --judgments 1000000
 	$(PY) -m bench.exports.run --formats jsonl csv parquet --json var/bench-exports.jsonl
+
+# The researcher's pages at 1 000 000 judgments (needs a PostgreSQL server on 127.0.0.1:5432; seeds its own
+# database heronry_bench_scale, about 4 minutes on 2 cores, then times every page; results in var/bench-scale.jsonl).
+bench-scale: install
+	$(PY) -m bench.scale.seed --judgments 1000000
+	$(PY) -m bench.scale.run --json var/bench-scale.jsonl
 
 # HERON on MuJoCo (Hopper-v5) through the platform, steps run in-process (SQLite, no broker); 3 seeds, about
 # 30 minutes on 2 CPU cores; torch uses CUDA when one is present. Resumable: recorded seeds are skipped.

@@ -35,6 +35,7 @@ DELIVER_WEBHOOK = "labeling.deliver_webhook"  # one attempt of one webhook deliv
 FLUSH_JUDGMENT_WEBHOOK = "labeling.flush_judgment_webhook"  # the batched "judgments recorded" delivery of one endpoint
 SWEEP_WEBHOOKS = "labeling.sweep_webhooks"  # re-sends deliveries (and judgment batches) whose message was lost
 BUILD_EXPORT = "labeling.build_export"  # one asynchronous export (labeling.export_jobs) written to storage
+REFRESH_QUALITY_REPORT = "labeling.refresh_quality_report"  # a project's dashboard quality report, recomputed
 
 # --- Celery tasks: trainer's (labeling sends some of these by name) --------------------------------------------
 
@@ -57,6 +58,7 @@ TASK_QUEUES: Mapping[str, str] = {
     FLUSH_JUDGMENT_WEBHOOK: QUEUE_DEFAULT,
     SWEEP_WEBHOOKS: QUEUE_DEFAULT,
     BUILD_EXPORT: QUEUE_DEFAULT,
+    REFRESH_QUALITY_REPORT: QUEUE_DEFAULT,
     RENDER_CLIP: QUEUE_RENDER,
     RUN_GENERATING_CLIPS: QUEUE_RENDER,
     RUN_BUILDING_PREFERENCES: QUEUE_DEFAULT,

@@ -379,6 +379,8 @@ class Query(models.Model):
                 name="query_serving_order",
                 condition=Q(status="open"),
             ),
+            # The admin's list, newest first within a project (and cheap counts of a project's queries).
+            models.Index(fields=["project", "-id"], name="query_project_newest"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(clip_a__lt=F("clip_b")), name="query_canonical_order"),

@@ -45,10 +45,13 @@ __all__ = [
     "RepeatOf",
     "agreement_with_others",
     "annotator_report",
+    "annotator_report_from_counts",
     "fleiss_kappa",
+    "fleiss_kappa_from_counts",
     "gold_accuracy",
     "kendall_w",
     "krippendorff_alpha",
+    "krippendorff_alpha_from_counts",
     "ranking_concordance",
     "self_consistency",
 ]
@@ -353,6 +356,130 @@ def annotator_report(
             agreement=agreement[annotator],
         )
         for annotator in sorted(gold_scores)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The same statistics from counts (what SQL GROUP BY gives), for projects with millions of answers
+# --------------------------------------------------------------------------------------------
+#
+# The functions above take one Answer per judgment; at a million judgments building those objects is most of the
+# dashboard's time and memory. Every statistic here depends only on counts, so the database can group the answers
+# and send a few hundred rows: a query's answers as a count per label ("label counts", over LABELS, "can't tell"
+# left out), and how many queries share each count vector ("weights"). The results equal the Answer-based
+# functions' (tests/test_quality_counts.py checks it on random data).
+
+
+def _weighted_counts(counts: npt.ArrayLike, weights: npt.ArrayLike | None) -> tuple[FloatMatrix, FloatMatrix]:
+    table = np.asarray(counts, dtype=np.float64).reshape(-1, len(LABELS))
+    w = np.ones(len(table)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != (len(table),) or (table < 0).any() or (w < 0).any():
+        raise ValueError("need one non-negative weight per row of non-negative label counts")
+    return table, w
+
+
+def krippendorff_alpha_from_counts(counts: npt.ArrayLike, weights: npt.ArrayLike | None = None) -> float:
+    """Krippendorff's alpha (nominal) from per-query label counts; equals :func:`krippendorff_alpha`.
+
+    ``counts`` is (queries x labels), a row the number of answers of each label a query got; ``weights`` (default
+    1) says how many queries share that row. With the coincidence matrix ``o`` (o_ck = sum over queries of
+    n_c (n_k - [c = k]) / (m - 1), m the query's answers) and its marginals ``n_c`` (total ``n``):
+    alpha = 1 - (n - 1) (n - sum_c o_cc) / (n^2 - sum_c n_c^2). Queries with fewer than two answers carry no
+    pairs and are left out; NaN when no query has two answers or only one label is used (as the library).
+    """
+    table, w = _weighted_counts(counts, weights)
+    m = table.sum(axis=1)
+    keep = (m >= 2) & (w > 0)
+    table, w, m = table[keep], w[keep], m[keep]
+    if not len(table):
+        return math.nan
+    per_pair = w / (m - 1)
+    diagonal = float(np.sum(per_pair[:, None] * table * (table - 1)))
+    marginals = (w[:, None] * table).sum(axis=0)  # each answer pairs with m - 1 others: n_c = sum w n_c
+    if np.count_nonzero(marginals) < 2:
+        return math.nan
+    n = float(marginals.sum())
+    return 1 - (n - 1) * (n - diagonal) / (n * n - float(np.sum(marginals**2)))
+
+
+def fleiss_kappa_from_counts(counts: npt.ArrayLike, weights: npt.ArrayLike | None = None) -> float:
+    """Fleiss' kappa from per-query label counts (rows, each shared by ``weights`` queries); equals
+    :func:`fleiss_kappa`: only queries with the most common number of answers (of those with two or more; a tie
+    goes to the larger number) are used, and it is NaN when none has two answers or chance agreement is 1."""
+    table, w = _weighted_counts(counts, weights)
+    m = table.sum(axis=1)
+    keep = (m >= 2) & (w > 0)
+    table, w, m = table[keep], w[keep], m[keep]
+    if not len(table):
+        return math.nan
+    sizes: Counter[int] = Counter()
+    for size, weight in zip(m.astype(int).tolist(), w.tolist(), strict=True):
+        sizes[size] += round(weight)
+    raters = max(sizes, key=lambda size: (sizes[size], size))
+    used = m == raters
+    table, w = table[used], w[used]
+    total = float(w.sum())
+    p_category = (w[:, None] * table).sum(axis=0) / (total * raters)
+    p_query = ((table**2).sum(axis=1) - raters) / (raters * (raters - 1))
+    p_mean = float(np.sum(w * p_query) / total)
+    p_chance = float(np.sum(p_category**2))
+    if p_chance >= 1:
+        return math.nan
+    value = (p_mean - p_chance) / (1 - p_chance)
+    return value if math.isfinite(value) else math.nan
+
+
+def annotator_report_from_counts(
+    *,
+    answers: Mapping[str, tuple[int, int]],
+    gold: Iterable[tuple[str, str, str, int]] = (),
+    repeats: Iterable[tuple[str, str, str, bool, int]] = (),
+    agreement: Iterable[tuple[str, str, Sequence[int], int]] = (),
+) -> list[AnnotatorReportRow]:
+    """:func:`annotator_report` from grouped counts; the same rows.
+
+    - ``answers``: annotator -> (answers other than "can't tell", "can't tell" answers); every annotator gets a row.
+    - ``gold``: (annotator, their label, the expected label, how many such answers) over answers to gold queries.
+    - ``repeats``: (annotator, label on the original, label on the repeat, same a/b order, how many such pairs)
+      over the pairs where they answered both.
+    - ``agreement``: (annotator, their label on a query, that query's label counts over LABELS including their own
+      answer, how many such answers): each answer agrees with ``counts[label] - 1`` of ``sum(counts) - 1`` others.
+
+    "Can't tell" labels in ``gold``, ``repeats`` and ``agreement`` are ignored, as in the Answer-based functions.
+    """
+    hits: dict[str, Counter[str]] = {"gold": Counter(), "repeat": Counter(), "agreement": Counter()}
+    trials: dict[str, Counter[str]] = {"gold": Counter(), "repeat": Counter(), "agreement": Counter()}
+    for annotator, label, expected, n in gold:
+        if label != CANT_TELL:
+            trials["gold"][annotator] += n
+            hits["gold"][annotator] += n * (label == expected)
+    for annotator, first, again, same_order, n in repeats:
+        if CANT_TELL in (first, again):
+            continue
+        if not same_order:
+            again = _SWAP.get(again, again)
+        trials["repeat"][annotator] += n
+        hits["repeat"][annotator] += n * (again == first)
+    index = {label: i for i, label in enumerate(LABELS)}
+    for annotator, label, label_counts, n in agreement:
+        if label == CANT_TELL:
+            continue
+        trials["agreement"][annotator] += n * (sum(label_counts) - 1)
+        hits["agreement"][annotator] += n * (label_counts[index[label]] - 1)
+
+    def score(kind: str, annotator: str) -> AnnotatorScore:
+        return AnnotatorScore.of(hits[kind][annotator], trials[kind][annotator])
+
+    return [
+        AnnotatorReportRow(
+            annotator=annotator,
+            answered=answered,
+            cant_tell=cant_tell,
+            gold=score("gold", annotator),
+            self_consistency=score("repeat", annotator),
+            agreement=score("agreement", annotator),
+        )
+        for annotator, (answered, cant_tell) in sorted(answers.items())
     ]
 
 

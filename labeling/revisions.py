@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import User
 
+from . import selectors
 from .errors import Conflict, NotFound, ValidationFailed
 from .models import Choice, Judgment, JudgmentRevision, Lease, Query, QueryStatus
 
@@ -47,6 +48,8 @@ def judgment_undo(*, judgment_id: int, annotator: User) -> Lease:
         raise UndoExpired("only your last answer can be undone, within 30 seconds; use your history instead")
     swapped = judgment.swapped
     judgment.delete()
+    # The quality report's cache stamp sees new ids only; a deleted judgment must forget it.
+    transaction.on_commit(lambda: selectors.quality_report_forget(query.project_id))
     query.answers_given = max(query.answers_given - 1, 0)
     query.status = QueryStatus.OPEN
     query.save(update_fields=["answers_given", "status"])

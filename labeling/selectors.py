@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from django.db.models import Case, Count, Q, QuerySet, When
+from django.db.models import Case, Count, Q, QuerySet, Sum, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import User
 
 from .errors import NotFound
 from .models import AuditEntry, Choice, Clip, Invite, Judgment, Membership, Project, ProjectRole, Query, QueryStatus
+
+logger = logging.getLogger(__name__)
 
 
 def projects_for_user(user: User) -> QuerySet[Project]:
@@ -48,13 +52,16 @@ def is_project_researcher(*, project: Project, user: User) -> bool:
 
 
 def project_progress(project: Project) -> dict[str, Any]:
+    # Judgments as the sum of the queries' answer counters (kept by the only paths that add or take back a
+    # judgment, assignment.judgment_submit and revisions.judgment_undo), in the same pass over the queries: counting
+    # the judgment rows themselves joins a million of them to their queries on every dashboard poll.
     counts = Query.objects.filter(project=project).aggregate(
         total=Count("id"),
         open=Count("id", filter=Q(status=QueryStatus.OPEN)),
         complete=Count("id", filter=Q(status=QueryStatus.COMPLETE)),
+        judgments=Coalesce(Sum("answers_given"), 0),
     )
     counts["clips"] = Clip.objects.filter(project=project).count()
-    counts["judgments"] = Judgment.objects.filter(query__project=project).count()
     counts["percent"] = round(100 * counts["complete"] / counts["total"]) if counts["total"] else 0
     return counts
 
@@ -170,45 +177,196 @@ def history_rows(
     return rows
 
 
-def quality_report(project: Project) -> dict[str, Any]:
-    """Per-annotator reliability (gold accuracy, self-consistency, agreement) and the project's α and κ."""
-    from . import quality, quality_control
-    from .models import QuerySource
+# A judgment's canonical label in SQL, as Judgment.canonical_label computes it: "a" when clip_a was preferred (left
+# and not swapped, or right and swapped), "b" the other way, "equal", and NULL for "can't tell".
+_LABEL_SQL = """
+    CASE j.choice WHEN 'equal' THEN 'equal'
+                  WHEN 'left' THEN (CASE WHEN j.swapped THEN 'b' ELSE 'a' END)
+                  WHEN 'right' THEN (CASE WHEN j.swapped THEN 'a' ELSE 'b' END) END
+"""
 
-    judgments = list(
-        Judgment.objects.filter(query__project=project)
-        .select_related("query", "annotator")
-        .only(
-            "choice",
-            "swapped",
-            "query__clip_a_id",
-            "query__clip_b_id",
-            "query__source",
-            "query__gold_answer",
-            "query__repeat_of_id",
-            "annotator__username",
-        )
+# One pass over the project's judgments: each answer with its query's label counts (a window over the query), then
+# grouped, so a million judgments come back as a few thousand rows. Gold answers keep their expected label;
+# "ordinary" marks the random/active queries the project-wide agreement coefficients are about.
+_ANSWER_COUNTS_SQL = """
+    SELECT annotator_id, label, ordinary, gold_answer, na, nb, ne, COUNT(*)
+    FROM (
+        SELECT annotator_id, label, ordinary, gold_answer,
+               SUM(CASE WHEN label = 'a' THEN 1 ELSE 0 END) OVER w AS na,
+               SUM(CASE WHEN label = 'b' THEN 1 ELSE 0 END) OVER w AS nb,
+               SUM(CASE WHEN label = 'equal' THEN 1 ELSE 0 END) OVER w AS ne
+        FROM (
+            SELECT j.annotator_id, j.query_id, {label} AS label,
+                   CASE WHEN q.source IN ('random', 'active') THEN 1 ELSE 0 END AS ordinary,
+                   CASE WHEN q.source = 'gold' THEN q.gold_answer END AS gold_answer
+            FROM {judgment} j JOIN {query} q ON q.id = j.query_id
+            WHERE q.project_id = %s
+        ) answers
+        WINDOW w AS (PARTITION BY query_id)
+    ) counted
+    GROUP BY annotator_id, label, ordinary, gold_answer, na, nb, ne
+"""
+
+# Repeat pairs: the annotator's answer to a repeat query next to their answer to the query it repeats.
+_REPEAT_PAIRS_SQL = """
+    SELECT j.annotator_id, {first} AS first, {label} AS again, COUNT(*)
+    FROM {judgment} j JOIN {query} q ON q.id = j.query_id
+    JOIN {judgment} o ON o.query_id = q.repeat_of_id AND o.annotator_id = j.annotator_id
+    WHERE q.project_id = %s AND q.repeat_of_id IS NOT NULL
+    GROUP BY j.annotator_id, first, again
+"""
+
+# A report is kept a day (recomputed in the background when out of date) and refreshed at least every ten minutes.
+QUALITY_REPORT_CACHE_SECONDS = 24 * 3600
+QUALITY_REPORT_REFRESH_SECONDS = 600
+
+
+def _quality_key(project_id: int) -> str:
+    return f"quality-report:{project_id}"
+
+
+def _judgments_stamp(project: Project) -> tuple[int | None, int | None]:
+    """What the quality report depends on, read from two indexes in a few milliseconds: the project's newest
+    judgment (a new answer) and newest revision (a changed answer). Counting the judgments instead would read a
+    million rows; the one other change, an undo, forgets the report (:func:`quality_report_forget`)."""
+    from .models import JudgmentRevision
+
+    newest = Judgment.objects.filter(query__project=project).order_by("-id").values_list("id", flat=True).first()
+    revised = (
+        JudgmentRevision.objects.filter(judgment__query__project=project)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
     )
-    answers = quality_control.answers_of(judgments)
-    gold = {j.query_id: j.query.gold_answer for j in judgments if j.query.source == QuerySource.GOLD}
-    repeats = {j.query_id: j.query.repeat_of_id for j in judgments if j.query.repeat_of_id}
-    # Agreement statistics are about the ordinary questions: several annotators answering the same pair.
-    ordinary = [
-        a for a, j in zip(answers, judgments, strict=True) if j.query.source in (QuerySource.RANDOM, QuerySource.ACTIVE)
-    ]
-    # Flags from the disagreement review, shown beside the scores they may explain.
+    return newest, revised
+
+
+def quality_report_forget(project_id: int) -> None:
+    """Mark the cached quality report out of date (after an undo, which deletes a judgment: no newer id to see)."""
+    from django.core.cache import cache
+
+    cached = cache.get(_quality_key(project_id))
+    if cached is not None:
+        cache.set(_quality_key(project_id), (None, *cached[1:]), QUALITY_REPORT_CACHE_SECONDS)
+
+
+def quality_report(project: Project) -> dict[str, Any]:
+    """The cached quality report (:func:`quality_report_cached`) with the review's annotator flags beside each row.
+
+    Flags change without any judgment changing, so they are read fresh (one small query), never cached."""
+    report = quality_report_cached(project)
     flags = {
         m.user.username: m
         for m in Membership.objects.filter(project=project, flagged_at__isnull=False).select_related("user")
     }
-    return {
-        "rows": [
-            {"row": row, "scores": [row.gold, row.self_consistency, row.agreement], "flag": flags.get(row.annotator)}
-            for row in quality.annotator_report(answers, gold=gold, repeats=repeats)
+    return {**report, "rows": [{**row, "flag": flags.get(row["row"].annotator)} for row in report["rows"]]}
+
+
+def quality_report_cached(project: Project) -> dict[str, Any]:
+    """Per-annotator reliability (gold accuracy, self-consistency, agreement) and the project's α and κ.
+
+    At a million judgments the report takes seconds to compute, so it is cached per project with a stamp of the
+    judgments it was computed from (:func:`_judgments_stamp`). An up-to-date report is returned as it is. When
+    the stamp has moved (new or changed answers) or the report is older than ``QUALITY_REPORT_REFRESH_SECONDS``
+    (changes the stamp can't see, such as judgments deleted with their query), the last report is shown while a
+    task recomputes it (one at a time per project; in-process where tasks run eagerly, as in tests). Only a
+    project without any report computes in the request, and every out-of-date one does when the cache is
+    per-process memory (no ``CACHE_URL``: the worker could not hand its result to the web process).
+    ``computed_at`` and ``stale`` say which one is shown.
+    """
+    import time
+
+    from django.core.cache import cache, caches
+    from django.core.cache.backends.dummy import DummyCache
+    from django.core.cache.backends.locmem import LocMemCache
+
+    from . import events, services
+
+    stamp = _judgments_stamp(project)
+    cached = cache.get(_quality_key(project.pk))
+    if cached is None:
+        return quality_report_refresh(project.pk, stamp=stamp)
+    cached_stamp, computed_at, report = cached
+    if cached_stamp == stamp and time.time() - computed_at < QUALITY_REPORT_REFRESH_SECONDS:
+        return report
+    if isinstance(caches["default"], LocMemCache | DummyCache):  # a worker's result would stay in its own memory
+        return quality_report_refresh(project.pk, stamp=stamp)
+    if cache.add(f"{_quality_key(project.pk)}:refreshing", True, QUALITY_REPORT_REFRESH_SECONDS):
+        try:
+            services.send_task_by_name(events.REFRESH_QUALITY_REPORT, project.pk)
+        except Exception:  # the broker is down: show the last report, try again on a later view
+            logger.warning("could not queue the quality report of project %s", project.pk, exc_info=True)
+            cache.delete(f"{_quality_key(project.pk)}:refreshing")
+        refreshed = cache.get(_quality_key(project.pk))
+        if refreshed is not None and refreshed[0] == stamp:  # the task ran in-process (eager)
+            return refreshed[2]
+    return {**report, "stale": True}
+
+
+def quality_report_refresh(project_id: int, *, stamp: tuple[int | None, int | None] | None = None) -> dict[str, Any]:
+    """Compute a project's quality report and cache it under the stamp read before computing (an answer given
+    meanwhile moves the stamp, so the next view refreshes again)."""
+    import time
+
+    from django.core.cache import cache
+
+    project = Project.objects.get(pk=project_id)
+    stamp = stamp if stamp is not None else _judgments_stamp(project)
+    try:
+        report = {**quality_report_compute(project), "computed_at": time.time(), "stale": False}
+        cache.set(_quality_key(project_id), (stamp, report["computed_at"], report), QUALITY_REPORT_CACHE_SECONDS)
+    finally:
+        cache.delete(f"{_quality_key(project_id)}:refreshing")
+    return report
+
+
+def quality_report_compute(project: Project) -> dict[str, Any]:
+    """The quality report from SQL aggregates: the statistics (labeling.quality) get grouped counts, never rows."""
+    from collections import Counter
+
+    from django.db import connection
+
+    from . import quality
+
+    tables = {"judgment": Judgment._meta.db_table, "query": Query._meta.db_table, "label": _LABEL_SQL}
+    with connection.cursor() as cursor:
+        cursor.execute(_ANSWER_COUNTS_SQL.format(**tables), [project.pk])
+        rows = cursor.fetchall()
+        cursor.execute(_REPEAT_PAIRS_SQL.format(**tables, first=_LABEL_SQL.replace("j.", "o.")), [project.pk])
+        repeat_rows = cursor.fetchall()
+    names = dict(User.objects.filter(pk__in={row[0] for row in rows}).values_list("pk", "username"))
+    tallies: dict[str, list[int]] = {}
+    gold, agreement = [], []
+    ordinary_answers: Counter[tuple[int, int, int]] = Counter()
+    for annotator_id, label, ordinary, gold_answer, na, nb, ne, n in rows:
+        name = names[annotator_id]
+        tally = tallies.setdefault(name, [0, 0])
+        tally[label is None] += n
+        label_counts = (int(na), int(nb), int(ne))
+        if gold_answer is not None:
+            gold.append((name, label or quality.CANT_TELL, gold_answer, n))
+        if label is not None:
+            agreement.append((name, label, label_counts, n))
+            if ordinary:
+                ordinary_answers[label_counts] += n
+    # Each ordinary query with label counts v was counted once per answer: sum(v) times.
+    histogram = [(counts, n // sum(counts)) for counts, n in ordinary_answers.items()]
+    table = [counts for counts, _ in histogram] or [(0, 0, 0)]
+    weights = [n for _, n in histogram] or [0]
+    report_rows = quality.annotator_report_from_counts(
+        answers={name: (answered, cant_tell) for name, (answered, cant_tell) in tallies.items()},
+        gold=gold,
+        repeats=[
+            (names[a], first or quality.CANT_TELL, again or quality.CANT_TELL, True, n)
+            for a, first, again, n in repeat_rows
         ],
-        "alpha": quality.krippendorff_alpha(ordinary),
-        "kappa": quality.fleiss_kappa(ordinary),
-        "n_answers": len(answers),
+        agreement=agreement,
+    )
+    return {
+        "rows": [{"row": row, "scores": [row.gold, row.self_consistency, row.agreement]} for row in report_rows],
+        "alpha": quality.krippendorff_alpha_from_counts(table, weights),
+        "kappa": quality.fleiss_kappa_from_counts(table, weights),
+        "n_answers": sum(sum(tally) for tally in tallies.values()),
     }
 
 

@@ -42,3 +42,11 @@ def build_export(job_id: int) -> None:
     from . import export_jobs
 
     export_jobs.export_job_run(job_id=job_id)
+
+
+@shared_task(name=events.REFRESH_QUALITY_REPORT)
+def refresh_quality_report(project_id: int) -> None:
+    """Recompute a project's quality report into the cache (the dashboard shows the previous one meanwhile)."""
+    from . import selectors
+
+    selectors.quality_report_refresh(project_id)
