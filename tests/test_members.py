@@ -217,6 +217,14 @@ def test_a_researcher_who_steps_down_is_sent_to_the_labelling_page(project, rese
         reverse("project-member", args=[project.slug, mine.pk]), {"action": "role", "role": "annotator"}
     )
     assert response.status_code == 302 and response["Location"] == reverse("label", args=[project.slug])
+    # Through htmx the panel can't be swapped in (the page is no longer theirs): htmx is told to go there instead.
+    services.member_role_change(membership=mine, role="researcher", actor=annotator)
+    response = login(researcher).post(
+        reverse("project-member", args=[project.slug, mine.pk]),
+        {"action": "role", "role": "annotator"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 204 and response["HX-Redirect"] == reverse("label", args=[project.slug])
 
 
 def test_invite_link_signed_out_goes_through_login_then_joins(researcher, outsider):
