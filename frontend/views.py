@@ -133,7 +133,7 @@ def project_new(request: AuthenticatedHttpRequest) -> HttpResponse:
         from_form = request.POST.get("source") == "form"
         try:
             if from_form:
-                modes = [m for m in ("ranking", "pairwise") if m in request.POST.getlist("modes")]
+                modes: list[str] = [m for m in ("ranking", "pairwise") if m in request.POST.getlist("modes")]
                 context["form"] = {name: request.POST.get(name, "") for name in FORM_FIELDS} | {"modes": modes}
                 spec: Any = _spec_from_form(request.POST, modes)
             else:
@@ -719,10 +719,10 @@ def project_member(request: AuthenticatedHttpRequest, slug: str, member_id: int)
     if not selectors.is_project_researcher(project=project, user=request.user):
         # The researcher made themselves an annotator (another researcher remains): the page is no longer theirs.
         messages.success(request, notice)
-        response = redirect("label", slug=project.slug)
-        if request.htmx:
-            response = HttpResponse(status=204)
-            response["HX-Redirect"] = reverse("label", args=[project.slug])
+        if not request.htmx:
+            return redirect("label", slug=project.slug)
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = reverse("label", args=[project.slug])
         return response
     return _members_answer(request, project, notice=notice)
 

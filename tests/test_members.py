@@ -217,6 +217,14 @@ def test_a_researcher_who_steps_down_is_sent_to_the_labelling_page(project, rese
         reverse("project-member", args=[project.slug, mine.pk]), {"action": "role", "role": "annotator"}
     )
     assert response.status_code == 302 and response["Location"] == reverse("label", args=[project.slug])
+    # Through htmx the panel can't be swapped in (the page is no longer theirs): htmx is told to go there instead.
+    services.member_role_change(membership=mine, role="researcher", actor=annotator)
+    response = login(researcher).post(
+        reverse("project-member", args=[project.slug, mine.pk]),
+        {"action": "role", "role": "annotator"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 204 and response["HX-Redirect"] == reverse("label", args=[project.slug])
 
 
 def test_invite_link_signed_out_goes_through_login_then_joins(researcher, outsider):
@@ -389,3 +397,43 @@ def test_admin_membership_changes_are_audited_and_keep_a_researcher(project, res
     audit_list = client.get(reverse("admin:labeling_auditentry_changelist"))
     assert audit_list.status_code == 200 and "Member removed" in audit_list.content.decode()
     assert client.get(reverse("admin:labeling_auditentry_add")).status_code == 403
+
+
+def test_admin_membership_inline_goes_through_the_services(project, researcher, annotator, annotator2, outsider):
+    """The project's change form in the admin: a row added, a role changed and a row deleted in the members inline
+    each leave an audit entry by the researcher who saved the form."""
+    from django.contrib import admin
+
+    from tests.test_admin_scoping import admin_request, formsets_data, unbound_data
+
+    researcher.is_staff = True
+    researcher.save()
+    second = make_project(researcher, slug="second")  # otto is in one of rita's projects, so she may add him
+    services.membership_add(project=second, user=outsider, role="annotator", actor=researcher)
+    model_admin = admin.site._registry[Project]
+    request = admin_request(researcher)
+    data = unbound_data(model_admin.get_form(request, project, change=True)(instance=project))
+    for _prefix, inline_data, _formset_class in formsets_data(model_admin, request, project):
+        data.update(inline_data)
+    rows = {
+        data[key]: key.rsplit("-", 1)[0] for key in list(data) if key.startswith("memberships-") and key.endswith("-id")
+    }
+    anna, ben = (Membership.objects.get(project=project, user=u) for u in (annotator, annotator2))
+    data[f"{rows[anna.pk]}-DELETE"] = "on"
+    data[f"{rows[ben.pk]}-role"] = "researcher"
+    index = int(data["memberships-TOTAL_FORMS"])
+    data.update({f"memberships-{index}-user": outsider.pk, f"memberships-{index}-role": "annotator"})
+    data["memberships-TOTAL_FORMS"] = index + 1
+    response = login(researcher).post(reverse("admin:labeling_project_change", args=[project.pk]), data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert (role_of(project, annotator), role_of(project, annotator2), role_of(project, outsider)) == (
+        None,
+        ProjectRole.RESEARCHER,
+        ProjectRole.ANNOTATOR,
+    )
+    latest = {(actor, action, target) for actor, action, target in actions(project)[-3:]}
+    assert latest == {
+        ("rita", AuditAction.MEMBER_REMOVED, "anna"),
+        ("rita", AuditAction.MEMBER_ROLE_CHANGED, "ben"),
+        ("rita", AuditAction.MEMBER_ADDED, "otto"),
+    }
