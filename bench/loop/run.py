@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -97,6 +98,62 @@ def _wait_for_server() -> None:
     raise RuntimeError("gunicorn did not come up")
 
 
+def _process_tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of ``root`` and its live descendants, plus what their finished and
+    waited-for children used (ffmpeg renders, gunicorn's restarted workers): read from /proc/<pid>/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # The command name (field 2) may hold spaces; the fields after its closing parenthesis are fixed.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = sum(int(value) for value in fields[11:15]) / tick  # utime stime cutime cstime
+    tree = {root}
+    grown = True
+    while grown:
+        grown = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grown = True
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
+def _driver_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuClock:
+    """CPU seconds spent by the bench driver (this process: the simulated annotators), the Celery worker
+    and gunicorn since the clock was made. Wall time on a shared machine depends on the load; CPU time
+    much less, so it is the figure to compare across runs."""
+
+    def __init__(self, *, worker: int, server: int) -> None:
+        self._pids = {"worker": worker, "server": server}
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        return {"driver": _driver_cpu(), **{name: _process_tree_cpu(pid) for name, pid in self._pids.items()}}
+
+    def elapsed(self) -> dict[str, float]:
+        now = self._read()
+        spent = {name: round(now[name] - self._start[name], 1) for name in now}
+        return {**spent, "total": round(sum(spent.values()), 1)}
+
+
+def _load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def _wait(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,7 +164,7 @@ def _wait(predicate, timeout: float, what: str):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any]:
+def run_one(variant: str, seed: int, overrides: dict[str, int], *, pids: dict[str, int]) -> dict[str, Any]:
     from django.core.management import call_command
 
     from accounts.models import Role, User
@@ -137,6 +194,8 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
     project.save()
     budget = spec["loop"]["label_budget"]
 
+    load_before = _load_average()
+    cpu = CpuClock(**pids)
     started = time.monotonic()
     clips_run = loop.run_start(
         project=project,
@@ -196,6 +255,7 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
 
     iterations = _wait(all_done, 3600, "the iterations")
     wall = time.monotonic() - started
+    cpu_seconds = cpu.elapsed()
     if annotators is not None:
         annotators.join(timeout=60)
     rows = []
@@ -212,7 +272,12 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
                 "train_seconds": round(policy.train_seconds, 1),
                 "reward_val_accuracy": it.results.get("training_reward", {}).get("val_accuracy"),
                 "reward_holdout_spearman": it.results.get("training_reward", {}).get("holdout_spearman"),
-                "step_seconds": None,
+                "step_seconds": {
+                    step: (it.results.get(step) or {}).get("seconds")
+                    for step in it.steps
+                    if (it.results.get(step) or {}).get("seconds") is not None
+                }
+                or None,
             }
         )
     final = rows[-1]
@@ -223,6 +288,10 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
         "project": slug,
         "first_iteration": first.number,
         "wall_seconds": round(wall, 1),
+        # CPU seconds of the worker (with its ffmpeg children), gunicorn and the driver over the same span;
+        # the load averages say how busy the (shared) machine was.
+        "cpu_seconds": cpu_seconds,
+        "load_average": {"before": load_before, "after": _load_average()},
         "initial_clips_seconds": round(clips_done - started, 1),
         "final_true_mean": final["true_mean"],
         "final_true_std": final["true_std"],
@@ -300,13 +369,14 @@ def main() -> None:
                 for key, value in (("iterations", args.iterations), ("label_budget", args.label_budget))
                 if value is not None
             }
-            result = run_one(args.variant, seed, overrides)
+            result = run_one(args.variant, seed, overrides, pids={"worker": worker.pid, "server": server.pid})
             with args.out.open("a") as handle:
                 handle.write(json.dumps(result) + "\n")
             print(
                 f"{args.variant} seed {seed}: true return {result['final_true_mean']:.1f} ± "
                 f"{result['final_true_std']:.1f} after {result['final_timesteps']} steps, "
-                f"{result['final_labels']} labels, {result['wall_seconds']:.0f} s end to end",
+                f"{result['final_labels']} labels, {result['wall_seconds']:.0f} s end to end, "
+                f"CPU {result['cpu_seconds']['total']:.0f} s {result['cpu_seconds']} (load {result['load_average']})",
                 flush=True,
             )
             for row in result["iterations"]:
