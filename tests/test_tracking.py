@@ -109,9 +109,12 @@ def test_mlflow_is_skipped_with_a_log_line_when_it_is_not_installed(tmp_path, mo
     assert "mlflow is not installed" in caplog.text
 
 
-def test_mlflow_gets_one_run_per_project_with_a_step_per_iteration(tmp_path):
+def test_mlflow_gets_one_run_per_project_with_a_step_per_iteration(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     import mlflow
+
+    # A local file store (no server, no database); MLflow 3 wants it asked for explicitly.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
 
     uri = f"file:{tmp_path / 'mlruns'}"
     assert core_tracking.write_mlflow(

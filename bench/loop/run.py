@@ -310,6 +310,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, help="override the variant's number of iterations")
     parser.add_argument("--label-budget", type=int, help="override the variant's labels per iteration")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-loop.jsonl")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the Celery worker under cProfile (var/bench-loop-logs/worker.prof) and print where its time went",
+    )
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get(
         "CELERY_BROKER_URL", ""
@@ -324,9 +329,13 @@ def main() -> None:
     logs = ROOT / "var" / "bench-loop-logs"
     logs.mkdir(parents=True, exist_ok=True)
     common_env = {"MEDIA_ROOT": media}
+    profile = logs / "worker.prof"
+    # cProfile writes its file when the worker exits (a warm shutdown on SIGTERM is a SystemExit it handles).
+    profiler = ["-m", "cProfile", "-o", str(profile)] if args.profile else []
     worker = _start(
         [
             sys.executable,
+            *profiler,
             "-m",
             "celery",
             "-A",
@@ -384,6 +393,11 @@ def main() -> None:
     finally:
         _stop(server)
         _stop(worker)
+    if args.profile and profile.exists():
+        import pstats
+
+        print(f"worker profile ({profile}), by cumulative time:")
+        pstats.Stats(str(profile)).sort_stats("cumulative").print_stats(40)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def test_more_steps_than_one_chunk(monkeypatch):
     monkeypatch.setattr(numpy_reward, "_STEPS_PER_CHUNK", 7)
     model = ensemble("tanh")
     features = np.random.default_rng(3).normal(size=(50, 4)).astype(np.float32)
-    np.testing.assert_allclose(NumpyReward(model, normalized=True)(features), model.normalized_reward(features), atol=1e-6)
+    np.testing.assert_allclose(
+        NumpyReward(model, normalized=True)(features), model.normalized_reward(features), atol=1e-6
+    )
 
 
 def test_weights_are_copied_and_wrong_widths_refused():
