@@ -164,7 +164,7 @@ def _wait(predicate, timeout: float, what: str):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def run_one(variant: str, seed: int, overrides: dict[str, int], *, pids: dict[str, int]) -> dict[str, Any]:
+def run_one(variant: str, seed: int, overrides: dict[str, Any], *, pids: dict[str, int]) -> dict[str, Any]:
     from django.core.management import call_command
 
     from accounts.models import Role, User
@@ -178,6 +178,8 @@ def run_one(variant: str, seed: int, overrides: dict[str, int], *, pids: dict[st
         spec["iterations"] = overrides["iterations"]
     if "label_budget" in overrides:
         spec["loop"] = {**spec["loop"], "label_budget": overrides["label_budget"]}
+    if "policy" in overrides:  # PolicyConfig fields, e.g. {"train_freq": 2}
+        spec["loop"] = {**spec["loop"], "policy": overrides["policy"]}
     researcher = User.objects.filter(username="bench-researcher").first() or user_create(
         username="bench-researcher", password="bench-password-1", role=Role.RESEARCHER
     )
@@ -309,6 +311,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, help="override the variant's number of iterations")
     parser.add_argument("--label-budget", type=int, help="override the variant's labels per iteration")
+    parser.add_argument("--policy", type=json.loads, help="PolicyConfig overrides as JSON, e.g. '{\"train_freq\": 2}'")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-loop.jsonl")
     parser.add_argument(
         "--profile",
@@ -375,7 +378,11 @@ def main() -> None:
         for seed in args.seeds:
             overrides = {
                 key: value
-                for key, value in (("iterations", args.iterations), ("label_budget", args.label_budget))
+                for key, value in (
+                    ("iterations", args.iterations),
+                    ("label_budget", args.label_budget),
+                    ("policy", args.policy),
+                )
                 if value is not None
             }
             result = run_one(args.variant, seed, overrides, pids={"worker": worker.pid, "server": server.pid})
