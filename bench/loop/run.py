@@ -14,7 +14,11 @@ before the first job is queued and stops when the last iteration is done.
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/heronry_bench CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \
         .venv/bin/python -m bench.loop.run --variant heron --seeds 0 1 2
 
-Results are appended as JSON lines to var/bench-loop.jsonl and summarised on stdout.
+Results are appended as JSON lines to var/bench-loop.jsonl and summarised on stdout: the true return, wall
+seconds and CPU seconds (worker with its ffmpeg children, gunicorn, this driver) with the load average, since
+wall time on a shared machine says more about the neighbours than about the code; per iteration, each step's
+wall, CPU and queue seconds. ``--profile`` runs the worker under cProfile; ``--policy '{"train_freq": 2}'``
+overrides PolicyConfig fields.
 """
 
 from __future__ import annotations
