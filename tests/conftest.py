@@ -34,6 +34,8 @@ def _isolated(settings, tmp_path):
     from config.celery import app
 
     settings.MEDIA_ROOT = tmp_path / "media"
+    # Done iterations write TensorBoard files (trainer.tracking): into the test's folder, never var/.
+    settings.HERONRY = {**settings.HERONRY, "TRACKING_DIR": str(tmp_path / "tracking"), "MLFLOW_TRACKING_URI": ""}
     # A full-strength password hash costs about a second per user on this CPU; tests don't need that strength.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     cache.clear()

@@ -23,12 +23,14 @@ class TrainerConfig(AppConfig):
 
         # The API creates projects from specs, and reads them back, through this registration.
         project_specs.register(create=project_create_from_spec, export=project_spec)
-        from labeling.signals import judgment_recorded, ranking_submitted
+        from labeling.signals import judgment_recorded, ranking_submitted, run_state_changed
 
-        from .receivers import on_judgment_recorded, on_ranking_submitted
+        from .receivers import on_judgment_recorded, on_ranking_submitted, on_run_state_changed
 
         ranking_submitted.connect(on_ranking_submitted, dispatch_uid="trainer.on_ranking_submitted")
         judgment_recorded.connect(on_judgment_recorded, dispatch_uid="trainer.on_judgment_recorded")
+        # A done iteration's metrics go to TensorBoard / MLflow (trainer.tracking).
+        run_state_changed.connect(on_run_state_changed, dispatch_uid="trainer.on_run_state_changed")
         from labeling import pending_work
 
         from .loop import new_questions_coming

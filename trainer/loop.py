@@ -442,6 +442,9 @@ def step_run(run_id: int, state: str, work: StepWork) -> StepOutcome:
         _fail(run, state, f"{run.get_state_display()} was started {MAX_ATTEMPTS} times and never finished")
         return StepOutcome.DONE
     reporter = StepReporter(run, state, claimed_at=now)
+    # Queue and worker latency (Celery, the claim) before this step began: the platform's own overhead.
+    waited = (now - run.step_since).total_seconds() if run.step_since is not None else None
+    started, started_cpu = time.monotonic(), time.process_time()
     try:
         loop_settings = LoopSettings.from_dict(run.settings)
         result = work(run, loop_settings, reporter)
@@ -454,6 +457,13 @@ def step_run(run_id: int, state: str, work: StepWork) -> StepOutcome:
         logger.exception("run %s: %s failed", run_id, state)
         _fail(run, state, f"{type(error).__name__}: {error}")
         return StepOutcome.DONE
+    # Wall and CPU time of the step in this worker (its process: every thread, not ffmpeg's subprocesses).
+    result = {
+        **result,
+        "seconds": round(time.monotonic() - started, 3),
+        "cpu_seconds": round(time.process_time() - started_cpu, 3),
+        "waited_seconds": None if waited is None else round(waited, 3),
+    }
     try:
         _advance(run, state, result)
     except DB_CONNECTION_ERRORS as error:  # the transition was rolled back: the step runs again, and starts clean

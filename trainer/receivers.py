@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from labeling.models import FactorRanking, Judgment
+
+logger = logging.getLogger(__name__)
 
 
 def on_ranking_submitted(sender: type, ranking: FactorRanking, **kwargs: Any) -> None:
@@ -32,3 +35,19 @@ def on_judgment_recorded(sender: type, judgment: Judgment, **kwargs: Any) -> Non
     )
     if waiting.order_by().exists():
         runs_start_next(project_id)
+
+
+def on_run_state_changed(sender: type, run_id: int, kind: str, state: str, **kwargs: Any) -> None:
+    """A loop iteration is done: its metrics go to TensorBoard (and MLflow when configured).
+
+    Tracking is a side channel: whatever goes wrong is logged, and the run stays done."""
+    from .models import Run, RunKind, RunState
+    from .tracking import iteration_track
+
+    if kind != RunKind.ITERATION or state != RunState.DONE:
+        return
+    try:
+        run = Run.objects.select_related("project", "reward_model", "preference_set").get(pk=run_id)
+        iteration_track(run=run)
+    except Exception:
+        logger.exception("run %s: writing its metrics to the trackers failed", run_id)

@@ -14,7 +14,11 @@ before the first job is queued and stops when the last iteration is done.
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/heronry_bench CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \
         .venv/bin/python -m bench.loop.run --variant heron --seeds 0 1 2
 
-Results are appended as JSON lines to var/bench-loop.jsonl and summarised on stdout.
+Results are appended as JSON lines to var/bench-loop.jsonl and summarised on stdout: the true return, wall
+seconds and CPU seconds (worker with its ffmpeg children, gunicorn, this driver) with the load average, since
+wall time on a shared machine says more about the neighbours than about the code; per iteration, each step's
+wall, CPU and queue seconds. ``--profile`` runs the worker under cProfile; ``--policy '{"train_freq": 2}'``
+overrides PolicyConfig fields.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -97,6 +102,62 @@ def _wait_for_server() -> None:
     raise RuntimeError("gunicorn did not come up")
 
 
+def _process_tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of ``root`` and its live descendants, plus what their finished and
+    waited-for children used (ffmpeg renders, gunicorn's restarted workers): read from /proc/<pid>/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # The command name (field 2) may hold spaces; the fields after its closing parenthesis are fixed.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = sum(int(value) for value in fields[11:15]) / tick  # utime stime cutime cstime
+    tree = {root}
+    grown = True
+    while grown:
+        grown = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grown = True
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
+def _driver_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuClock:
+    """CPU seconds spent by the bench driver (this process: the simulated annotators), the Celery worker
+    and gunicorn since the clock was made. Wall time on a shared machine depends on the load; CPU time
+    much less, so it is the figure to compare across runs."""
+
+    def __init__(self, *, worker: int, server: int) -> None:
+        self._pids = {"worker": worker, "server": server}
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        return {"driver": _driver_cpu(), **{name: _process_tree_cpu(pid) for name, pid in self._pids.items()}}
+
+    def elapsed(self) -> dict[str, float]:
+        now = self._read()
+        spent = {name: round(now[name] - self._start[name], 1) for name in now}
+        return {**spent, "total": round(sum(spent.values()), 1)}
+
+
+def _load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def _wait(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,7 +168,7 @@ def _wait(predicate, timeout: float, what: str):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any]:
+def run_one(variant: str, seed: int, overrides: dict[str, Any], *, pids: dict[str, int]) -> dict[str, Any]:
     from django.core.management import call_command
 
     from accounts.models import Role, User
@@ -121,6 +182,8 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
         spec["iterations"] = overrides["iterations"]
     if "label_budget" in overrides:
         spec["loop"] = {**spec["loop"], "label_budget": overrides["label_budget"]}
+    if "policy" in overrides:  # PolicyConfig fields, e.g. {"train_freq": 2}
+        spec["loop"] = {**spec["loop"], "policy": overrides["policy"]}
     researcher = User.objects.filter(username="bench-researcher").first() or user_create(
         username="bench-researcher", password="bench-password-1", role=Role.RESEARCHER
     )
@@ -137,6 +200,8 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
     project.save()
     budget = spec["loop"]["label_budget"]
 
+    load_before = _load_average()
+    cpu = CpuClock(**pids)
     started = time.monotonic()
     clips_run = loop.run_start(
         project=project,
@@ -196,6 +261,7 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
 
     iterations = _wait(all_done, 3600, "the iterations")
     wall = time.monotonic() - started
+    cpu_seconds = cpu.elapsed()
     if annotators is not None:
         annotators.join(timeout=60)
     rows = []
@@ -212,7 +278,12 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
                 "train_seconds": round(policy.train_seconds, 1),
                 "reward_val_accuracy": it.results.get("training_reward", {}).get("val_accuracy"),
                 "reward_holdout_spearman": it.results.get("training_reward", {}).get("holdout_spearman"),
-                "step_seconds": None,
+                "step_seconds": {
+                    step: (it.results.get(step) or {}).get("seconds")
+                    for step in it.steps
+                    if (it.results.get(step) or {}).get("seconds") is not None
+                }
+                or None,
             }
         )
     final = rows[-1]
@@ -223,6 +294,10 @@ def run_one(variant: str, seed: int, overrides: dict[str, int]) -> dict[str, Any
         "project": slug,
         "first_iteration": first.number,
         "wall_seconds": round(wall, 1),
+        # CPU seconds of the worker (with its ffmpeg children), gunicorn and the driver over the same span;
+        # the load averages say how busy the (shared) machine was.
+        "cpu_seconds": cpu_seconds,
+        "load_average": {"before": load_before, "after": _load_average()},
         "initial_clips_seconds": round(clips_done - started, 1),
         "final_true_mean": final["true_mean"],
         "final_true_std": final["true_std"],
@@ -240,7 +315,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, help="override the variant's number of iterations")
     parser.add_argument("--label-budget", type=int, help="override the variant's labels per iteration")
+    parser.add_argument("--policy", type=json.loads, help="PolicyConfig overrides as JSON, e.g. '{\"train_freq\": 2}'")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-loop.jsonl")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the Celery worker under cProfile (var/bench-loop-logs/worker.prof) and print where its time went",
+    )
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get(
         "CELERY_BROKER_URL", ""
@@ -255,9 +336,13 @@ def main() -> None:
     logs = ROOT / "var" / "bench-loop-logs"
     logs.mkdir(parents=True, exist_ok=True)
     common_env = {"MEDIA_ROOT": media}
+    profile = logs / "worker.prof"
+    # cProfile writes its file when the worker exits (a warm shutdown on SIGTERM is a SystemExit it handles).
+    profiler = ["-m", "cProfile", "-o", str(profile)] if args.profile else []
     worker = _start(
         [
             sys.executable,
+            *profiler,
             "-m",
             "celery",
             "-A",
@@ -297,16 +382,21 @@ def main() -> None:
         for seed in args.seeds:
             overrides = {
                 key: value
-                for key, value in (("iterations", args.iterations), ("label_budget", args.label_budget))
+                for key, value in (
+                    ("iterations", args.iterations),
+                    ("label_budget", args.label_budget),
+                    ("policy", args.policy),
+                )
                 if value is not None
             }
-            result = run_one(args.variant, seed, overrides)
+            result = run_one(args.variant, seed, overrides, pids={"worker": worker.pid, "server": server.pid})
             with args.out.open("a") as handle:
                 handle.write(json.dumps(result) + "\n")
             print(
                 f"{args.variant} seed {seed}: true return {result['final_true_mean']:.1f} ± "
                 f"{result['final_true_std']:.1f} after {result['final_timesteps']} steps, "
-                f"{result['final_labels']} labels, {result['wall_seconds']:.0f} s end to end",
+                f"{result['final_labels']} labels, {result['wall_seconds']:.0f} s end to end, "
+                f"CPU {result['cpu_seconds']['total']:.0f} s {result['cpu_seconds']} (load {result['load_average']})",
                 flush=True,
             )
             for row in result["iterations"]:
@@ -314,6 +404,11 @@ def main() -> None:
     finally:
         _stop(server)
         _stop(worker)
+    if args.profile and profile.exists():
+        import pstats
+
+        print(f"worker profile ({profile}), by cumulative time:")
+        pstats.Stats(str(profile)).sort_stats("cumulative").print_stats(40)
 
 
 if __name__ == "__main__":

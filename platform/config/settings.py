@@ -262,6 +262,11 @@ HERONRY = {
     # A run's step (and a clip's render) whose worker has not reported for this long is presumed dead and is
     # claimed again. ITERATION_STALE_SECONDS is its name before runs and loop iterations became one model.
     "RUN_STALE_SECONDS": env_int("RUN_STALE_SECONDS", env_int("ITERATION_STALE_SECONDS", 120, minimum=1), minimum=1),
+    # Experiment tracking (trainer/tracking.py): each done iteration's metrics as TensorBoard event files under
+    # TRACKING_DIR/<project slug> (a local directory, not media storage: event files are appended to; empty
+    # turns them off), and to MLflow when MLFLOW_TRACKING_URI is set (needs `pip install -e .[mlflow]`).
+    "TRACKING_DIR": env_str("TRACKING_DIR", str(VAR_DIR / "tracking")),
+    "MLFLOW_TRACKING_URI": env_str("MLFLOW_TRACKING_URI", ""),
 }
 
 # --- Webhooks (labeling/webhooks.py) ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ import gymnasium
 import numpy as np
 
 from trainer.core.reward.network import RewardEnsemble
+from trainer.core.reward.numpy_reward import numpy_reward_fn
 
 RewardFn = Callable[[np.ndarray], np.ndarray]
 """Per-step reward of a batch of features: float32 (N, D) -> (N,)."""
@@ -85,5 +86,8 @@ class LearnedRewardWrapper(gymnasium.Wrapper[Any, Any, Any, Any]):
 def ensemble_reward_fn(ensemble: RewardEnsemble, *, normalized: bool) -> RewardFn:
     """The ensemble-mean per-step reward as a :data:`RewardFn`; ``normalized`` picks
     :meth:`RewardEnsemble.normalized_reward` (for training) over the raw :meth:`RewardEnsemble.reward`
-    (for reporting learned returns)."""
-    return ensemble.normalized_reward if normalized else ensemble.reward
+    (for reporting learned returns).
+
+    Computed in numpy from a copy of the weights (:mod:`trainer.core.reward.numpy_reward`): the wrapper calls
+    it once per environment step, where torch's per-call overhead was ~0.16 ms of a ~4.5 ms SAC step."""
+    return numpy_reward_fn(ensemble, normalized=normalized)
