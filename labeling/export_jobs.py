@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files import File
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
@@ -95,7 +95,9 @@ def _write_progress(job_id: int, rows: int) -> None:
             if threading.current_thread() is not threading.main_thread():
                 connection.close()
 
-    if not connection.in_atomic_block or connection.vendor == "sqlite":  # SQLite: one writer; tests are in it
+    # Outside a transaction, or on SQLite (one writer at a time: a second connection would wait for the export's
+    # own transaction), the update goes through this connection.
+    if not connection.in_atomic_block or connection.vendor == "sqlite":
         ExportJob.objects.filter(pk=job_id, status=ExportStatus.RUNNING).update(rows=rows, heartbeat_at=timezone.now())
         return
     worker = threading.Thread(target=write, name=f"export-{job_id}-progress")
@@ -146,11 +148,13 @@ def export_job_run(*, job_id: int) -> None:
             rows=tally[0],
             finished_at=timezone.now(),
         )
-        if updated:
-            job.refresh_from_db()
-            payload = export_payload(job)
-            project_id = job.project_id
-            transaction.on_commit(lambda: export_ready.send(sender=ExportJob, project_id=project_id, export=payload))
+        if not updated:  # failed meanwhile as silent (labeling.export_jobs.export_jobs_expire): nobody wants it
+            job.file.delete(save=False)
+            return
+        job.refresh_from_db()
+        payload = export_payload(job)
+        project_id = job.project_id
+        transaction.on_commit(lambda: export_ready.send(sender=ExportJob, project_id=project_id, export=payload))
 
 
 def export_payload(job: ExportJob) -> dict[str, Any]:
@@ -174,5 +178,5 @@ def export_payload(job: ExportJob) -> dict[str, Any]:
     }
 
 
-def export_jobs_of(project: Project) -> Any:
+def export_jobs_of(project: Project) -> QuerySet[ExportJob]:
     return ExportJob.objects.filter(project=project).order_by("-created_at", "-id")

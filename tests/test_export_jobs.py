@@ -139,3 +139,31 @@ def test_jobs_whose_worker_died_or_task_was_lost_stop_counting(judged, researche
     queued.refresh_from_db()
     assert running.status == queued.status == "failed" and "stopped reporting" in running.error
     assert fresh.status == "queued"
+
+
+def test_a_job_failed_as_silent_while_it_ran_keeps_no_file_and_announces_nothing(
+    judged,  # noqa: F811
+    researcher,
+    monkeypatch,
+    settings,
+):
+    from labeling.signals import export_ready
+
+    sent: list[dict] = []
+    export_ready.connect(lambda sender, **kwargs: sent.append(kwargs), weak=False, dispatch_uid="test-sent")
+    try:
+
+        def count_then_expire(project):
+            ExportJob.objects.filter(project=project).update(status="failed", error="silent")  # what expiry does
+            return 0
+
+        monkeypatch.setitem(export_jobs.SOURCES, "rankings", (export_jobs.exports.rankings, count_then_expire))
+        job = export_jobs.export_job_start(project=judged, what="rankings", fmt="csv", requested_by=researcher)
+        export_jobs.export_job_run(job_id=job.pk)
+        job.refresh_from_db()
+        assert job.status == "failed" and job.error == "silent" and not job.file
+        stored = settings.MEDIA_ROOT / "exports"  # a fresh folder per test (tests/conftest.py)
+        assert not stored.exists() or not [p for p in stored.rglob("*") if p.is_file()]
+        assert sent == []
+    finally:
+        export_ready.disconnect(dispatch_uid="test-sent")
