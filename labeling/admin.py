@@ -157,7 +157,7 @@ class ScopedRelatedFieldListFilter(admin.RelatedOnlyFieldListFilter):
     researcher's scope instead (their projects, their projects' members), small sets that hold every value the
     rows can have. Other relations keep the DISTINCT (their tables are small)."""
 
-    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> list[tuple[Any, str]]:
+    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> Any:
         related = field.related_model
         if related is not Project and related is not User:
             return super().field_choices(field, request, model_admin)
@@ -229,7 +229,7 @@ class ScaledChangeListMixin:
     and ``select_related`` of the foreign keys the list shows only (Django's default joins every non-null one)."""
 
     show_full_result_count = False
-    paginator = CappedCountPaginator
+    paginator: type = CappedCountPaginator
     list_display: Any
 
     def get_list_select_related(self, request: HttpRequest) -> Any:
