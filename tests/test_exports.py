@@ -53,6 +53,8 @@ def expected_judgments(project) -> list[dict]:
             "time_spent_ms": j.time_spent_ms,
             "client_id": str(j.client_id),
             "created_at": j.created_at,
+            "excluded_at": j.excluded_at,
+            "exclusion_reason": j.exclusion_reason,
         }
         for j in Judgment.objects.filter(query__project=project).order_by("id")
     ]
