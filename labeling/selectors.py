@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet
@@ -9,7 +10,18 @@ from django.db.models import Count, Q, QuerySet
 from accounts.models import User
 
 from .errors import NotFound
-from .models import Clip, Judgment, Membership, Project, ProjectRole, Query, QueryStatus
+from .models import (
+    Choice,
+    Clip,
+    Judgment,
+    Lease,
+    Membership,
+    Project,
+    ProjectRole,
+    Query,
+    QuerySource,
+    QueryStatus,
+)
 
 
 def projects_for_user(user: User) -> QuerySet[Project]:
@@ -58,8 +70,68 @@ def project_progress(project: Project) -> dict[str, Any]:
     return counts
 
 
+@dataclass(frozen=True)
+class LabelCounts:
+    """The one definition of "how many labels", shown alike on the label page, the dashboard and the home page.
+
+    ``answered`` counts every answer, "can't tell" included (it is an answer: the pair was looked at and the
+    annotator said so); ``cant_tell`` is the part of it that could not decide; ``skipped`` counts pairs passed
+    over without an answer (not in ``answered``). ``for_budget`` counts the answers to ordinary (random or active)
+    questions, the ones a pairwise iteration's label budget waits for (``trainer.loop.pairwise_labels``).
+    """
+
+    answered: int = 0
+    cant_tell: int = 0
+    skipped: int = 0
+    for_budget: int = 0
+
+    @property
+    def decided(self) -> int:
+        return self.answered - self.cant_tell
+
+
+def _label_aggregates() -> dict[str, Count]:
+    return {
+        "answered": Count("id"),
+        "cant_tell": Count("id", filter=Q(choice=Choice.CANT_TELL)),
+        "for_budget": Count("id", filter=Q(query__source__in=[QuerySource.RANDOM, QuerySource.ACTIVE])),
+    }
+
+
+def label_counts(*, project: Project, annotator: User | None = None) -> LabelCounts:
+    """The project's (or one annotator's) label counts, aggregated in SQL."""
+    judgments = Judgment.objects.filter(query__project=project)
+    skips = Lease.objects.filter(query__project=project, skipped=True)
+    if annotator is not None:
+        judgments, skips = judgments.filter(annotator=annotator), skips.filter(annotator=annotator)
+    return LabelCounts(**judgments.aggregate(**_label_aggregates()), skipped=skips.count())
+
+
+def label_counts_by_annotator(project: Project) -> dict[str, LabelCounts]:
+    """Label counts per annotator (by username), one grouped query for answers and one for skips."""
+    rows = (
+        Judgment.objects.filter(query__project=project)
+        .values("annotator__username")
+        .annotate(**_label_aggregates())
+        .order_by()
+    )
+    skips = dict(
+        Lease.objects.filter(query__project=project, skipped=True)
+        .values("annotator__username")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("annotator__username", "n")
+    )
+    counts = {row.pop("annotator__username"): LabelCounts(**row, skipped=0) for row in rows}
+    for username, n in skips.items():
+        base = counts.get(username, LabelCounts())
+        counts[username] = LabelCounts(base.answered, base.cant_tell, n, base.for_budget)
+    return counts
+
+
 def annotator_progress(*, project: Project, annotator: User) -> dict[str, int]:
-    return {"judgments": Judgment.objects.filter(query__project=project, annotator=annotator).count()}
+    counts = label_counts(project=project, annotator=annotator)
+    return {"judgments": counts.answered, "cant_tell": counts.cant_tell, "skipped": counts.skipped}
 
 
 def clips_for_project(project: Project, *, iteration: int | None = None) -> QuerySet[Clip]:

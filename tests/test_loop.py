@@ -67,6 +67,11 @@ def test_a_ranking_mode_iteration_runs_every_step_and_links_its_artefacts(
     assert policy.timesteps == TINY["policy_timesteps"]
     assert len(policy.evaluation["true_returns"]) == 2
     assert len(policy.evaluation["learned_returns"]) == 2
+    # One evaluation episode is rendered so researchers can watch the policy.
+    assert policy.video and policy.poster, policy.video_episode
+    assert policy.video_episode["steps"] > 0 and "learned_return" in policy.video_episode
+    with policy.video.open("rb") as handle:
+        assert handle.read(12)[4:8] == b"ftyp"
     clips = Clip.objects.filter(project=ranked_project, iteration=1)
     assert clips.count() == 2 * 4  # 2 rollouts of 200 steps, 50-step clips
     assert set(Rollout.objects.filter(iteration=1).values_list("policy", flat=True)) == {
