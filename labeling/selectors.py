@@ -262,3 +262,105 @@ def servable_queries(project: Project) -> QuerySet[Query]:
         clip_a__render_status=RenderStatus.READY,
         clip_b__render_status=RenderStatus.READY,
     )
+
+
+# --- the clip browser ----------------------------------------------------------------------------------------
+
+# Where a clip's behaviour came from, read off its rollout's policy name (labeling knows no trainer models):
+# "policy:<checkpoint>:<noise>" from the loop, "upload" from the rollout upload API, "minari:<id>" from a dataset
+# import, anything else ("random", a scripted controller) from clip generation.
+CLIP_SOURCES = ("scripted", "policy", "upload", "dataset")
+_SOURCE_FILTERS = {
+    "policy": Q(rollout__policy__startswith="policy:"),
+    "upload": Q(rollout__policy="upload"),
+    "dataset": Q(rollout__policy__startswith="minari:"),
+}
+_SOURCE_FILTERS["scripted"] = ~(_SOURCE_FILTERS["policy"] | _SOURCE_FILTERS["upload"] | _SOURCE_FILTERS["dataset"])
+
+
+def clip_source(policy_name: str) -> str:
+    """The browser's source of a rollout's policy name (the Python twin of ``_SOURCE_FILTERS``)."""
+    if policy_name.startswith("policy:"):
+        return "policy"
+    if policy_name == "upload":
+        return "upload"
+    if policy_name.startswith("minari:"):
+        return "dataset"
+    return "scripted"
+
+
+@dataclass(frozen=True)
+class ClipFilters:
+    """What the clip browser narrows by; None means "any"."""
+
+    iteration: int | None = None
+    source: str | None = None
+    rendered: bool | None = None
+    judged: bool | None = None
+
+
+def clips_browse(
+    *, project: Project, filters: ClipFilters, before: int | None = None, limit: int = 24
+) -> tuple[list[Clip], int | None]:
+    """One page of the project's clips, newest first, and the id to continue from (None on the last page).
+
+    Keyset pagination on the primary key: each page is an index range scan, never a count of the whole table,
+    so it stays cheap with a million clips. ``judged`` is an EXISTS over the clip's queries' judgments.
+    """
+    from django.db.models import Exists, OuterRef
+
+    clips = Clip.objects.filter(project=project)
+    if filters.iteration is not None:
+        clips = clips.filter(iteration=filters.iteration)
+    if filters.source is not None:
+        clips = clips.filter(_SOURCE_FILTERS[filters.source])
+    if filters.rendered is not None:
+        from .models import RenderStatus
+
+        ready = Q(render_status=RenderStatus.READY)
+        clips = clips.filter(ready if filters.rendered else ~ready)
+    if filters.judged is not None:
+        judged = Exists(Judgment.objects.filter(Q(query__clip_a=OuterRef("pk")) | Q(query__clip_b=OuterRef("pk"))))
+        clips = clips.filter(judged if filters.judged else ~judged)
+    if before is not None:
+        clips = clips.filter(pk__lt=before)
+    page = list(clips.select_related("rollout").order_by("-pk")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return page, (page[-1].pk if more and page else None)
+
+
+def clip_iterations(project: Project) -> list[int]:
+    """The iterations that made clips (0: the initial pool), for the browser's filter."""
+    return list(
+        Clip.objects.filter(project=project).values_list("iteration", flat=True).distinct().order_by("iteration")
+    )
+
+
+def clip_counts(project: Project) -> dict[str, Any]:
+    """Clips by render status and by source, aggregated in SQL (the data section's numbers)."""
+    from .models import RenderStatus
+
+    aggregates: dict[str, Count] = {"total": Count("id")}
+    aggregates |= {f"status_{status}": Count("id", filter=Q(render_status=status)) for status in RenderStatus.values}
+    aggregates |= {f"source_{source}": Count("id", filter=_SOURCE_FILTERS[source]) for source in CLIP_SOURCES}
+    row = Clip.objects.filter(project=project).aggregate(**aggregates)
+    return {
+        "total": row["total"],
+        "by_status": [(label, row[f"status_{value}"]) for value, label in RenderStatus.choices],
+        "by_source": [(source, row[f"source_{source}"]) for source in CLIP_SOURCES],
+        "ready": row[f"status_{RenderStatus.READY}"],
+    }
+
+
+def query_counts(project: Project) -> dict[str, Any]:
+    """Queries by status and by source, in one aggregate."""
+    aggregates: dict[str, Count] = {"total": Count("id")}
+    aggregates |= {f"status_{value}": Count("id", filter=Q(status=value)) for value in QueryStatus.values}
+    aggregates |= {f"source_{value}": Count("id", filter=Q(source=value)) for value in QuerySource.values}
+    row = Query.objects.filter(project=project).aggregate(**aggregates)
+    return {
+        "total": row["total"],
+        "by_status": [(label, row[f"status_{value}"]) for value, label in QueryStatus.choices],
+        "by_source": [(label, row[f"source_{value}"]) for value, label in QuerySource.choices],
+    }
