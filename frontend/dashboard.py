@@ -32,7 +32,9 @@ FRAGMENT = "frontend/dashboard/fragment.html"
 def _render(
     request: AuthenticatedHttpRequest, template: str, project: Project, tab: str, context: dict
 ) -> HttpResponse:
-    base = FRAGMENT if request.htmx and not request.htmx.boosted else PAGE
+    # htmx's own requests get the fragment; a history restore (back to a page not in htmx's cache) needs it whole.
+    partial = request.htmx and not request.htmx.boosted and not request.htmx.history_restore_request
+    base = FRAGMENT if partial else PAGE
     return render(
         request,
         template,

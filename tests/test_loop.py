@@ -362,7 +362,7 @@ def test_the_dashboard_starts_iterations_shows_their_progress_and_controls_them(
     assert response.status_code == 302
     iteration = Run.objects.get(project=ranked_project, kind=RunKind.ITERATION)
     assert iteration.state == RunState.DONE, iteration.error
-    page = client.get(reverse("project-detail", args=[ranked_project.slug])).content.decode()
+    page = client.get(reverse("project-loop", args=[ranked_project.slug])).content.decode()
     assert "The loop" in page and "Policy return per iteration" in page and 'data-chart="' in page
     fragment = client.get(reverse("project-runs", args=[ranked_project.slug]), HTTP_HX_REQUEST="true")
     assert fragment.status_code == 286  # nothing unfinished: htmx stops polling
