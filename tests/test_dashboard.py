@@ -242,7 +242,7 @@ def test_the_policy_page_shows_its_video_next_to_the_previous_one(client, projec
     run, second = iteration_with_policy(project, 2, true_mean=-150.0, learned_mean=12.0)
     login(client, researcher)
     page = client.get(reverse("project-policy", args=[project.slug, second.pk])).content.decode()
-    videos = re.findall(r'<video src="([^"]+)"', page)
+    videos = re.findall(r'<video data-side="\w+" src="([^"]+)"', page)
     assert videos == [
         reverse("policy-media", args=[project.slug, second.pk, "video"]),
         reverse("policy-media", args=[project.slug, first.pk, "video"]),

@@ -89,10 +89,11 @@ def test_the_policy_page_plays_both_videos_and_links_its_lineage(page_for, live_
     page.goto(f"{live_server.url}/projects/{project.slug}/loop/")
     page.locator("#runs").get_by_role("link", name="-150").click()  # the true return links to the policy
     page.wait_for_url(f"**/policies/{second.pk}/")
-    videos = page.locator(".policy-compare video")
+    # Both episodes play on one clock, side by side (the labelling page's synchronised player).
+    videos = page.locator("#policy [data-sync-player] video")
     assert videos.count() == 2
     durations = page.evaluate(
-        """async () => Promise.all([...document.querySelectorAll('.policy-compare video')].map((v) =>
+        """async () => Promise.all([...document.querySelectorAll('#policy [data-sync-player] video')].map((v) =>
             new Promise((ok) => { if (v.readyState >= 1) ok(v.duration);
                                   else v.addEventListener('loadedmetadata', () => ok(v.duration)); })))"""
     )
