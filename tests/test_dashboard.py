@@ -296,3 +296,35 @@ def test_lineage_of_a_run_and_of_a_reward_model(client, project, researcher):
     other = Run.objects.create(project=project, kind=RunKind.GENERATE_CLIPS, steps=["generating_clips"])
     assert client.get(reverse("project-run-lineage", args=[project.slug, other.pk])).status_code == 200
     assert client.get(reverse("project-run-lineage", args=[project.slug, 10**6])).status_code == 404
+
+
+def test_admin_lists_round_returns(project):
+    from django.contrib import admin as django_admin
+
+    from labeling.models import Clip as ClipModel
+    from labeling.models import Rollout as RolloutModel
+
+    noisy = -0.0000000000004815630460337808
+    clip = add_fake_clips(project, 1)[0]
+    clip.true_return = noisy
+    assert django_admin.site._registry[ClipModel].true_return(clip) == "0"
+    rollout = clip.rollout
+    rollout.true_return = -1234.56789
+    assert django_admin.site._registry[RolloutModel].true_return(rollout) == "-1,235"
+    _, policy = iteration_with_policy(project, 1, true_mean=noisy, learned_mean=0.123456)
+    policy_admin = django_admin.site._registry[PolicyCheckpoint]
+    assert policy_admin.true_return(policy) == "0" and policy_admin.learned_return(policy) == "0.1235"
+
+
+def test_a_policy_video_that_cannot_be_rendered_is_recorded_not_raised(project):
+    from trainer.policy_video import policy_video_render
+
+    _, policy = iteration_with_policy(project, 1, true_mean=1.0, learned_mean=1.0, video=False)
+
+    class Broken:
+        def predict(self, *args, **kwargs):
+            raise RuntimeError("no policy here")
+
+    episode = policy_video_render(checkpoint=policy, model=Broken(), reward_fn=None, seed=3)
+    policy.refresh_from_db()
+    assert episode["error"] and "steps" not in episode and policy.video_episode == episode and not policy.video
