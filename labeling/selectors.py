@@ -320,7 +320,10 @@ def clips_browse(
         ready = Q(render_status=RenderStatus.READY)
         clips = clips.filter(ready if filters.rendered else ~ready)
     if filters.judged is not None:
-        judged = Exists(Judgment.objects.filter(Q(query__clip_a=OuterRef("pk")) | Q(query__clip_b=OuterRef("pk"))))
+        # Two EXISTS, one per side, so each can use its clip's index (one EXISTS over an OR could not).
+        judged = Q(Exists(Judgment.objects.filter(query__clip_a=OuterRef("pk")))) | Q(
+            Exists(Judgment.objects.filter(query__clip_b=OuterRef("pk")))
+        )
         clips = clips.filter(judged if filters.judged else ~judged)
     if before is not None:
         clips = clips.filter(pk__lt=before)
