@@ -2,14 +2,24 @@ from django.urls import path
 
 import labeling.converters  # noqa: F401  (registers the bounded <id:...> path converter)
 
-from . import views
+from . import dashboard, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("account/tokens/", views.account_tokens, name="account-tokens"),
     path("account/tokens/<id:token_id>/revoke/", views.account_token_revoke, name="account-token-revoke"),
     path("projects/new/", views.project_new, name="project-new"),
-    path("projects/<slug:slug>/", views.project_detail, name="project-detail"),
+    # The researcher dashboard: an overview and its sections (the members page is linked, served elsewhere).
+    path("projects/<slug:slug>/", dashboard.overview, name="project-detail"),
+    path("projects/<slug:slug>/data/", dashboard.section, {"name": "data"}, name="project-data"),
+    path("projects/<slug:slug>/models/", dashboard.section, {"name": "models"}, name="project-models"),
+    path("projects/<slug:slug>/loop/", dashboard.section, {"name": "loop"}, name="project-loop"),
+    path("projects/<slug:slug>/quality/", dashboard.section, {"name": "quality"}, name="project-quality"),
+    path("projects/<slug:slug>/clips/", dashboard.clips, name="project-clips"),
+    path("projects/<slug:slug>/policies/<id:policy_id>/", dashboard.policy, name="project-policy"),
+    path("projects/<slug:slug>/policies/<id:policy_id>/<str:kind>", dashboard.policy_media, name="policy-media"),
+    path("projects/<slug:slug>/runs/<id:run_id>/lineage/", dashboard.run_lineage, name="project-run-lineage"),
+    path("projects/<slug:slug>/reward-models/<id:model_id>/", dashboard.reward_model, name="project-reward-model"),
     path("projects/<slug:slug>/train/", views.project_train, name="project-train"),
     path("projects/<slug:slug>/runs/", views.project_runs, name="project-runs"),
     path("projects/<slug:slug>/runs/<id:run_id>/", views.project_run_action, name="project-run-action"),

@@ -24,7 +24,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from accounts import tokens
 from accounts.typing import AuthenticatedHttpRequest
-from labeling import assignment, environments, events, rankings, revisions, selectors, services, webhooks
+from labeling import assignment, environments, events, rankings, revisions, selectors, services
 from labeling import invites as invite_links
 from labeling.errors import LeaseExpired, LeaseInvalid, NotFound, ServiceError, ValidationFailed
 from labeling.models import Choice, Invite, Project, ProjectRole, Query, RenderStatus
@@ -152,30 +152,6 @@ def project_new(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def project_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    project = _project(request, slug)
-    if not selectors.is_project_researcher(project=project, user=request.user):
-        return redirect("label", slug=project.slug)
-    models = trainer_selectors.reward_models(project)
-    latest_ready = next((m for m in models if m.status == "ready"), None)
-    context = {
-        "project": project,
-        "factors": project.factors.all(),
-        "progress": selectors.project_progress(project),
-        "ranking_summary": trainer_selectors.ranking_summary(project),
-        "reward_models": models,
-        "training_chart": trainer_selectors.training_chart(latest_ready),
-        "chart_model": latest_ready,
-        "quality": selectors.quality_report(project),
-        "webhooks": webhooks.endpoints_overview(project),
-        "review_count": review.review_count(project),
-        **trainer_selectors.runs_overview(project),
-    }
-    return render(request, "frontend/project_detail.html", context)
-
-
-@login_required
-@require_GET
 def project_runs(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """The runs table, polled by htmx while a run is unfinished; polling stops once everything has finished."""
     project = _researcher_project(request, slug)
@@ -199,7 +175,7 @@ def project_iteration_start(request: AuthenticatedHttpRequest, slug: str) -> Htt
         count = parse_int(request.POST.get("count", "1"), name="count", minimum=1, maximum=100)
     except ValidationFailed:
         messages.error(request, "The number of iterations must be a whole number from 1 to 100.")
-        return redirect(project)
+        return redirect("project-loop", slug=project.slug)
     try:
         iteration = loop.iteration_create(project=project, created_by=request.user, count=count)
     except ValueError:
@@ -208,7 +184,7 @@ def project_iteration_start(request: AuthenticatedHttpRequest, slug: str) -> Htt
         messages.error(request, error.message)
     else:
         messages.success(request, f"Iteration {iteration.number}: {iteration.message.lower()}.")
-    return redirect(project)
+    return redirect("project-loop", slug=project.slug)
 
 
 @login_required
@@ -226,7 +202,7 @@ def project_run_action(request: AuthenticatedHttpRequest, slug: str, run_id: int
             action(run)
         except ServiceError as error:
             messages.error(request, error.message)
-    return redirect(project)
+    return redirect("project-loop", slug=project.slug)
 
 
 @login_required
@@ -236,7 +212,7 @@ def project_train(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = _researcher_project(request, slug)
     loop.run_start(project=project, kind=RunKind.RETRAIN, params={"sources": "auto"}, created_by=request.user)
     messages.success(request, "Building preferences; a new reward model will be trained from them.")
-    return redirect(project)
+    return redirect("project-models", slug=project.slug)
 
 
 @login_required
@@ -250,7 +226,7 @@ def project_generate_clips(request: AuthenticatedHttpRequest, slug: str) -> Http
         seed = parse_int(request.POST.get("seed", "0"), name="seed", minimum=0, maximum=2**31 - 1)
     except ValidationFailed:
         messages.error(request, "Use 1–1000 rollouts, 0–100000 queries and a seed from 0 to 2147483647.")
-        return redirect(project)
+        return redirect("project-data", slug=project.slug)
     loop.run_start(
         project=project,
         kind=RunKind.GENERATE_CLIPS,
@@ -258,7 +234,7 @@ def project_generate_clips(request: AuthenticatedHttpRequest, slug: str) -> Http
         created_by=request.user,
     )
     messages.success(request, "Clip generation started.")
-    return redirect(project)
+    return redirect("project-data", slug=project.slug)
 
 
 @login_required

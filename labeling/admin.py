@@ -57,6 +57,7 @@ from .models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from .numbers import display_number
 
 User = get_user_model()
 
@@ -597,6 +598,10 @@ class RolloutAdmin(ProjectScopedAdmin):
     list_filter = ("project", "policy", "iteration")
     search_fields = ("policy",)
 
+    @admin.display(description="true return", ordering="true_return")
+    def true_return(self, rollout: Rollout) -> str:
+        return display_number(rollout.true_return)  # simulator floats: a few significant digits
+
 
 # --- Clips and queries -----------------------------------------------------------------------------------------
 
@@ -654,6 +659,10 @@ class ClipAdmin(ProjectScopedAdmin):
         if "video" in form.changed_data and obj.video:
             obj.render_status, obj.render_error = RenderStatus.READY, ""
         super().save_model(request, obj, form, change)
+
+    @admin.display(description="true return", ordering="true_return")
+    def true_return(self, clip: Clip) -> str:
+        return display_number(clip.true_return)
 
     @admin.display(description="poster")
     def preview(self, clip: Clip) -> str:

@@ -73,7 +73,13 @@ def clip_media(request: HttpRequest, clip_id: int, kind: str) -> HttpResponseBas
     clip = Clip.objects.select_related("project").filter(pk=clip_id).first()
     if clip is None or kind not in KINDS or not _may_fetch(request, clip, kind, token):
         raise Http404("no such clip")
-    field = clip.video if kind == "video" else clip.poster
+    return serve_media_field(request, clip.video if kind == "video" else clip.poster, kind)
+
+
+def serve_media_field(request: HttpRequest, field: FieldFile, kind: str) -> HttpResponseBase:
+    """A stored video or poster under the media rules above (type from the kind, hardened headers, ranges,
+    X-Accel-Redirect or a presigned redirect). The caller has checked who may fetch it; policy videos
+    (``frontend.views.policy_media``) are served through here too."""
     if not field:
         raise Http404("not rendered yet")
     content_type = VIDEO_TYPE if kind == "video" else poster_content_type(field)

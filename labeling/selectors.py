@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Case, Count, Q, QuerySet, Sum, When
@@ -12,7 +13,20 @@ from django.utils import timezone
 from accounts.models import User
 
 from .errors import NotFound
-from .models import AuditEntry, Choice, Clip, Invite, Judgment, Membership, Project, ProjectRole, Query, QueryStatus
+from .models import (
+    AuditEntry,
+    Choice,
+    Clip,
+    Invite,
+    Judgment,
+    Lease,
+    Membership,
+    Project,
+    ProjectRole,
+    Query,
+    QuerySource,
+    QueryStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +80,65 @@ def project_progress(project: Project) -> dict[str, Any]:
     return counts
 
 
+@dataclass(frozen=True)
+class LabelCounts:
+    """The one definition of "how many labels", shown alike on the label page, the dashboard and the home page.
+
+    ``answered`` counts every answer, "can't tell" included (it is an answer: the pair was looked at and the
+    annotator said so); ``cant_tell`` is the part of it that could not decide; ``skipped`` counts pairs passed
+    over without an answer (not in ``answered``). ``for_budget`` counts the answers to ordinary (random or active)
+    questions, the ones a pairwise iteration's label budget waits for (``trainer.loop.pairwise_labels``).
+    """
+
+    answered: int = 0
+    cant_tell: int = 0
+    skipped: int = 0
+    for_budget: int = 0
+
+    @property
+    def decided(self) -> int:
+        return self.answered - self.cant_tell
+
+
+def _label_aggregates() -> dict[str, Count]:
+    return {
+        "answered": Count("id"),
+        "cant_tell": Count("id", filter=Q(choice=Choice.CANT_TELL)),
+        "for_budget": Count("id", filter=Q(query__source__in=[QuerySource.RANDOM, QuerySource.ACTIVE])),
+    }
+
+
+def label_counts(*, project: Project, annotator: User | None = None) -> LabelCounts:
+    """The project's (or one annotator's) label counts, aggregated in SQL."""
+    judgments = Judgment.objects.filter(query__project=project)
+    skips = Lease.objects.filter(query__project=project, skipped=True)
+    if annotator is not None:
+        judgments, skips = judgments.filter(annotator=annotator), skips.filter(annotator=annotator)
+    return LabelCounts(**judgments.aggregate(**_label_aggregates()), skipped=skips.count())
+
+
+def label_counts_by_annotator(project: Project) -> dict[str, LabelCounts]:
+    """Label counts per annotator (by username), one grouped query for answers and one for skips."""
+    rows = (
+        Judgment.objects.filter(query__project=project)
+        .values("annotator__username")
+        .annotate(**_label_aggregates())
+        .order_by()
+    )
+    skips = dict(
+        Lease.objects.filter(query__project=project, skipped=True)
+        .values("annotator__username")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("annotator__username", "n")
+    )
+    counts = {row.pop("annotator__username"): LabelCounts(**row, skipped=0) for row in rows}
+    for username, n in skips.items():
+        base = counts.get(username, LabelCounts())
+        counts[username] = LabelCounts(base.answered, base.cant_tell, n, base.for_budget)
+    return counts
+
+
 def annotator_progress(*, project: Project, annotator: User) -> dict[str, int]:
     """The annotator's answers in the project, and in the current batch: "n of N answered, M remaining".
 
@@ -78,10 +151,11 @@ def annotator_progress(*, project: Project, annotator: User) -> dict[str, int]:
     from .models import Lease, QuerySource
 
     ordinary = Query.objects.filter(project=project, source__in=[QuerySource.RANDOM, QuerySource.ACTIVE])
-    total = Judgment.objects.filter(query__project=project, annotator=annotator).count()
+    counts = label_counts(project=project, annotator=annotator)
+    total = {"judgments": counts.answered, "cant_tell": counts.cant_tell, "skipped": counts.skipped}
     iteration = ordinary.aggregate(latest=Max("iteration"))["latest"]
     if iteration is None:
-        return {"judgments": total, "batch_answered": 0, "batch_remaining": 0, "batch_total": 0, "batch_percent": 0}
+        return {**total, "batch_answered": 0, "batch_remaining": 0, "batch_total": 0, "batch_percent": 0}
     batch = ordinary.filter(iteration=iteration)
     answered = Judgment.objects.filter(query__in=batch, annotator=annotator).count()
     remaining = (
@@ -92,7 +166,7 @@ def annotator_progress(*, project: Project, annotator: User) -> dict[str, int]:
     )
     size = answered + remaining
     return {
-        "judgments": total,
+        **total,
         "batch_answered": answered,
         "batch_remaining": remaining,
         "batch_total": size,
@@ -484,3 +558,108 @@ def audit_entries(project: Project, *, limit: int = AUDIT_SHOWN) -> list[AuditEn
         .select_related("actor", "target_user")
         .order_by("-created_at", "-pk")[:limit]
     )
+
+
+# --- the clip browser ----------------------------------------------------------------------------------------
+
+# Where a clip's behaviour came from, read off its rollout's policy name (labeling knows no trainer models):
+# "policy:<checkpoint>:<noise>" from the loop, "upload" from the rollout upload API, "minari:<id>" from a dataset
+# import, anything else ("random", a scripted controller) from clip generation.
+CLIP_SOURCES = ("scripted", "policy", "upload", "dataset")
+_SOURCE_FILTERS = {
+    "policy": Q(rollout__policy__startswith="policy:"),
+    "upload": Q(rollout__policy="upload"),
+    "dataset": Q(rollout__policy__startswith="minari:"),
+}
+_SOURCE_FILTERS["scripted"] = ~(_SOURCE_FILTERS["policy"] | _SOURCE_FILTERS["upload"] | _SOURCE_FILTERS["dataset"])
+
+
+def clip_source(policy_name: str) -> str:
+    """The browser's source of a rollout's policy name (the Python twin of ``_SOURCE_FILTERS``)."""
+    if policy_name.startswith("policy:"):
+        return "policy"
+    if policy_name == "upload":
+        return "upload"
+    if policy_name.startswith("minari:"):
+        return "dataset"
+    return "scripted"
+
+
+@dataclass(frozen=True)
+class ClipFilters:
+    """What the clip browser narrows by; None means "any"."""
+
+    iteration: int | None = None
+    source: str | None = None
+    rendered: bool | None = None
+    judged: bool | None = None
+
+
+def clips_browse(
+    *, project: Project, filters: ClipFilters, before: int | None = None, limit: int = 24
+) -> tuple[list[Clip], int | None]:
+    """One page of the project's clips, newest first, and the id to continue from (None on the last page).
+
+    Keyset pagination on the primary key: each page is an index range scan, never a count of the whole table,
+    so it stays cheap with a million clips. ``judged`` is an EXISTS over the clip's queries' judgments.
+    """
+    from django.db.models import Exists, OuterRef
+
+    clips = Clip.objects.filter(project=project)
+    if filters.iteration is not None:
+        clips = clips.filter(iteration=filters.iteration)
+    if filters.source is not None:
+        clips = clips.filter(_SOURCE_FILTERS[filters.source])
+    if filters.rendered is not None:
+        from .models import RenderStatus
+
+        ready = Q(render_status=RenderStatus.READY)
+        clips = clips.filter(ready if filters.rendered else ~ready)
+    if filters.judged is not None:
+        # Two EXISTS, one per side, so each can use its clip's index (one EXISTS over an OR could not).
+        judged = Q(Exists(Judgment.objects.filter(query__clip_a=OuterRef("pk")))) | Q(
+            Exists(Judgment.objects.filter(query__clip_b=OuterRef("pk")))
+        )
+        clips = clips.filter(judged if filters.judged else ~judged)
+    if before is not None:
+        clips = clips.filter(pk__lt=before)
+    page = list(clips.select_related("rollout").order_by("-pk")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return page, (page[-1].pk if more and page else None)
+
+
+def clip_iterations(project: Project) -> list[int]:
+    """The iterations that made clips (0: the initial pool), for the browser's filter."""
+    return list(
+        Clip.objects.filter(project=project).values_list("iteration", flat=True).distinct().order_by("iteration")
+    )
+
+
+def clip_counts(project: Project) -> dict[str, Any]:
+    """Clips by render status and by source, aggregated in SQL (the data section's numbers)."""
+    from .models import RenderStatus
+
+    aggregates: dict[str, Count] = {"total": Count("id")}
+    aggregates |= {f"status_{status}": Count("id", filter=Q(render_status=status)) for status in RenderStatus.values}
+    aggregates |= {f"source_{source}": Count("id", filter=_SOURCE_FILTERS[source]) for source in CLIP_SOURCES}
+    row = Clip.objects.filter(project=project).aggregate(**aggregates)
+    return {
+        "total": row["total"],
+        "by_status": [(label, row[f"status_{value}"]) for value, label in RenderStatus.choices],
+        "by_source": [(source, row[f"source_{source}"]) for source in CLIP_SOURCES],
+        "ready": row[f"status_{RenderStatus.READY}"],
+    }
+
+
+def query_counts(project: Project) -> dict[str, Any]:
+    """Queries by status and by source, in one aggregate."""
+    aggregates: dict[str, Count] = {"total": Count("id")}
+    aggregates |= {f"status_{value}": Count("id", filter=Q(status=value)) for value in QueryStatus.values}
+    aggregates |= {f"source_{value}": Count("id", filter=Q(source=value)) for value in QuerySource.values}
+    row = Query.objects.filter(project=project).aggregate(**aggregates)
+    return {
+        "total": row["total"],
+        "by_status": [(label, row[f"status_{value}"]) for value, label in QueryStatus.choices],
+        "by_source": [(label, row[f"source_{value}"]) for value, label in QuerySource.choices],
+    }

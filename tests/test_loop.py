@@ -67,6 +67,11 @@ def test_a_ranking_mode_iteration_runs_every_step_and_links_its_artefacts(
     assert policy.timesteps == TINY["policy_timesteps"]
     assert len(policy.evaluation["true_returns"]) == 2
     assert len(policy.evaluation["learned_returns"]) == 2
+    # One evaluation episode is rendered so researchers can watch the policy.
+    assert policy.video and policy.poster, policy.video_episode
+    assert policy.video_episode["steps"] > 0 and "learned_return" in policy.video_episode
+    with policy.video.open("rb") as handle:
+        assert handle.read(12)[4:8] == b"ftyp"
     clips = Clip.objects.filter(project=ranked_project, iteration=1)
     assert clips.count() == 2 * 4  # 2 rollouts of 200 steps, 50-step clips
     assert set(Rollout.objects.filter(iteration=1).values_list("policy", flat=True)) == {
@@ -361,7 +366,7 @@ def test_the_dashboard_starts_iterations_shows_their_progress_and_controls_them(
     assert response.status_code == 302
     iteration = Run.objects.get(project=ranked_project, kind=RunKind.ITERATION)
     assert iteration.state == RunState.DONE, iteration.error
-    page = client.get(reverse("project-detail", args=[ranked_project.slug])).content.decode()
+    page = client.get(reverse("project-loop", args=[ranked_project.slug])).content.decode()
     assert "The loop" in page and "Policy return per iteration" in page and 'data-chart="' in page
     fragment = client.get(reverse("project-runs", args=[ranked_project.slug]), HTTP_HX_REQUEST="true")
     assert fragment.status_code == 286  # nothing unfinished: htmx stops polling

@@ -92,7 +92,7 @@ def test_dashboard_shows_runs_with_progress_and_stops_polling_when_done(client, 
         progress=0.4,
         message="Rolled out 2",
     )
-    page = client.get(reverse("project-detail", args=[project.slug])).content.decode()
+    page = client.get(reverse("project-loop", args=[project.slug])).content.decode()
     assert "Rolled out 2" in page and 'value="40"' in page and 'hx-trigger="every 2s"' in page
     assert "Generate clips #" in page
     polling = client.get(reverse("project-runs", args=[project.slug]), HTTP_HX_REQUEST="true")
@@ -182,9 +182,10 @@ def test_dashboard_shows_rankings_agreement_reward_models_and_training_chart(
         ],
     )
     login(client, researcher)
-    page = client.get(reverse("project-detail", args=[project.slug])).content.decode()
+    page = client.get(reverse("project-data", args=[project.slug])).content.decode()
     assert "angle_sq &gt; angular_velocity_sq &gt; torque_sq" in page
     assert "Kendall&#x27;s W" in page or "Kendall's W" in page
+    page = client.get(reverse("project-models", args=[project.slug])).content.decode()
     assert "v1" in page and "0.950" in page and "data-chart=" in page and "uPlot.iife.min.js" in page
     response = client.post(reverse("project-train", args=[project.slug]))
     assert response.status_code == 302
@@ -203,7 +204,7 @@ def test_dashboard_shows_annotator_quality(client, project_with_queries, researc
                 query_id=lease.query_id, annotator=user, choice=choice, lease_token=lease.token, client_id=uuid.uuid4()
             )
     login(client, researcher)
-    page = client.get(reverse("project-detail", args=[project_with_queries.slug])).content.decode()
+    page = client.get(reverse("project-quality", args=[project_with_queries.slug])).content.decode()
     assert "Krippendorff" in page and "Fleiss" in page
     assert annotator.username in page and annotator2.username in page
 

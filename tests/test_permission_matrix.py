@@ -213,6 +213,7 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-import-minari", "POST"): api_researcher_only(400),  # the world has no Minari dataset of that name
     # --- media ---
     ("clip-media", "GET"): page_members(200),
+    ("policy-media", "GET"): page_members(200),  # a policy's evaluation video, watched like clips
     # --- pages for everybody signed in ---
     ("home", "GET"): everyone(200, anonymous=TO_LOGIN),
     ("lease-heartbeat", "POST"): everyone(409, anonymous=TO_LOGIN) | {"annotator": 200},
@@ -228,6 +229,14 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("history", "GET"): page_members(200),
     ("history", "POST"): page_members(302, researcher=404),  # only the author revises
     # --- pages for the project's researchers ---
+    ("project-data", "GET"): page_researcher_only(200),
+    ("project-models", "GET"): page_researcher_only(200),
+    ("project-loop", "GET"): page_researcher_only(200),
+    ("project-quality", "GET"): page_researcher_only(200),
+    ("project-clips", "GET"): page_researcher_only(200),
+    ("project-policy", "GET"): page_researcher_only(200),
+    ("project-run-lineage", "GET"): page_researcher_only(200),
+    ("project-reward-model", "GET"): page_researcher_only(200),
     ("project-train", "POST"): page_researcher_only(302),
     ("project-runs", "GET"): page_researcher_only(200),
     ("project-iteration-start", "POST"): page_researcher_only(302),
@@ -371,6 +380,7 @@ def seed_world() -> World:
     )
     policy = PolicyCheckpoint(project=project, run=iteration, reward_model=reward_model, algorithm="sac", timesteps=100)
     policy.model_file.save("policy.zip", ContentFile(b"PK\x05\x06" + bytes(18)), save=False)
+    policy.video.save("policy.mp4", ContentFile(b"\x00\x00\x00\x18ftypisom" + bytes(16)), save=False)
     policy.save()
     webhook = WebhookEndpoint.objects.create(
         project=project, url="https://93.184.215.14/hook", events=["ranking.submitted"], secret="whsec_AAAA"

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from labeling.admin import ProjectScopedAdmin
 from labeling.errors import ServiceError
 from labeling.models import Project
+from labeling.numbers import display_number
 
 from . import loop
 from .models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
@@ -101,8 +102,7 @@ class RunAdmin(ProjectScopedAdmin):
     @admin.display(description="true return")
     def true_return(self, run: Run) -> str:
         policy = getattr(run, "policy", None)  # selected with the list (list_select_related)
-        value = policy.true_return if policy else None
-        return f"{value:.1f}" if isinstance(value, float) else "—"
+        return display_number(policy.true_return if policy else None)
 
     @admin.action(description="Pause (after the current step)")
     def pause(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
@@ -129,6 +129,15 @@ class RunAdmin(ProjectScopedAdmin):
 class PolicyCheckpointAdmin(ProjectScopedAdmin):
     list_display = ("project", "run", "algorithm", "timesteps", "true_return", "learned_return", "created_at")
     list_filter = ("project", "algorithm")
+
+    # Returns are float noise past a few digits (-0.0000000000004815… is zero): one rounding rule everywhere.
+    @admin.display(description="true return")
+    def true_return(self, policy: PolicyCheckpoint) -> str:
+        return display_number(policy.true_return)
+
+    @admin.display(description="learned return")
+    def learned_return(self, policy: PolicyCheckpoint) -> str:
+        return display_number(policy.learned_return)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

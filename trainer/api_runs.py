@@ -26,7 +26,16 @@ class PolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = PolicyCheckpoint
-        fields = ["id", "algorithm", "timesteps", "reward_model", "evaluation", "train_seconds", "download_url"]
+        fields = [
+            "id",
+            "algorithm",
+            "timesteps",
+            "reward_model",
+            "evaluation",
+            "video_episode",
+            "train_seconds",
+            "download_url",
+        ]
 
     def get_download_url(self, policy: PolicyCheckpoint) -> str:
         return f"/api/v1/policies/{policy.pk}/checkpoint"

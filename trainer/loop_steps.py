@@ -45,6 +45,7 @@ from .core.reward import RewardEnsemble, from_bytes
 from .external_data import import_params, ingest, upload_params
 from .loop import StepReporter, pairwise_labels
 from .models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
+from .policy_video import policy_video_render
 from .preference_building import PreferenceParams, preference_set_build
 from .project_task import project_task
 from .review import review_scores_after_training
@@ -224,8 +225,13 @@ def train_policy_step(iteration: Run, loop_settings: LoopSettings, report: StepR
     if snapshot.replay_buffer is not None:
         store_file(checkpoint.replay_buffer, f"{name}-replay.npz", ContentFile(snapshot.replay_buffer))
     checkpoint.save()
+    report(0.95, "Rendering an evaluation episode to watch")
+    episode = policy_video_render(
+        checkpoint=checkpoint, model=model, reward_fn=raw_reward_fn, seed=_seed(loop_settings, iteration, 8)
+    )
     return {
         "policy": checkpoint.pk,
+        "video": "error" not in episode,
         "algorithm": checkpoint.algorithm,
         "timesteps": checkpoint.timesteps,
         "train_seconds": round(train_seconds, 2),

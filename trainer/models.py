@@ -243,6 +243,13 @@ class PolicyCheckpoint(models.Model):
     model_file = models.FileField(upload_to="policies/%Y/%m/")
     replay_buffer = models.FileField(upload_to="policies/%Y/%m/", blank=True)
     evaluation = models.JSONField(default=dict, help_text="True and learned returns of evaluation episodes.")
+    # One evaluation episode of the policy, rendered so researchers can watch what it does (media are served to
+    # members only, by frontend.views.policy_media, never as static files).
+    video = models.FileField(upload_to="policies/%Y/%m/", blank=True)
+    poster = models.FileField(upload_to="policies/%Y/%m/", blank=True)
+    video_episode = models.JSONField(
+        default=dict, blank=True, help_text="The rendered episode: seed, steps, true and learned return, or error."
+    )
     train_seconds = models.FloatField(default=0.0)
     created_at = models.DateTimeField(default=timezone.now)
 

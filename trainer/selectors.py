@@ -63,11 +63,19 @@ def runs_overview(project: Project, limit: int = 20) -> dict[str, Any]:
         chart = json.dumps(
             {
                 "x": [it.number for it in evaluated],
+                # Separate y axes: the learned return is in reward-model units (which change from one model to
+                # the next), the true one in the environment's; one shared axis would flatten one of them.
                 "series": [
-                    {"label": "true return", "values": [it.policy.true_return for it in evaluated]},
-                    {"label": "learned return (model units)", "values": [it.policy.learned_return for it in evaluated]},
+                    {"label": "true return", "values": [it.policy.true_return for it in evaluated], "axis": "left"},
+                    {
+                        "label": "learned return (model units)",
+                        "values": [it.policy.learned_return for it in evaluated],
+                        "axis": "right",
+                    },
                 ],
                 "xLabel": "iteration",
+                "yLabel": "true return",
+                "y2Label": "learned return",
                 "xIntegers": True,
             }
         )

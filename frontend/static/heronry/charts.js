@@ -6,6 +6,10 @@
  *   Heronry.charts.line(el, {x: [...], series: [{label, values}], time?, height?, xIntegers?})
  *   <div data-chart='{"x": [1,2,3], "series": [{"label": "reward", "values": [0.1,0.4,0.3]}]}'></div>
  *
+ * A series with "axis": "right" gets its own scale and y axis on the right
+ * (yLabel / y2Label name the two axes): quantities in different units, such as
+ * true and learned return, are never squeezed onto one axis.
+ *
  * x is numeric (steps); set "time": true for unix-second timestamps. Height:
  * data-chart-height / opts.height (default 240 px). Width follows the container.
  */
@@ -42,19 +46,28 @@
     const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
     const height = parseInt(el.dataset.chartHeight || opts.height || 240, 10);
     const width = () => Math.max(120, Math.floor(el.clientWidth || el.getBoundingClientRect().width || 600));
+    const twoAxes = series.some((s) => s.axis === 'right');
+    const scales = { x: { time: !!opts.time }, y: {} };
+    const axes = [
+      // Whole-number x (epochs, iterations): no ticks between them.
+      Object.assign({ label: opts.xLabel || undefined }, axis, opts.xIntegers ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {}),
+      // Wide enough for negative thousands ("-1,500") without clipping the sign.
+      Object.assign({ scale: 'y', label: opts.yLabel || undefined, size: 64 }, axis),
+    ];
+    if (twoAxes) {
+      scales.y2 = {};
+      // The right axis draws no grid of its own: two grids in one plot read as one misaligned scale.
+      axes.push(Object.assign({}, axis, { scale: 'y2', side: 1, size: 64, label: opts.y2Label || undefined, grid: { show: false } }));
+    }
     const plot = new window.uPlot(
       {
         width: width(),
         height,
-        scales: { x: { time: !!opts.time } },
-        axes: [
-          // Whole-number x (epochs, iterations): no ticks between them.
-          Object.assign({ label: opts.xLabel || undefined }, axis, opts.xIntegers ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {}),
-          // Wide enough for negative thousands ("-1,500") without clipping the sign.
-          Object.assign({ label: opts.yLabel || undefined, size: 64 }, axis),
-        ],
+        scales,
+        axes,
         series: [{ label: opts.xLabel || 'x' }].concat(
           series.map((s, i) => ({
+            scale: s.axis === 'right' ? 'y2' : 'y',
             label: s.label || 'series ' + (i + 1),
             stroke: s.color || cssVar(el, '--chart-' + (i + 1), PALETTE[i % PALETTE.length]),
             width: 2,
