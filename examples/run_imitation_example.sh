@@ -60,9 +60,10 @@ for _ in $(seq 60); do
 done
 curl -fsS -o /dev/null "$URL/api/v1/schema/" || { tail -40 "$work/server.log"; exit 1; }
 
-# Two annotators (the true-reward oracle), waiting up to 10 minutes for each new round of questions.
+# Two annotators (the true-reward oracle; "equal" when two clips' returns are within 10), waiting up to 10 minutes
+# for each new round of questions.
 "$PY" manage.py simulate_annotators --project imitation-pendulum --url "$URL" --annotators 2 \
-  --wait-seconds 600 --wait-when-done >"$work/annotators.log" 2>&1 &
+  --wait-seconds 600 --wait-when-done --equal-threshold 10 >"$work/annotators.log" 2>&1 &
 annotators=$!
 pids+=($annotators)
 
