@@ -15,7 +15,7 @@ export PYTHONPATH=platform:.
 # imitation's virtualenv: torch first and pinned (the local CPU wheel), then the pins, then the client.
 stamp="$IMITATION_VENV/.installed"
 if [ ! -f "$stamp" ] || [ examples/requirements-imitation.txt -nt "$stamp" ] || [ -n "$(find client -newer "$stamp" -name '*.py' | head -1)" ]; then
-  test -d "$IMITATION_VENV" || python3.11 -m venv "$IMITATION_VENV"
+  test -d "$IMITATION_VENV" || "${PYTHON:-python3.11}" -m venv "$IMITATION_VENV"
   "$IMITATION_VENV/bin/python" -m pip install --quiet --upgrade pip
   "$IMITATION_VENV/bin/python" -m pip install --quiet torch==2.13.0
   "$IMITATION_VENV/bin/python" -m pip install --quiet -r examples/requirements-imitation.txt
@@ -54,15 +54,14 @@ user_create(username='researcher', password='$PASSWORD', role=Role.RESEARCHER)
 
 "$PY" manage.py runserver "127.0.0.1:$PORT" --noreload >"$work/server.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 60); do
-  curl -fsS -o /dev/null "$URL/api/v1/schema/" 2>/dev/null && break
-  sleep 1
-done
-curl -fsS -o /dev/null "$URL/api/v1/schema/" || { tail -40 "$work/server.log"; exit 1; }
+up() { "$PY" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)" "$URL/api/v1/schema/" 2>/dev/null; }
+for _ in $(seq 60); do up && break; sleep 1; done
+up || { tail -40 "$work/server.log"; exit 1; }
 
-# Two annotators (the true-reward oracle), waiting up to 10 minutes for each new round of questions.
+# Two annotators (the true-reward oracle; "equal" when two clips' returns are within 10), waiting up to 10 minutes
+# for each new round of questions.
 "$PY" manage.py simulate_annotators --project imitation-pendulum --url "$URL" --annotators 2 \
-  --wait-seconds 600 --wait-when-done >"$work/annotators.log" 2>&1 &
+  --wait-seconds 600 --wait-when-done --equal-threshold 10 >"$work/annotators.log" 2>&1 &
 annotators=$!
 pids+=($annotators)
 

@@ -281,7 +281,7 @@ def RenderFrameInfo(env: Any, *, width: int = 160, height: int = 160, key: str =
     trajectories, which hold every info, small). imitation 1.0.1 has no such wrapper."""
     import gymnasium as gym
 
-    class _RenderFrameInfo(gym.Wrapper):  # type: ignore[misc]
+    class _RenderFrameInfo(gym.Wrapper):
         def step(self, action: Any) -> Any:
             observation, reward, terminated, truncated, info = self.env.step(action)
             frame = np.asarray(self.env.render(), dtype=np.uint8)
@@ -302,7 +302,7 @@ def _build() -> dict[str, type]:
         return _built
     from imitation.algorithms import preference_comparisons as pc
 
-    class HeronryPreferenceGatherer(pc.PreferenceGatherer):  # type: ignore[misc,valid-type]
+    class HeronryPreferenceGatherer(pc.PreferenceGatherer):
         """imitation's ``PreferenceGatherer`` answered by a Heronry project's annotators (see the module).
 
         Arguments as :class:`PairGatherer`'s, plus imitation's ``rng`` and ``custom_logger``. Returns float32
@@ -335,7 +335,7 @@ def _build() -> dict[str, type]:
             self.logger.record("heronry/wait_seconds", result.waited_seconds)
             return result.preferences
 
-    class AnsweredPreferenceDataset(pc.PreferenceDataset):  # type: ignore[misc,valid-type]
+    class AnsweredPreferenceDataset(pc.PreferenceDataset):
         """imitation's ``PreferenceDataset`` that keeps only answered pairs (drops NaN preferences on push)."""
 
         def push(self, fragments: Sequence[Any], preferences: np.ndarray) -> None:

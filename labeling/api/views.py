@@ -257,7 +257,7 @@ class PairQueriesSerializer(serializers.Serializer):
     )
 
 
-_QUERY_ANSWERS_FIELDS = {
+_QUERY_ANSWERS_FIELDS: dict[str, serializers.Field] = {
     "id": serializers.IntegerField(),
     "clip_a": serializers.IntegerField(),
     "clip_b": serializers.IntegerField(),
