@@ -185,6 +185,29 @@ def test_normalized_reward_is_standardised_over_training_clips(trained, problem)
     np.testing.assert_allclose(rewards.sum(axis=1), trained.model.predict_returns(dataset.clip_features[:5]), rtol=1e-5)
 
 
+def test_stats_clips_normalise_on_the_whole_pool_not_on_the_few_labelled_clips(problem):
+    """A model trained on a handful of pairs is normalised on every clip it is given (issue 13): the policy sees
+    the pool's states, not only the ~20 clips of 10 labels."""
+    dataset, _ = problem
+    few = PreferenceDataset(dataset.clip_features, dataset.pairs[:10], dataset.targets[:10], layout=dataset.layout)
+    config = dataclasses.replace(FAST_CONFIG, max_epochs=3, val_fraction=0.0)
+    pool = np.arange(N_CLIPS)
+    result = train_reward_model(few, config, stats_clips=pool)
+    feature_stats = result.model.feature_stats()
+    np.testing.assert_allclose(feature_stats.mean, dataset.clip_features.mean(axis=(0, 1)), atol=1e-5)
+    np.testing.assert_allclose(feature_stats.std, dataset.clip_features.std(axis=(0, 1)), rtol=1e-4)
+    normalized = result.model.normalized_reward(dataset.clip_features)
+    assert abs(float(normalized.mean())) < 1e-3
+    assert abs(float(normalized.std()) - 1.0) < 1e-3
+    # The default stays the training pairs' clips.
+    labelled = np.unique(few.pairs)
+    default = train_reward_model(few, config).model.feature_stats()
+    np.testing.assert_allclose(default.mean, dataset.clip_features[labelled].mean(axis=(0, 1)), atol=1e-5)
+    for bad in (np.array([], dtype=np.int64), np.array([N_CLIPS]), np.array([-1])):
+        with pytest.raises(ValueError, match="stats_clips"):
+            train_reward_model(few, config, stats_clips=bad)
+
+
 # --- loss --------------------------------------------------------------------------------------
 def test_bradley_terry_loss_matches_the_formula_with_soft_targets():
     loss = BradleyTerryLoss()
