@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.core.reward.config import RewardModelConfig
+from trainer.core.reward.config import MAX_EPOCHS, RewardModelConfig
 from trainer.core.reward.data import PreferenceDataset, bootstrap_resample, clips_in_pairs, split_pairs
 from trainer.core.reward.loss import BradleyTerryLoss, PreferenceLoss
 from trainer.core.reward.metrics import evaluate_return_correlation, pairwise_accuracy
@@ -180,7 +180,11 @@ def train_reward_model(
         history: list[EpochMetrics] = []
         stopping = _EarlyStopping(config.patience, config.min_delta)
 
-        for epoch in range(1, config.max_epochs + 1):
+        # Few pairs make short epochs: add epochs until every member has taken min_updates gradient steps.
+        batches_per_epoch = max(math.ceil(len(indices) / config.batch_size) for indices in member_pair_indices)
+        min_epochs = min(MAX_EPOCHS, math.ceil(config.min_updates / batches_per_epoch))
+        epochs = max(config.max_epochs, min_epochs)
+        for epoch in range(1, epochs + 1):
             epoch_started = time.perf_counter()
             model.train()
             member_losses, member_accuracies = [], []
@@ -219,10 +223,10 @@ def train_reward_model(
 
             # Without validation pairs there is nothing to stop on: the last epoch is the best.
             stopping.update(epoch, val_loss if validation is not None else -epoch, model)
-            finished = stopping.stopped_early or epoch == config.max_epochs
+            finished = (stopping.stopped_early and epoch >= min_epochs) or epoch == epochs
             if progress is not None:
                 progress(
-                    1.0 if finished else epoch / config.max_epochs,
+                    1.0 if finished else epoch / epochs,
                     _progress_message(history[-1], config, stopping),
                 )
             if finished:
