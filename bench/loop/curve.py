@@ -20,7 +20,7 @@ All variants simulate exactly the same number of steps up to each iteration.
 Evaluation: after every iteration the policy plays ``--episodes`` (50) deterministic episodes from the same fixed
 list of reset seeds (``EVAL_SEED``), identical for every variant, seed and iteration.
 
-Each finished (variant, seed, config) is appended to ``var/bench-loop-curve.jsonl`` at once and a rerun skips
+Each finished (variant, seed, config) is appended to ``bench/loop/results/curve.jsonl`` at once and a rerun skips
 what is recorded, so the set is gathered in parts:
 
     .venv/bin/python -m bench.loop.curve --variants pairwise true --seeds 0 1 2 3 4
@@ -306,7 +306,7 @@ def main() -> None:
     parser.add_argument("--labels", type=int, nargs="+", default=[10, 20, 40, 80, 160], help="cumulative labels")
     parser.add_argument("--steps-per-iteration", type=int, default=4_000, help="SAC steps per iteration")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per policy")
-    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-loop-curve.jsonl")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "loop" / "results" / "curve.jsonl")
     parser.add_argument("--database", default=f"sqlite:///{ROOT / 'var' / f'bench-loop-curve-{os.getpid()}.sqlite3'}")
     args = parser.parse_args()
     if sorted(args.labels) != args.labels or args.labels[0] < 1:

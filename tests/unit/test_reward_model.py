@@ -624,3 +624,15 @@ def test_holdout_never_takes_clips_a_person_labelled():
     mask = holdout_mask(200, 0.1, np.random.default_rng(5), protected=protected)
     assert mask.sum() == 5 and not (mask & protected).any()
     assert not holdout_mask(200, 0.1, np.random.default_rng(5), protected=np.ones(200, dtype=bool)).any()
+
+
+def test_min_updates_adds_epochs_when_pairs_are_few(problem):
+    """10 pairs are one mini-batch: max_epochs=2 would be two gradient steps; min_updates makes it twelve."""
+    dataset, _ = problem
+    few = PreferenceDataset(dataset.clip_features, dataset.pairs[:10], dataset.targets[:10], layout=dataset.layout)
+    config = dataclasses.replace(FAST_CONFIG, max_epochs=2, val_fraction=0.0, min_updates=12)
+    assert len(train_reward_model(few, config).history) == 12
+    # With many pairs the epochs already hold enough steps: max_epochs rules.
+    assert len(train_reward_model(dataset, dataclasses.replace(config, min_updates=3)).history) == 2
+    with pytest.raises(ValueError, match="min_updates"):
+        RewardModelConfig(min_updates=-1)
