@@ -179,6 +179,7 @@ def _project(variant: str, seed: int, config: dict[str, Any]):
     from accounts.models import Role, User
     from accounts.services import user_create
     from labeling.services import project_create
+    from trainer.core.loop_settings import DEFAULT_REWARD_CONFIG
 
     researcher = User.objects.filter(username="bench-researcher").first() or user_create(
         username="bench-researcher", password="bench-password-1", role=Role.RESEARCHER
@@ -201,6 +202,11 @@ def _project(variant: str, seed: int, config: dict[str, Any]):
         "max_queries_per_clip": 8,  # 8 rollouts × 4 clips: room for 80 questions in one iteration
         "policy": {"eval_episodes": 1},  # the bench evaluates on its own fixed start states
         **({"policy_reward": "true"} if variant == "true" else {}),
+        **(
+            {"reward_config": {**DEFAULT_REWARD_CONFIG, **config["reward_config"]}}
+            if config.get("reward_config")
+            else {}
+        ),
     }
     project.save()
     return researcher, project
@@ -306,6 +312,7 @@ def main() -> None:
     parser.add_argument("--labels", type=int, nargs="+", default=[10, 20, 40, 80, 160], help="cumulative labels")
     parser.add_argument("--steps-per-iteration", type=int, default=4_000, help="SAC steps per iteration")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per policy")
+    parser.add_argument("--reward-config", type=json.loads, default=None, help="reward-model overrides (JSON)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "loop" / "results" / "curve.jsonl")
     parser.add_argument("--database", default=f"sqlite:///{ROOT / 'var' / f'bench-loop-curve-{os.getpid()}.sqlite3'}")
     args = parser.parse_args()
@@ -318,6 +325,7 @@ def main() -> None:
         "episodes": args.episodes,
         "initial_rollouts": INITIAL_ROLLOUTS,
         "eval_seed": EVAL_SEED,
+        **({"reward_config": args.reward_config} if args.reward_config else {}),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _setup(args.database)
