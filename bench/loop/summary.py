@@ -101,9 +101,9 @@ def _estimates(scores: list[float]) -> dict[str, tuple[float, float, float]]:
     }
 
 
-def _fmt(estimate: tuple[float, float, float]) -> str:
+def _fmt(estimate: tuple[float, float, float], n: int) -> str:
     point, low, high = estimate
-    return f"{point:.1f} [{low:.1f}, {high:.1f}]"
+    return f"{point:.1f} [{low:.1f}, {high:.1f}]" if n >= 2 else f"{point:.1f} (one seed: no CI)"
 
 
 def markdown(data: dict[str, dict[int, dict[str, Any]]]) -> str:
@@ -130,12 +130,13 @@ def markdown(data: dict[str, dict[int, dict[str, Any]]]) -> str:
         ]
         for it, cell in sorted(data[variant].items()):
             est = _estimates(cell["scores"])
+            n = len(cell["scores"])
             labels = sorted(set(cell["labels"]))
             spearman = f"{np.median(cell['pool_spearman']):.3f}" if cell["pool_spearman"] else "—"
             per_seed = ", ".join(f"{s}: {v:.0f}" for s, v in zip(cell["seeds"], cell["scores"], strict=True))
             lines.append(
                 f"| {it} | {'/'.join(map(str, labels))} | {cell['env_steps']} | {len(cell['scores'])} | "
-                f"{_fmt(est['iqm'])} | {_fmt(est['mean'])} | {spearman} | {per_seed} |"
+                f"{_fmt(est['iqm'], n)} | {_fmt(est['mean'], n)} | {spearman} | {per_seed} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -186,6 +187,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "loop")
     args = parser.parse_args()
     rows = [row for path in args.results for row in load(path)]
+    # One configuration (schedule, episodes, reward overrides) per summary: the one most seeds were run with.
+    keys = [json.dumps(row["config"], sort_keys=True) for row in rows]
+    chosen = max(set(keys), key=keys.count)
+    rows = [row for row, key in zip(rows, keys, strict=True) if key == chosen]
+    print(f"configuration: {chosen} ({len(rows)} runs)")
     data = curves(rows)
     text = markdown(data)
     (args.out / "summary.md").write_text(text)
