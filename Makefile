@@ -10,7 +10,7 @@ export SDL_VIDEODRIVER ?= dummy
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: install demo serve worker test test-fast lint typecheck imitation-example bench bench-serve bench-exports bench-loop bench-mujoco bench-scale clean
+.PHONY: install demo serve worker test test-fast lint typecheck imitation-example bench bench-serve bench-exports bench-loop bench-loop-e2e bench-mujoco bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -80,16 +80,25 @@ bench-scale: install
 bench-mujoco: install
 	$(PY) -m bench.mujoco.run --seeds 0 1 2 --steps 50000 --episodes 20
 
-# The loop end to end (needs PostgreSQL and Redis): HERON ranking, pairwise oracle, true-reward ceiling; 3 seeds each.
+# Issue 13: the loop's label and step curves, in-process (SQLite, no servers), every variant on the same
+# environment-step budget, 50 fixed evaluation episodes per policy. Resumable: each finished (variant, seed) is
+# appended to bench/loop/results/curve.jsonl and skipped by a rerun, so run it in parts (LOOP_SEEDS="0 1" …).
+# About 3 CPU-minutes per seed and variant on an idle core; the summary writes bench/loop/summary.md and PNGs.
+LOOP_SEEDS ?= 0 1 2 3 4 5 6 7 8 9
+LOOP_NOISY_SEEDS ?= 0 1 2 3 4
+bench-loop: install
+	$(PY) -m bench.loop.curve --variants true pairwise heron --seeds $(LOOP_SEEDS)
+	$(PY) -m bench.loop.curve --variants pairwise-noisy pairwise-mistake pairwise-equal --seeds $(LOOP_NOISY_SEEDS)
+	$(PY) -m bench.loop.summary
+
+# The loop end to end through the servers (needs PostgreSQL and Redis): HERON ranking, pairwise oracle over HTTP,
+# true-reward ceiling; 3 seeds each (issue 4's benchmark).
 LOOP_DB ?= postgres://postgres@127.0.0.1:5432/heronry_loop
 LOOP_BROKER ?= redis://127.0.0.1:6379/3
-bench-loop: install
+bench-loop-e2e: install
 	-createdb -h 127.0.0.1 -U postgres heronry_loop 2>/dev/null
 	for variant in heron pairwise true; do \
 	  DATABASE_URL=$(LOOP_DB) CELERY_BROKER_URL=$(LOOP_BROKER) $(PY) -m bench.loop.run --variant $$variant --seeds 0 1 2 || exit 1; \
-	done
-	for labels in 10 20 30; do \
-	  DATABASE_URL=$(LOOP_DB) CELERY_BROKER_URL=$(LOOP_BROKER) $(PY) -m bench.loop.run --variant pairwise --iterations 1 --label-budget $$labels --seeds 0 1 2 || exit 1; \
 	done
 
 clean:

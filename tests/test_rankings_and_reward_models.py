@@ -215,6 +215,9 @@ def test_reward_models_train_from_real_judgments_alone_and_from_both(
     human_only = RewardModel.objects.get(version=1)
     assert human_only.status == "ready", human_only.error
     assert human_only.preference_set.counts == {"human": 20}
+    # Issue 13: no clip a person labelled is held out for the metric, so every label is used (train + validation).
+    assert human_only.metrics["n_train_pairs"] + human_only.metrics["n_val_pairs"] == 20
+    assert human_only.metrics["holdout_clips"] == 0
 
     FactorRanking.objects.create(project=project, annotator=annotator, groups=RANKING)
     with django_capture_on_commit_callbacks(execute=True):

@@ -172,8 +172,9 @@ def test_review_page_lists_pairs_and_its_actions_answer_htmx_with_the_card(
     assert "Open" in sent.content.decode()
     assert client.post(url, {"action": "explode", "query": judged[3].pk}).status_code == 400
     assert client.post(url, {"action": "exclude", "query": "x"}).status_code == 400
-    dashboard = client.get(f"/projects/{project.slug}/").content.decode()
-    assert "flagged" in dashboard and "Disagreement review" in dashboard
+    overview = client.get(f"/projects/{project.slug}/").content.decode()
+    quality = client.get(f"/projects/{project.slug}/quality/").content.decode()
+    assert "Disagreement review" in overview and "flagged" in quality
 
 
 def test_instructions_markdown_is_rendered_and_sanitised():

@@ -29,7 +29,7 @@ def test_create_invite_join_change_role_and_remove(page_for, browser, live_serve
     assert (project.feedback_mode, project.segment_steps) == ("pairwise", 40)
 
     # 2. An invite link, made through htmx.
-    page.get_by_role("link", name="Members and invites").click()
+    page.get_by_role("navigation", name="Dashboard sections").get_by_role("link", name="Members", exact=True).click()
     page.wait_for_url(f"{live_server.url}/projects/heron-watch/members/")
     page.select_option("#invite-role", "annotator")
     page.get_by_role("button", name="Create invite link").click()

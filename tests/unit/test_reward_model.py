@@ -185,6 +185,29 @@ def test_normalized_reward_is_standardised_over_training_clips(trained, problem)
     np.testing.assert_allclose(rewards.sum(axis=1), trained.model.predict_returns(dataset.clip_features[:5]), rtol=1e-5)
 
 
+def test_stats_clips_normalise_on_the_whole_pool_not_on_the_few_labelled_clips(problem):
+    """A model trained on a handful of pairs is normalised on every clip it is given (issue 13): the policy sees
+    the pool's states, not only the ~20 clips of 10 labels."""
+    dataset, _ = problem
+    few = PreferenceDataset(dataset.clip_features, dataset.pairs[:10], dataset.targets[:10], layout=dataset.layout)
+    config = dataclasses.replace(FAST_CONFIG, max_epochs=3, val_fraction=0.0)
+    pool = np.arange(N_CLIPS)
+    result = train_reward_model(few, config, stats_clips=pool)
+    feature_stats = result.model.feature_stats()
+    np.testing.assert_allclose(feature_stats.mean, dataset.clip_features.mean(axis=(0, 1)), atol=1e-5)
+    np.testing.assert_allclose(feature_stats.std, dataset.clip_features.std(axis=(0, 1)), rtol=1e-4)
+    normalized = result.model.normalized_reward(dataset.clip_features)
+    assert abs(float(normalized.mean())) < 1e-3
+    assert abs(float(normalized.std()) - 1.0) < 1e-3
+    # The default stays the training pairs' clips.
+    labelled = np.unique(few.pairs)
+    default = train_reward_model(few, config).model.feature_stats()
+    np.testing.assert_allclose(default.mean, dataset.clip_features[labelled].mean(axis=(0, 1)), atol=1e-5)
+    for bad in (np.array([], dtype=np.int64), np.array([N_CLIPS]), np.array([-1])):
+        with pytest.raises(ValueError, match="stats_clips"):
+            train_reward_model(few, config, stats_clips=bad)
+
+
 # --- loss --------------------------------------------------------------------------------------
 def test_bradley_terry_loss_matches_the_formula_with_soft_targets():
     loss = BradleyTerryLoss()
@@ -584,3 +607,32 @@ def test_running_normalizer_matches_batch_statistics():
     assert normalizer.count == len(everything)
     restored = RunningNormalizer.from_dict(json.loads(json.dumps(normalizer.to_dict())))
     np.testing.assert_allclose(restored.normalize(everything), normalizer.normalize(everything))
+
+
+def test_holdout_never_takes_clips_a_person_labelled():
+    """Issue 13: a clip held out for the Spearman metric drops every pair touching it (~19 % of the pairs at
+    10 %); protected clips (those in human pairs) are never held out, and unprotected sets split as before."""
+    from trainer.core.reward import holdout_mask
+
+    unprotected = holdout_mask(200, 0.1, np.random.default_rng(5))
+    assert unprotected.sum() == 20
+    np.testing.assert_array_equal(
+        holdout_mask(200, 0.1, np.random.default_rng(5), protected=np.zeros(200, dtype=bool)), unprotected
+    )
+    protected = np.zeros(200, dtype=bool)
+    protected[:150] = True
+    mask = holdout_mask(200, 0.1, np.random.default_rng(5), protected=protected)
+    assert mask.sum() == 5 and not (mask & protected).any()
+    assert not holdout_mask(200, 0.1, np.random.default_rng(5), protected=np.ones(200, dtype=bool)).any()
+
+
+def test_min_updates_adds_epochs_when_pairs_are_few(problem):
+    """10 pairs are one mini-batch: max_epochs=2 would be two gradient steps; min_updates makes it twelve."""
+    dataset, _ = problem
+    few = PreferenceDataset(dataset.clip_features, dataset.pairs[:10], dataset.targets[:10], layout=dataset.layout)
+    config = dataclasses.replace(FAST_CONFIG, max_epochs=2, val_fraction=0.0, min_updates=12)
+    assert len(train_reward_model(few, config).history) == 12
+    # With many pairs the epochs already hold enough steps: max_epochs rules.
+    assert len(train_reward_model(dataset, dataclasses.replace(config, min_updates=3)).history) == 2
+    with pytest.raises(ValueError, match="min_updates"):
+        RewardModelConfig(min_updates=-1)

@@ -60,6 +60,11 @@ class RewardModelConfig(ConfigBase):
     """Preference pairs per gradient step (each step scores both clips of every pair). 1 to 65 536."""
     max_epochs: int = 200
     """Upper bound on passes over each member's (bootstrapped) training pairs. 1 to 10 000."""
+    min_updates: int = 0
+    """At least this many gradient steps per member, however few the pairs (with 10 labels an epoch is one
+    mini-batch, so ``max_epochs`` epochs are only a few dozen steps). Epochs are added (up to 10 000 in all) and
+    early stopping waits for them. 0 (off) to 1 000 000. Off by default on purpose: 500 updates on 10 pairs
+    over-fit them and the policy collapsed (issue 13, bench/README.md); it is a knob for experiments."""
     patience: int = 10
     """Stop after this many epochs without a validation-loss improvement larger than ``min_delta``,
     then restore the weights of the epoch with the lowest validation loss; 0 disables early
@@ -138,6 +143,10 @@ class RewardModelConfig(ConfigBase):
         check(
             _is_int(self.max_epochs) and 1 <= self.max_epochs <= MAX_EPOCHS,
             f"max_epochs must be an integer from 1 to {MAX_EPOCHS}",
+        )
+        check(
+            _is_int(self.min_updates) and 0 <= self.min_updates <= 1_000_000,
+            "min_updates must be an integer from 0 to 1,000,000",
         )
         check(
             _is_int(self.patience) and 0 <= self.patience <= MAX_EPOCHS,

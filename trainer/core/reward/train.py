@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.core.reward.config import RewardModelConfig
+from trainer.core.reward.config import MAX_EPOCHS, RewardModelConfig
 from trainer.core.reward.data import PreferenceDataset, bootstrap_resample, clips_in_pairs, split_pairs
 from trainer.core.reward.loss import BradleyTerryLoss, PreferenceLoss
 from trainer.core.reward.metrics import evaluate_return_correlation, pairwise_accuracy
@@ -109,6 +109,7 @@ def train_reward_model(
     progress: ProgressCallback | None = None,
     rng: np.random.Generator | None = None,
     loss_fn: PreferenceLoss | None = None,
+    stats_clips: np.ndarray | None = None,
 ) -> TrainingResult:
     """Train a reward-model ensemble on labelled pairs of clips.
 
@@ -118,6 +119,9 @@ def train_reward_model(
       An exception raised by it propagates and aborts training (a way to cancel a task).
     - ``rng`` replaces ``np.random.default_rng(config.seed)`` as the root of all randomness.
     - ``loss_fn`` replaces ``BradleyTerryLoss(config.label_noise)``; it is also the validation loss.
+    - ``stats_clips``: indices of the clips whose steps set the feature and reward normalisation statistics;
+      default: the clips of the training pairs. Pass every clip of the pool (labelled or not) so that a model
+      trained on a few pairs is normalised on the states a policy will visit, not on a handful of clips.
     """
     config = config or RewardModelConfig()
     started = time.perf_counter()
@@ -134,9 +138,15 @@ def train_reward_model(
         train_indices, val_indices = split_pairs(dataset.n_pairs, config.val_fraction, rng)
         member_seeds = [int(seed) for seed in rng.integers(0, 2**63 - 1, size=config.ensemble_size)]
         train_clips = clips_in_pairs(dataset.pairs[train_indices])
+        if stats_clips is not None:
+            stats_clips = np.unique(np.asarray(stats_clips, dtype=np.int64))
+            if stats_clips.size == 0 or stats_clips[0] < 0 or stats_clips[-1] >= dataset.n_clips:
+                raise ValueError(f"stats_clips must be non-empty indices below {dataset.n_clips}")
+        else:
+            stats_clips = train_clips
 
         feature_stats = (
-            MeanStd.of(dataset.clip_features[train_clips], axis=(0, 1))
+            MeanStd.of(dataset.clip_features[stats_clips], axis=(0, 1))
             if config.normalize_features
             else MeanStd.identity((dataset.feature_dim,))
         )
@@ -170,7 +180,11 @@ def train_reward_model(
         history: list[EpochMetrics] = []
         stopping = _EarlyStopping(config.patience, config.min_delta)
 
-        for epoch in range(1, config.max_epochs + 1):
+        # Few pairs make short epochs: add epochs until every member has taken min_updates gradient steps.
+        batches_per_epoch = max(math.ceil(len(indices) / config.batch_size) for indices in member_pair_indices)
+        min_epochs = min(MAX_EPOCHS, math.ceil(config.min_updates / batches_per_epoch))
+        epochs = max(config.max_epochs, min_epochs)
+        for epoch in range(1, epochs + 1):
             epoch_started = time.perf_counter()
             model.train()
             member_losses, member_accuracies = [], []
@@ -209,10 +223,10 @@ def train_reward_model(
 
             # Without validation pairs there is nothing to stop on: the last epoch is the best.
             stopping.update(epoch, val_loss if validation is not None else -epoch, model)
-            finished = stopping.stopped_early or epoch == config.max_epochs
+            finished = (stopping.stopped_early and epoch >= min_epochs) or epoch == epochs
             if progress is not None:
                 progress(
-                    1.0 if finished else epoch / config.max_epochs,
+                    1.0 if finished else epoch / epochs,
                     _progress_message(history[-1], config, stopping),
                 )
             if finished:
@@ -221,7 +235,7 @@ def train_reward_model(
         best_epoch = stopping.restore_best(model) or len(history)
         stopped_early = stopping.stopped_early
         model.eval()
-        model.set_reward_stats(_step_reward_stats(model, dataset.clip_features[train_clips], config.eval_batch_clips))
+        model.set_reward_stats(_step_reward_stats(model, dataset.clip_features[stats_clips], config.eval_batch_clips))
 
         best = history[best_epoch - 1]
         metrics: dict[str, Any] = {
