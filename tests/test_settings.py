@@ -95,3 +95,17 @@ def test_allowed_env_id_patterns_are_strict(monkeypatch):
     monkeypatch.setenv("ALLOWED_ENV_IDS", "CartPole-v1,Hopper v5")
     with pytest.raises(ImproperlyConfiguredEnv, match="ALLOWED_ENV_IDS"):
         env_patterns("ALLOWED_ENV_IDS", [])
+
+
+def test_celery_workers_run_torch_with_the_configured_thread_count(settings):
+    import torch
+
+    from config import celery
+
+    previous = torch.get_num_threads()
+    settings.HERONRY = {**settings.HERONRY, "TORCH_NUM_THREADS": 1}
+    try:
+        celery._torch_threads()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)

@@ -11,7 +11,7 @@ if _PLATFORM_DIR not in sys.path:  # entry points other than manage.py (celery C
     sys.path.insert(0, _PLATFORM_DIR)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from celery import Celery  # noqa: E402
+from celery import Celery, signals  # noqa: E402
 
 app = Celery("heronry")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -26,3 +26,20 @@ def ensure_broker_folders() -> None:
         folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(key)
         if folder:
             Path(str(folder)).mkdir(parents=True, exist_ok=True)
+
+
+@signals.worker_init.connect
+@signals.worker_process_init.connect
+def _torch_threads(**kwargs: object) -> None:
+    """Torch's intra-op threads per worker process (``TORCH_NUM_THREADS``, default 1).
+
+    torch defaults to one thread per core. With more runnable processes than cores (several workers, a
+    busy host) its OpenMP threads spin waiting for each other: on this project's 2-core machine under load,
+    reward training took 89 CPU seconds with 2 threads and 3.8 with 1 (bench/README.md, the loop section).
+    Scale a deployment with worker processes instead. Configs that name their own thread count (the policy's
+    ``num_threads``, a reward config's ``num_threads``) still apply theirs for their duration.
+    """
+    import torch
+    from django.conf import settings
+
+    torch.set_num_threads(int(settings.HERONRY["TORCH_NUM_THREADS"]))

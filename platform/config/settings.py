@@ -258,6 +258,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 HERONRY = {
     "LEASE_TTL_SECONDS": env_int("LEASE_TTL_SECONDS", 300, minimum=10),
     "TORCH_DEVICE": env_choice("TORCH_DEVICE", "cpu", {"cpu", "cuda", "auto"}),
+    # Torch threads per Celery worker process (config/celery.py): 1, since more threads than free cores make
+    # torch's threads spin (20x the CPU time on a loaded 2-core machine); scale with worker processes instead.
+    "TORCH_NUM_THREADS": env_int("TORCH_NUM_THREADS", 1, minimum=1),
     "DEMO_PASSWORD": env_str("DEMO_PASSWORD", "heronry"),
     # A run's step (and a clip's render) whose worker has not reported for this long is presumed dead and is
     # claimed again. ITERATION_STALE_SECONDS is its name before runs and loop iterations became one model.
