@@ -85,9 +85,12 @@ def _setup(db: str, server: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.pop("CACHE_URL", None)  # a per-process cache, so each child starts cold
     sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
+    import logging
+
     import django
 
     django.setup()
+    logging.getLogger("django.request").setLevel(logging.ERROR)  # the 403s of admin lists a researcher can't open
 
 
 def _status_kib(field: str) -> int:
