@@ -12,7 +12,7 @@ from django.urls import reverse
 from labeling import assignment, revisions, selectors
 from labeling.models import Judgment, Query
 from tests.conftest import add_fake_clips
-from tests.test_review import judged  # noqa: F401  (a fixture)
+from tests.test_review import judged as _judged_fixture  # noqa: F401  (the fixture "judged")
 from trainer import review
 
 
@@ -89,7 +89,11 @@ def test_a_big_projects_quality_section_says_computing_and_shows_the_counts(
 
 
 def test_a_big_projects_review_is_computed_by_a_task_and_then_read_from_the_cache(
-    client, project, judged, researcher, monkeypatch, django_assert_max_num_queries
+    client,
+    project,
+    judged,
+    researcher,
+    monkeypatch,
 ):
     queued = []
     monkeypatch.setattr(review, "REVIEW_INLINE_ANSWERS", 1)
