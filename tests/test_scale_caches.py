@@ -12,8 +12,10 @@ from django.urls import reverse
 from labeling import assignment, revisions, selectors
 from labeling.models import Judgment, Query
 from tests.conftest import add_fake_clips
-from tests.test_review import judged as _judged_fixture  # noqa: F401  (the fixture "judged")
+from tests.test_review import _answer as _answer_a
+from tests.test_review import _fake_model
 from trainer import review
+from trainer.models import ReviewScore
 
 
 def _answer(project, user, choice: str) -> Judgment:
@@ -86,6 +88,22 @@ def test_a_big_projects_quality_section_says_computing_and_shows_the_counts(
     page = client.get(reverse("project-quality", args=[project.slug])).content.decode()
     assert 'data-quality="computing"' not in page and "Krippendorff" in page
     assert len(queued) == 1
+
+
+@pytest.fixture
+def judged(project, annotator, annotator2):
+    """Four pairs both annotators say clip_a wins, scored by a model that is sure of the opposite on the last."""
+    clips = add_fake_clips(project, 8)
+    for i in range(4):
+        Query.objects.create(project=project, clip_a=clips[2 * i], clip_b=clips[2 * i + 1], answers_wanted=2)
+    for _ in range(4):
+        _answer_a(project, annotator)
+        _answer_a(project, annotator2)
+    model = _fake_model(project)
+    queries = list(Query.objects.filter(project=project).order_by("id"))
+    for query, p in zip(queries, (0.9, 0.5, 0.6, 0.1), strict=True):
+        ReviewScore.objects.create(reward_model=model, query=query, p_model=p, spread=0.01)
+    return queries
 
 
 def test_a_big_projects_review_is_computed_by_a_task_and_then_read_from_the_cache(
