@@ -173,6 +173,12 @@ def _label_tallies(project: Project) -> dict[int, list[int]]:
     return tallies
 
 
+def has_more_answers_than(project: Project, n: int) -> bool:
+    """Whether the project has more than ``n`` judgments: reads at most n + 1 index entries, never counts them all
+    (what decides if a report is cheap enough to compute in the request)."""
+    return Judgment.objects.filter(query__project=project).order_by()[n : n + 1].exists()
+
+
 def _skips(project: Project) -> QuerySet[Lease]:
     return Lease.objects.filter(query__project=project, skipped=True)
 
@@ -465,7 +471,7 @@ def quality_report_cached(project: Project) -> dict[str, Any]:
     # Computing in the request is fine while it is cheap, and the only way with a per-process cache (a worker's
     # result would stay in its own memory); a big project's report is always left to the task.
     local = isinstance(caches["default"], LocMemCache | DummyCache)
-    if (cached is None or local) and label_counts(project=project).answered <= QUALITY_REPORT_INLINE_ANSWERS:
+    if (cached is None or local) and not has_more_answers_than(project, QUALITY_REPORT_INLINE_ANSWERS):
         return quality_report_refresh(project.pk, stamp=stamp)
     if cache.add(f"{_quality_key(project.pk)}:refreshing", True, QUALITY_REPORT_REFRESH_SECONDS):
         try:

@@ -233,7 +233,7 @@ def review_summary(project: Project, model: RewardModel) -> dict[str, Any] | Non
     if cached is not None and cached["stamp"] == stamp:
         return cached
     local = isinstance(caches["default"], LocMemCache | DummyCache)
-    if (cached is None or local) and labeling_selectors.label_counts(project=project).answered <= REVIEW_INLINE_ANSWERS:
+    if (cached is None or local) and not labeling_selectors.has_more_answers_than(project, REVIEW_INLINE_ANSWERS):
         summary = {**review_summary_compute(project, model), "stamp": stamp}
         cache.set(_summary_key(project.pk), summary, REVIEW_SUMMARY_CACHE_SECONDS)
         return summary
