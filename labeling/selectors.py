@@ -130,13 +130,13 @@ def _tally_rows(judgments: QuerySet[Judgment]) -> dict[int, list[int]]:
     return {row["annotator_id"]: [row["answered"], row["cant_tell"], row["for_budget"]] for row in rows}
 
 
-def _label_tallies(project: Project) -> dict[int, list[int]]:
+def _label_tallies(project: Project, *, count_all: bool = True) -> dict[int, list[int]] | None:
     """The project's answers per annotator id: [answered, cant_tell, for_budget], the one source of every label count.
 
     Counting a million judgments takes a second or more, so the tallies are cached under the stamp of the newest
     judgment and revision (two index lookups) and kept current incrementally: new judgments are the ids above the
     cached one (an index range), and each new revision moves one answer in or out of "can't tell". Only a missing
-    or forgotten entry (an undo) counts everything again."""
+    or forgotten entry (an undo) counts everything again; with ``count_all=False`` that case returns None."""
     from django.core.cache import cache
 
     newest, revised = _judgments_stamp(project)
@@ -146,6 +146,8 @@ def _label_tallies(project: Project) -> dict[int, list[int]]:
         return cached[1]
     judgments = Judgment.objects.filter(query__project=project)
     if cached is None or (cached[0][0] or 0) > (newest or 0):
+        if not count_all:
+            return None
         tallies = _tally_rows(judgments.filter(pk__lte=newest or 0))
     else:
         (old_newest, old_revised), tallies = cached
@@ -185,11 +187,17 @@ def _skips(project: Project) -> QuerySet[Lease]:
 
 def label_counts(*, project: Project, annotator: User | None = None) -> LabelCounts:
     """The project's (or one annotator's) label counts, from the cached per-annotator tallies."""
-    tallies = _label_tallies(project)
     if annotator is not None:
+        # The label page asks for one annotator's: without the project's tallies at hand, their own answers (an
+        # index range) rather than counting everyone's. The same aggregates, so the same numbers.
+        tallies = _label_tallies(project, count_all=False)
+        if tallies is None:
+            tallies = _tally_rows(Judgment.objects.filter(query__project=project, annotator=annotator))
         answered, cant_tell, for_budget = tallies.get(annotator.pk, (0, 0, 0))
         skipped = _skips(project).filter(annotator=annotator).count()
         return LabelCounts(answered=answered, cant_tell=cant_tell, skipped=skipped, for_budget=for_budget)
+    tallies = _label_tallies(project)
+    assert tallies is not None
     return LabelCounts(
         answered=sum(t[0] for t in tallies.values()),
         cant_tell=sum(t[1] for t in tallies.values()),
@@ -201,6 +209,7 @@ def label_counts(*, project: Project, annotator: User | None = None) -> LabelCou
 def label_counts_by_annotator(project: Project) -> dict[str, LabelCounts]:
     """Label counts per annotator (by username): the cached tallies, and one grouped query for skips."""
     tallies = _label_tallies(project)
+    assert tallies is not None
     skips = dict(
         _skips(project).values("annotator_id").annotate(n=Count("id")).order_by().values_list("annotator_id", "n")
     )
