@@ -510,6 +510,7 @@ def quality_report_refresh(project_id: int, *, stamp: tuple[int | None, int | No
     try:
         report = {**quality_report_compute(project), "computed_at": time.time(), "stale": False}
         cache.set(_quality_key(project_id), (stamp, report["computed_at"], report), QUALITY_REPORT_CACHE_SECONDS)
+        label_counts(project=project)  # the worker fills the label tallies too, so no page view has to count them
     finally:
         cache.delete(f"{_quality_key(project_id)}:refreshing")
     return report

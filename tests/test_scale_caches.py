@@ -134,3 +134,19 @@ def test_a_big_projects_review_is_computed_by_a_task_and_then_read_from_the_cach
     assert review.review_page(project).stale
     review.review_summary_refresh(project.pk)
     assert review.review_count(project) == 0 and not review.review_page(project).stale
+
+
+def test_the_cached_counts_agree_on_the_overview_and_the_sections(client, many_queries, researcher, annotator):
+    import re
+
+    project = many_queries
+    for choice in ("left", "cant_tell", "right"):
+        _answer(project, annotator, choice)
+    client.force_login(researcher)
+    selectors.label_counts(project=project)  # cached, then one more answer counted incrementally
+    _answer(project, annotator, "equal")
+    for name in ("project-detail", "project-data", "project-quality"):
+        page = client.get(reverse(name, args=[project.slug])).content.decode()
+        assert set(re.findall(r'data-count="answered">(\d+)<', page)) == {"4"}, name
+    mine = selectors.annotator_progress(project=project, annotator=annotator)
+    assert (mine["judgments"], mine["cant_tell"]) == (4, 1)
