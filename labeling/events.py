@@ -49,6 +49,7 @@ RUN_ROLLING_OUT = "trainer.run_rolling_out"
 RUN_RENDERING = "trainer.run_rendering"
 RUN_PUBLISHING = "trainer.run_publishing"
 RUN_INGESTING = "trainer.run_ingesting"  # uploaded rollouts and imported datasets → clips, queries, video
+REFRESH_REVIEW_SUMMARY = "trainer.refresh_review_summary"  # the disagreement review's order and counts, recomputed
 SWEEP_RUNS = "trainer.sweep_runs"
 
 # Every task and the queue it runs on (CELERY_TASK_ROUTES is built from this).
@@ -68,6 +69,7 @@ TASK_QUEUES: Mapping[str, str] = {
     RUN_RENDERING: QUEUE_RENDER,
     RUN_PUBLISHING: QUEUE_DEFAULT,
     RUN_INGESTING: QUEUE_RENDER,
+    REFRESH_REVIEW_SUMMARY: QUEUE_DEFAULT,
     SWEEP_RUNS: QUEUE_DEFAULT,
 }
 TASKS: tuple[str, ...] = tuple(TASK_QUEUES)

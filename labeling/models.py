@@ -467,6 +467,8 @@ class Judgment(models.Model):
             models.UniqueConstraint(fields=["query", "annotator"], name="judgment_one_per_annotator"),
             models.UniqueConstraint(fields=["annotator", "client_id"], name="judgment_client_id_unique"),
         ]
+        # An annotator's history page: their newest answers first, an index range instead of sorting all of them.
+        indexes = [models.Index(fields=["annotator", "-created_at", "-id"], name="judgment_annotator_newest")]
 
     def __str__(self) -> str:
         return f"{self.annotator} on {self.query_id}: {self.choice}"

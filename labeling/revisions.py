@@ -50,6 +50,7 @@ def judgment_undo(*, judgment_id: int, annotator: User) -> Lease:
     judgment.delete()
     # The quality report's cache stamp sees new ids only; a deleted judgment must forget it.
     transaction.on_commit(lambda: selectors.quality_report_forget(query.project_id))
+    transaction.on_commit(lambda: selectors.label_counts_forget(query.project_id))
     query.answers_given = max(query.answers_given - 1, 0)
     query.status = QueryStatus.OPEN
     query.save(update_fields=["answers_given", "status"])

@@ -19,6 +19,7 @@ from .models import (
     Clip,
     Invite,
     Judgment,
+    JudgmentRevision,
     Lease,
     Membership,
     Project,
@@ -108,34 +109,115 @@ def _label_aggregates() -> dict[str, Count]:
     }
 
 
-def label_counts(*, project: Project, annotator: User | None = None) -> LabelCounts:
-    """The project's (or one annotator's) label counts, aggregated in SQL."""
+# Per-annotator tallies [answered, cant_tell, for_budget] of a project's judgments, cached under the judgments
+# stamp they were counted at and brought up to date by counting only what came since (see _label_tallies).
+LABEL_TALLIES_CACHE_SECONDS = 24 * 3600
+
+
+def _label_tallies_key(project_id: int) -> str:
+    return f"label-tallies:{project_id}"
+
+
+def label_counts_forget(project_id: int) -> None:
+    """Drop the cached label tallies (after an undo: a deleted judgment leaves no newer id behind to count)."""
+    from django.core.cache import cache
+
+    cache.delete(_label_tallies_key(project_id))
+
+
+def _tally_rows(judgments: QuerySet[Judgment]) -> dict[int, list[int]]:
+    rows = judgments.values("annotator_id").annotate(**_label_aggregates()).order_by()
+    return {row["annotator_id"]: [row["answered"], row["cant_tell"], row["for_budget"]] for row in rows}
+
+
+def _label_tallies(project: Project, *, count_all: bool = True) -> dict[int, list[int]] | None:
+    """The project's answers per annotator id: [answered, cant_tell, for_budget], the one source of every label count.
+
+    Counting a million judgments takes a second or more, so the tallies are cached under the stamp of the newest
+    judgment and revision (two index lookups) and kept current incrementally: new judgments are the ids above the
+    cached one (an index range), and each new revision moves one answer in or out of "can't tell". Only a missing
+    or forgotten entry (an undo) counts everything again; with ``count_all=False`` that case returns None."""
+    from django.core.cache import cache
+
+    newest, revised = _judgments_stamp(project)
+    key = _label_tallies_key(project.pk)
+    cached = cache.get(key)
+    if cached is not None and cached[0] == (newest, revised):
+        return cached[1]
     judgments = Judgment.objects.filter(query__project=project)
-    skips = Lease.objects.filter(query__project=project, skipped=True)
+    if cached is None or (cached[0][0] or 0) > (newest or 0):
+        if not count_all:
+            return None
+        tallies = _tally_rows(judgments.filter(pk__lte=newest or 0))
+    else:
+        (old_newest, old_revised), tallies = cached
+        tallies = {annotator: list(tally) for annotator, tally in tallies.items()}
+        for annotator, (answered, cant_tell, for_budget) in _tally_rows(
+            judgments.filter(pk__gt=old_newest or 0, pk__lte=newest or 0)
+        ).items():
+            tally = tallies.setdefault(annotator, [0, 0, 0])
+            tally[0], tally[1], tally[2] = tally[0] + answered, tally[1] + cant_tell, tally[2] + for_budget
+        # Revisions of answers counted before (newer answers were counted with their latest choice above).
+        moved = (
+            JudgmentRevision.objects.filter(
+                judgment__query__project=project,
+                pk__gt=old_revised or 0,
+                pk__lte=revised or 0,
+                judgment_id__lte=old_newest or 0,
+            )
+            .values_list("judgment__annotator_id", "previous_choice", "new_choice")
+            .iterator()
+        )
+        for annotator, previous, new in moved:
+            tally = tallies.setdefault(annotator, [0, 0, 0])
+            tally[1] += (new == Choice.CANT_TELL) - (previous == Choice.CANT_TELL)
+    cache.set(key, ((newest, revised), tallies), LABEL_TALLIES_CACHE_SECONDS)
+    return tallies
+
+
+def has_more_answers_than(project: Project, n: int) -> bool:
+    """Whether the project has more than ``n`` judgments: reads at most n + 1 index entries, never counts them all
+    (what decides if a report is cheap enough to compute in the request)."""
+    return Judgment.objects.filter(query__project=project).order_by()[n : n + 1].exists()
+
+
+def _skips(project: Project) -> QuerySet[Lease]:
+    return Lease.objects.filter(query__project=project, skipped=True)
+
+
+def label_counts(*, project: Project, annotator: User | None = None) -> LabelCounts:
+    """The project's (or one annotator's) label counts, from the cached per-annotator tallies."""
     if annotator is not None:
-        judgments, skips = judgments.filter(annotator=annotator), skips.filter(annotator=annotator)
-    return LabelCounts(**judgments.aggregate(**_label_aggregates()), skipped=skips.count())
+        # The label page asks for one annotator's: without the project's tallies at hand, their own answers (an
+        # index range) rather than counting everyone's. The same aggregates, so the same numbers.
+        tallies = _label_tallies(project, count_all=False)
+        if tallies is None:
+            tallies = _tally_rows(Judgment.objects.filter(query__project=project, annotator=annotator))
+        answered, cant_tell, for_budget = tallies.get(annotator.pk, (0, 0, 0))
+        skipped = _skips(project).filter(annotator=annotator).count()
+        return LabelCounts(answered=answered, cant_tell=cant_tell, skipped=skipped, for_budget=for_budget)
+    tallies = _label_tallies(project)
+    assert tallies is not None
+    return LabelCounts(
+        answered=sum(t[0] for t in tallies.values()),
+        cant_tell=sum(t[1] for t in tallies.values()),
+        skipped=_skips(project).count(),
+        for_budget=sum(t[2] for t in tallies.values()),
+    )
 
 
 def label_counts_by_annotator(project: Project) -> dict[str, LabelCounts]:
-    """Label counts per annotator (by username), one grouped query for answers and one for skips."""
-    rows = (
-        Judgment.objects.filter(query__project=project)
-        .values("annotator__username")
-        .annotate(**_label_aggregates())
-        .order_by()
-    )
+    """Label counts per annotator (by username): the cached tallies, and one grouped query for skips."""
+    tallies = _label_tallies(project)
+    assert tallies is not None
     skips = dict(
-        Lease.objects.filter(query__project=project, skipped=True)
-        .values("annotator__username")
-        .annotate(n=Count("id"))
-        .order_by()
-        .values_list("annotator__username", "n")
+        _skips(project).values("annotator_id").annotate(n=Count("id")).order_by().values_list("annotator_id", "n")
     )
-    counts = {row.pop("annotator__username"): LabelCounts(**row, skipped=0) for row in rows}
-    for username, n in skips.items():
-        base = counts.get(username, LabelCounts())
-        counts[username] = LabelCounts(base.answered, base.cant_tell, n, base.for_budget)
+    names = dict(User.objects.filter(pk__in=set(tallies) | set(skips)).values_list("pk", "username"))
+    counts = {}
+    for annotator_id, name in names.items():
+        answered, cant_tell, for_budget = tallies.get(annotator_id, (0, 0, 0))
+        counts[name] = LabelCounts(answered, cant_tell, skips.get(annotator_id, 0), for_budget)
     return counts
 
 
@@ -239,15 +321,23 @@ def history_rows(
     judgments = (
         Judgment.objects.filter(query__project=project, annotator=annotator)
         .select_related("query__clip_a", "query__clip_b")
-        .annotate(n_revisions=Count("revisions"))
         .order_by("-created_at", "-id")
     )
     if judgment_ids is not None:
         judgments = judgments.filter(pk__in=judgment_ids)
+    page = list(judgments[:limit])
+    # Revisions counted for the page's answers only (an annotation would group all of the annotator's answers).
+    revisions = dict(
+        JudgmentRevision.objects.filter(judgment__in=[j.pk for j in page])
+        .values("judgment_id")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("judgment_id", "n")
+    )
     rows = []
-    for judgment in judgments[:limit]:
+    for judgment in page:
         left, right = judgment.shown_clips()
-        rows.append({"judgment": judgment, "left": left, "right": right, "revisions": judgment.n_revisions})
+        rows.append({"judgment": judgment, "left": left, "right": right, "revisions": revisions.get(judgment.pk, 0)})
     return rows
 
 
@@ -293,6 +383,8 @@ _REPEAT_PAIRS_SQL = """
 # A report is kept a day (recomputed in the background when out of date) and refreshed at least every ten minutes.
 QUALITY_REPORT_CACHE_SECONDS = 24 * 3600
 QUALITY_REPORT_REFRESH_SECONDS = 600
+# Up to this many answers a missing report is computed in the request (well under a second); above, by a task.
+QUALITY_REPORT_INLINE_ANSWERS = 50_000
 
 
 def _quality_key(project_id: int) -> str:
@@ -303,7 +395,6 @@ def _judgments_stamp(project: Project) -> tuple[int | None, int | None]:
     """What the quality report depends on, read from two indexes in a few milliseconds: the project's newest
     judgment (a new answer) and newest revision (a changed answer). Counting the judgments instead would read a
     million rows; the one other change, an undo, forgets the report (:func:`quality_report_forget`)."""
-    from .models import JudgmentRevision
 
     newest = Judgment.objects.filter(query__project=project).order_by("-id").values_list("id", flat=True).first()
     revised = (
@@ -313,6 +404,29 @@ def _judgments_stamp(project: Project) -> tuple[int | None, int | None]:
         .first()
     )
     return newest, revised
+
+
+def judgments_stamp(project: Project) -> tuple[int | None, int | None]:
+    """The newest judgment and revision ids of the project: what caches of judgment aggregates are stamped with."""
+    return _judgments_stamp(project)
+
+
+def _review_version_key(project_id: int) -> str:
+    return f"review-version:{project_id}"
+
+
+def review_version(project_id: int) -> int:
+    """A counter of the review actions on the project's answers (marked wrong or not, sent back), for the stamp
+    of trainer.review's cached summary: those change no judgment id."""
+    from django.core.cache import cache
+
+    return cache.get(_review_version_key(project_id), 0)
+
+
+def review_changed(project_id: int) -> None:
+    from django.core.cache import cache
+
+    cache.set(_review_version_key(project_id), review_version(project_id) + 1, None)
 
 
 def quality_report_forget(project_id: int) -> None:
@@ -343,10 +457,11 @@ def quality_report_cached(project: Project) -> dict[str, Any]:
     judgments it was computed from (:func:`_judgments_stamp`). An up-to-date report is returned as it is. When
     the stamp has moved (new or changed answers) or the report is older than ``QUALITY_REPORT_REFRESH_SECONDS``
     (changes the stamp can't see, such as judgments deleted with their query), the last report is shown while a
-    task recomputes it (one at a time per project; in-process where tasks run eagerly, as in tests). Only a
-    project without any report computes in the request, and every out-of-date one does when the cache is
-    per-process memory (no ``CACHE_URL``: the worker could not hand its result to the web process).
-    ``computed_at`` and ``stale`` say which one is shown.
+    task recomputes it (one at a time per project; in-process where tasks run eagerly, as in tests). A project
+    without any report computes it in the request only while it has at most ``QUALITY_REPORT_INLINE_ANSWERS``
+    answers (so does every out-of-date one when the cache is per-process memory, no ``CACHE_URL``: the worker
+    could not hand its result to the web process); a bigger one gets ``computing`` (no rows) while the task runs.
+    ``computed_at``, ``stale`` and ``computing`` say which one is shown.
     """
     import time
 
@@ -358,12 +473,14 @@ def quality_report_cached(project: Project) -> dict[str, Any]:
 
     stamp = _judgments_stamp(project)
     cached = cache.get(_quality_key(project.pk))
-    if cached is None:
-        return quality_report_refresh(project.pk, stamp=stamp)
-    cached_stamp, computed_at, report = cached
-    if cached_stamp == stamp and time.time() - computed_at < QUALITY_REPORT_REFRESH_SECONDS:
-        return report
-    if isinstance(caches["default"], LocMemCache | DummyCache):  # a worker's result would stay in its own memory
+    if cached is not None:
+        cached_stamp, computed_at, report = cached
+        if cached_stamp == stamp and time.time() - computed_at < QUALITY_REPORT_REFRESH_SECONDS:
+            return report
+    # Computing in the request is fine while it is cheap, and the only way with a per-process cache (a worker's
+    # result would stay in its own memory); a big project's report is always left to the task.
+    local = isinstance(caches["default"], LocMemCache | DummyCache)
+    if (cached is None or local) and not has_more_answers_than(project, QUALITY_REPORT_INLINE_ANSWERS):
         return quality_report_refresh(project.pk, stamp=stamp)
     if cache.add(f"{_quality_key(project.pk)}:refreshing", True, QUALITY_REPORT_REFRESH_SECONDS):
         try:
@@ -374,7 +491,11 @@ def quality_report_cached(project: Project) -> dict[str, Any]:
         refreshed = cache.get(_quality_key(project.pk))
         if refreshed is not None and refreshed[0] == stamp:  # the task ran in-process (eager)
             return refreshed[2]
-    return {**report, "stale": True}
+    if cached is None:
+        # Nothing to show yet: the page says "computing" and shows the label counts, which are cheap.
+        return {"rows": [], "alpha": None, "kappa": None, "n_answers": None, "computed_at": None, "stale": True,
+                "computing": True}  # fmt: skip
+    return {**cached[2], "stale": True}
 
 
 def quality_report_refresh(project_id: int, *, stamp: tuple[int | None, int | None] | None = None) -> dict[str, Any]:
@@ -389,6 +510,7 @@ def quality_report_refresh(project_id: int, *, stamp: tuple[int | None, int | No
     try:
         report = {**quality_report_compute(project), "computed_at": time.time(), "stale": False}
         cache.set(_quality_key(project_id), (stamp, report["computed_at"], report), QUALITY_REPORT_CACHE_SECONDS)
+        label_counts(project=project)  # the worker fills the label tallies too, so no page view has to count them
     finally:
         cache.delete(f"{_quality_key(project_id)}:refreshing")
     return report

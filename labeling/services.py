@@ -510,6 +510,15 @@ def _reason(reason: str) -> str:
     return reason
 
 
+def _review_changed(project_id: int) -> None:
+    """A review action changes no judgment id: tell the review's cached order (trainer.review) it is out of date,
+    now (this transaction's own reads) and again at commit (a summary computed meanwhile saw the old rows)."""
+    from . import selectors
+
+    selectors.review_changed(project_id)
+    transaction.on_commit(lambda: selectors.review_changed(project_id))
+
+
 @transaction.atomic
 def judgment_exclude(*, project: Project, judgment_id: int, by: User, reason: str = "") -> Judgment:
     """Mark a judgment wrong: later preference sets leave it out; it stays in the history and raw exports.
@@ -525,6 +534,7 @@ def judgment_exclude(*, project: Project, judgment_id: int, by: User, reason: st
         judgment.excluded_by = by
         judgment.exclusion_reason = reason
         judgment.save(update_fields=["excluded_at", "excluded_by", "exclusion_reason"])
+    _review_changed(project.pk)
     return judgment
 
 
@@ -536,6 +546,7 @@ def judgment_include(*, project: Project, judgment_id: int) -> Judgment:
         raise NotFound("no such judgment")
     judgment.excluded_at, judgment.excluded_by, judgment.exclusion_reason = None, None, ""
     judgment.save(update_fields=["excluded_at", "excluded_by", "exclusion_reason"])
+    _review_changed(project.pk)
     return judgment
 
 
@@ -555,6 +566,7 @@ def query_send_back(*, project: Project, query_id: int, extra: int = 1) -> Query
         raise Conflict("only random and active pairs can be sent back (gold and repeat pairs have their own rules)")
     Query.objects.filter(pk=query.pk).update(answers_wanted=F("answers_wanted") + extra, status=QueryStatus.OPEN)
     query.refresh_from_db()
+    _review_changed(project.pk)
     return query
 
 

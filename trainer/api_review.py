@@ -67,6 +67,8 @@ class ReviewListView(APIView):
                 "count": page.total,
                 "to_review": page.to_review,
                 "unscored": page.unscored,
+                # A big project's first review is computed by a task: no counts or results until it is done.
+                "computing": page.computing,
                 "page": page.page,
                 "pages": page.pages,
                 "results": [review_row(row) for row in page.rows],

@@ -85,6 +85,13 @@ def models_section(project: Project) -> dict[str, Any]:
 def quality_section(project: Project) -> dict[str, Any]:
     report = labeling_selectors.quality_report(project)
     counts = labeling_selectors.label_counts_by_annotator(project)
+    if report.get("computing"):  # no report yet (a big project's is computed by a task): the counts alone
+        return {
+            "quality": report,
+            "quality_rows": [{"annotator": name, "counts": counts[name], "scores": []} for name in sorted(counts)],
+            "labels": labeling_selectors.label_counts(project=project),
+            "ranking_summary": selectors.ranking_summary(project),
+        }
     rows = [
         {
             "annotator": row["row"].annotator,

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import Avg, Case, Count, F, FloatField, Q, QuerySet, Value, When
 from django.db.models.functions import Abs
 
+from labeling import selectors as labeling_selectors
 from labeling.models import Choice, Clip, Judgment, Membership, Project, Query, QueryStatus
 
 from .core.reward import RewardEnsemble
@@ -138,17 +139,23 @@ def review_rows(project: Project, reward_model: RewardModel | None = None) -> Qu
     )
 
 
-def review_count(project: Project) -> int:
-    """Pairs to review: confident disagreements not yet acted on (no judgment marked wrong, not sent back)."""
-    model = latest_ready_model(project)
-    if model is None:
-        return 0
+def _review_count_compute(project: Project, model: RewardModel) -> int:
     return (
         review_rows(project, model)
         .filter(disagreement__gte=REVIEW_MIN_DISAGREEMENT, excluded=0)
         .exclude(query__status=QueryStatus.OPEN)
         .count()
     )
+
+
+def review_count(project: Project) -> int | None:
+    """Pairs to review: confident disagreements not yet acted on (no judgment marked wrong, not sent back).
+    None while a big project's review is being computed for the first time."""
+    model = latest_ready_model(project)
+    if model is None:
+        return 0
+    summary = review_summary(project, model)
+    return None if summary is None else summary["to_review"]
 
 
 def unscored_count(project: Project) -> int:
@@ -158,15 +165,101 @@ def unscored_count(project: Project) -> int:
     return _judged_queries(project).exclude(review_scores__reward_model=model).count()
 
 
+# --- The review's order and counts, cached ---------------------------------------------------------------------
+
+# Ordering every scored pair by disagreement aggregates all the project's judgments (seconds at a million), so the
+# order (its first REVIEW_CACHED_ROWS pairs) and the counts are cached under a stamp of what they depend on: the
+# model and its newest score, the newest judgment and revision, and the review actions (a version labeling bumps).
+# The rows on a page are still read live, so a page always shows the current answers and marks.
+REVIEW_CACHED_ROWS = 20_000
+REVIEW_SUMMARY_CACHE_SECONDS = 24 * 3600
+REVIEW_INLINE_ANSWERS = 50_000  # up to this many answers a missing summary is computed in the request
+
+
+def _summary_key(project_id: int) -> str:
+    return f"review-summary:{project_id}"
+
+
+def _review_stamp(project: Project, model: RewardModel) -> tuple:
+    newest_score = ReviewScore.objects.filter(reward_model=model).order_by("-id").values_list("id", flat=True).first()
+    return (
+        model.pk,
+        newest_score,
+        labeling_selectors.judgments_stamp(project),
+        labeling_selectors.review_version(project.pk),
+    )
+
+
+def review_summary_compute(project: Project, model: RewardModel) -> dict[str, Any]:
+    rows = review_rows(project, model)
+    return {
+        "total": rows.count(),
+        "to_review": _review_count_compute(project, model),
+        "unscored": _judged_queries(project).exclude(review_scores__reward_model=model).count(),
+        "order": list(rows.values_list("query_id", flat=True)[:REVIEW_CACHED_ROWS]),
+        "stale": False,
+    }
+
+
+def review_summary_refresh(project_id: int) -> dict[str, Any] | None:
+    """Compute the project's review summary (for its latest ready model) into the cache."""
+    from django.core.cache import cache
+
+    project = Project.objects.get(pk=project_id)
+    try:
+        model = latest_ready_model(project)
+        if model is None:
+            return None
+        stamp = _review_stamp(project, model)
+        summary = {**review_summary_compute(project, model), "stamp": stamp}
+        cache.set(_summary_key(project_id), summary, REVIEW_SUMMARY_CACHE_SECONDS)
+    finally:
+        cache.delete(f"{_summary_key(project_id)}:refreshing")
+    return summary
+
+
+def review_summary(project: Project, model: RewardModel) -> dict[str, Any] | None:
+    """The review's counts and order: cached and current, else computed here while cheap (or with a per-process
+    cache), else the last one (``stale``) while a task recomputes it; None when a big project has none yet."""
+    from django.core.cache import cache, caches
+    from django.core.cache.backends.dummy import DummyCache
+    from django.core.cache.backends.locmem import LocMemCache
+
+    from labeling import events
+    from labeling import services as labeling_services
+
+    stamp = _review_stamp(project, model)
+    cached = cache.get(_summary_key(project.pk))
+    if cached is not None and cached["stamp"] == stamp:
+        return cached
+    local = isinstance(caches["default"], LocMemCache | DummyCache)
+    if (cached is None or local) and not labeling_selectors.has_more_answers_than(project, REVIEW_INLINE_ANSWERS):
+        summary = {**review_summary_compute(project, model), "stamp": stamp}
+        cache.set(_summary_key(project.pk), summary, REVIEW_SUMMARY_CACHE_SECONDS)
+        return summary
+    if cache.add(f"{_summary_key(project.pk)}:refreshing", True, REVIEW_SUMMARY_CACHE_SECONDS):
+        try:
+            labeling_services.send_task_by_name(events.REFRESH_REVIEW_SUMMARY, project.pk)
+        except Exception:  # the broker is down: show the last summary, try again on a later view
+            logger.warning("could not queue the review summary of project %s", project.pk, exc_info=True)
+            cache.delete(f"{_summary_key(project.pk)}:refreshing")
+        refreshed = cache.get(_summary_key(project.pk))
+        if refreshed is not None and refreshed["stamp"] == stamp:  # the task ran in-process (eager)
+            return refreshed
+    return None if cached is None else {**cached, "stale": True}
+
+
 @dataclass
 class ReviewPage:
     reward_model: RewardModel | None
     rows: list[dict[str, Any]]
     page: int
     pages: int
-    total: int
-    to_review: int
+    total: int | None
+    to_review: int | None
     unscored: int
+    computing: bool = False  # a big project's review is being computed for the first time: no rows yet
+    stale: bool = False  # the order and counts are the last computed; a task is bringing them up to date
 
 
 def _with_judgments(project: Project, scores: list[ReviewScore]) -> list[dict[str, Any]]:
@@ -203,19 +296,32 @@ def review_row(project: Project, *, query_id: int) -> dict[str, Any] | None:
 
 
 def review_page(project: Project, *, page: int = 1, page_size: int = PAGE_SIZE) -> ReviewPage:
-    """One page of the review, most confident disagreement first."""
+    """One page of the review, most confident disagreement first (the cached order; its rows read live)."""
     model = latest_ready_model(project)
-    rows_qs = review_rows(project, model)
-    total = rows_qs.count()
+    if model is None:
+        return ReviewPage(reward_model=None, rows=[], page=1, pages=1, total=0, to_review=0, unscored=0)
+    summary = review_summary(project, model)
+    if summary is None:
+        return ReviewPage(
+            reward_model=model, rows=[], page=1, pages=1, total=None, to_review=None, unscored=0, computing=True
+        )
+    total = summary["total"]
     pages = max(1, -(-total // page_size))
     page = min(max(1, page), pages)
-    scores = list(rows_qs[(page - 1) * page_size : page * page_size])
+    start, rows_qs = (page - 1) * page_size, review_rows(project, model)
+    if start + page_size <= len(summary["order"]) or len(summary["order"]) >= total:
+        ids = summary["order"][start : start + page_size]
+        by_query = {score.query_id: score for score in rows_qs.filter(query_id__in=ids)}
+        scores = [by_query[pk] for pk in ids if pk in by_query]  # gone since: no judgment counts any more
+    else:  # deeper than the cached order: the whole ordering, live (seconds at a million judgments)
+        scores = list(rows_qs[start : start + page_size])
     return ReviewPage(
         reward_model=model,
         rows=_with_judgments(project, scores),
         page=page,
         pages=pages,
         total=total,
-        to_review=review_count(project),
-        unscored=unscored_count(project) if model is not None else 0,
+        to_review=summary["to_review"],
+        unscored=summary["unscored"],
+        stale=summary["stale"],
     )

@@ -21,6 +21,14 @@ def render_clip(clip_id: int) -> None:
         clip_pipeline.render_clip(clip)
 
 
+@shared_task(name=events.REFRESH_REVIEW_SUMMARY)
+def refresh_review_summary(project_id: int) -> None:
+    """Recompute a project's disagreement-review order and counts into the cache (pages show the last meanwhile)."""
+    from . import review
+
+    review.review_summary_refresh(project_id)
+
+
 # --- runs: one task per step, chained by trainer.loop ---------------------------------------------------------
 
 

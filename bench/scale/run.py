@@ -31,18 +31,57 @@ ROOT = Path(__file__).resolve().parents[2]
 @dataclass(frozen=True)
 class Page:
     name: str  # URL name
-    htmx: bool = False  # sent with HX-Request, as the dashboard's polling does
+    htmx: bool = False  # sent with HX-Request, as the dashboard's polling and tabs do
     query: str = ""
+    # Further URL kwargs beside the slug, read from the seeded project: "policy", "run", "reward_model".
+    ids: tuple[str, ...] = ()
+    as_annotator: bool = False  # the annotator's pages (label, history), as an annotator of the project
+    # Fill the caches a worker's tasks fill (the quality report, the review's order) before timing: the page as
+    # it is once those have run, rather than its "computing…" state.
+    tasks_done: bool = False
 
 
-# The dashboard and every fragment it polls or loads; the lead adds the new sections' URL names here.
+# Every dashboard section, page and fragment, the review and members pages, and the annotator's pages.
 PAGES: list[Page] = [
     Page("project-detail"),
+    Page("project-detail", htmx=True),
+    Page("project-data"),
+    Page("project-models"),
+    Page("project-loop"),
+    Page("project-loop", htmx=True),
+    Page("project-quality"),
+    Page("project-quality", htmx=True),
+    Page("project-quality", tasks_done=True),
+    Page("project-clips"),
+    Page("project-clips", htmx=True, query="?judged=yes"),
+    Page("project-clips", htmx=True, query="?judged=no"),
+    Page("project-clips", htmx=True, query="?source=policy&rendered=yes&iteration=0"),
+    Page("project-policy", ids=("policy",)),
+    Page("project-run-lineage", ids=("run",)),
+    Page("project-reward-model", ids=("reward_model",)),
+    Page("project-review"),
+    Page("project-review", tasks_done=True),
+    Page("project-review", query="?page=1000", tasks_done=True),
+    Page("project-members"),
     Page("project-runs"),
     Page("project-runs", htmx=True),
+    Page("label", as_annotator=True),
+    Page("history", as_annotator=True),
 ]
-# API list endpoints that take the project's slug, then those that take nothing.
-API_PROJECT_LISTS = ["api-project-detail", "api-clips", "api-rankings", "api-webhooks", "api-reward-models", "api-runs"]
+# API list endpoints that take the project's slug (with a query string), then those that take nothing.
+API_PROJECT_LISTS = [
+    ("api-project-detail", ""),
+    ("api-clips", ""),
+    ("api-rankings", ""),
+    ("api-webhooks", ""),
+    ("api-reward-models", ""),
+    ("api-runs", ""),
+    ("api-review", ""),
+    ("api-members", ""),
+    ("api-audit", ""),
+    ("api-export-jobs", ""),
+    ("api-queries", "?ids={query_ids}"),
+]
 API_LISTS = ["api-projects", "api-tokens"]
 
 
@@ -51,9 +90,12 @@ def _setup(db: str, server: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.pop("CACHE_URL", None)  # a per-process cache, so each child starts cold
     sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
+    import logging
+
     import django
 
     django.setup()
+    logging.getLogger("django.request").setLevel(logging.ERROR)  # the 403s of admin lists a researcher can't open
 
 
 def _status_kib(field: str) -> int:
@@ -65,7 +107,7 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def _measure(name: str, call: Callable[[], object], repeats: int) -> dict:
+def _measure(name: str, call: Callable[[], object], repeats: int, prepare: Callable[[], object] | None = None) -> dict:
     """Fork, run ``call`` ``repeats`` times in the child, return its timings and peak RSS."""
     from django.db import connections
 
@@ -79,6 +121,8 @@ def _measure(name: str, call: Callable[[], object], repeats: int) -> dict:
             from django.core.cache import cache
 
             cache.clear()
+            if prepare is not None:
+                prepare()
             base = _status_kib("VmRSS")
             walls, cpus, statuses = [], [], []
             for _ in range(repeats):
@@ -132,12 +176,28 @@ def _targets(only: str | None) -> list[tuple[str, Callable[[], object]]]:
         researcher.groups.add(researchers_group())
     client = Client()
     client.force_login(researcher)
+    annotator_client = Client()
+    annotator_client.force_login(User.objects.get(username="bench-annotator-000"))
 
-    def get(url: str, htmx: bool = False) -> Callable[[], object]:
+    from labeling.models import Query
+    from trainer.models import PolicyCheckpoint, RewardModel, Run, RunKind
+
+    ids = {
+        "policy": {"policy_id": PolicyCheckpoint.objects.filter(project=project).latest("created_at").pk},
+        "run": {"run_id": Run.objects.filter(project=project, kind=RunKind.ITERATION).latest("number").pk},
+        "reward_model": {"model_id": RewardModel.objects.filter(project=project).latest("version").pk},
+    }
+    # 100 answered queries, as a program waiting for its pairs asks about them.
+    query_ids = ",".join(
+        str(pk) for pk in Query.objects.filter(project=project, answers_given__gt=0).values_list("pk", flat=True)[:100]
+    )
+
+    def get(url: str, htmx: bool = False, as_annotator: bool = False) -> Callable[[], object]:
         headers = {"HX-Request": "true"} if htmx else {}
+        client_for = annotator_client if as_annotator else client
 
         def call() -> object:
-            response = client.get(url, headers=headers)
+            response = client_for.get(url, headers=headers)
             if response.status_code not in (200, 286):  # 286: htmx "stop polling", with the fragment
                 raise RuntimeError(f"HTTP {response.status_code}")
             if getattr(response, "streaming", False):
@@ -152,8 +212,13 @@ def _targets(only: str | None) -> list[tuple[str, Callable[[], object]]]:
     targets: list[tuple[str, Callable[[], object]]] = []
     if only in (None, "dashboard"):
         for page in PAGES:
-            url = reverse(page.name, kwargs={"slug": project.slug}) + page.query
-            targets.append((f"page {page.name}{' (htmx)' if page.htmx else ''}", get(url, page.htmx)))
+            kwargs = {"slug": project.slug}
+            for which in page.ids:
+                kwargs |= ids[which]
+            url = reverse(page.name, kwargs=kwargs) + page.query
+            label = f"page {page.name}{page.query}{' (htmx)' if page.htmx else ''}"
+            label += " [tasks done]" if page.tasks_done else ""
+            targets.append((label, get(url, page.htmx, page.as_annotator)))
         targets.append(("quality_report()", lambda: selectors.quality_report(project)))
     if only in (None, "admin"):
         from django.test import RequestFactory
@@ -172,11 +237,23 @@ def _targets(only: str | None) -> list[tuple[str, Callable[[], object]]]:
             if last > 0:
                 targets.append((f"admin {opts.label} last (p={last})", get(f"{url}?p={last}")))
     if only in (None, "api"):
-        for name in API_PROJECT_LISTS:
-            targets.append((f"api {name}", get(reverse(name, kwargs={"slug": project.slug}))))
+        for name, query in API_PROJECT_LISTS:
+            url = reverse(name, kwargs={"slug": project.slug}) + query.format(query_ids=query_ids)
+            targets.append((f"api {name}{query[:5]}", get(url)))
         for name in API_LISTS:
             targets.append((f"api {name}", get(reverse(name))))
     return targets
+
+
+def _tasks_done() -> None:
+    """What the refresh tasks leave in the cache, untimed: the quality report and the review's order and counts."""
+    from labeling import selectors
+    from labeling.models import Project
+    from trainer import review
+
+    project = Project.objects.get(slug="bench")
+    selectors.quality_report_refresh(project.pk)
+    review.review_summary_refresh(project.pk)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:
             print(f"| {name} | skipped: {error!r} | | | | |", flush=True)
             continue
-        row = _measure(name, call, args.repeats)
+        row = _measure(name, call, args.repeats, _tasks_done if name.endswith("[tasks done]") else None)
         row.update(label=args.label, judgments=n_judgments)
         if "error" in row:
             print(f"| {name} | error: {row['error'][:120]} | | | | |", flush=True)

@@ -58,6 +58,32 @@ def _judgments_sql(n_annotators: int) -> str:
     """
 
 
+# The disagreement review's scores: the latest reward model's P(clip_a better) and ensemble spread for every judged
+# pair, as trainer.review.review_scores_compute stores them after training (here random, drawn in SQL).
+_REVIEW_SCORES_SQL = """
+    INSERT INTO trainer_reviewscore (reward_model_id, query_id, p_model, spread, created_at)
+    SELECT %(model)s, q.id, random(), 0.1 * random(), now()
+    FROM labeling_query q
+    WHERE q.project_id = %(project)s AND q.answers_given > 0
+    ON CONFLICT DO NOTHING
+"""
+
+
+def seed_review_scores(*, db: str, server: str, seed: float) -> None:
+    """Score every judged pair with the project's latest ready reward model (also on a database seeded before the
+    review existed: ``--review-only``)."""
+    import psycopg
+
+    with psycopg.connect(f"{server}/{db}", autocommit=True) as conn:
+        project, model = conn.execute(
+            "SELECT p.id, max(m.id) FROM labeling_project p JOIN trainer_rewardmodel m ON m.project_id = p.id "
+            "WHERE p.slug = 'bench' AND m.status = 'ready' GROUP BY p.id"
+        ).fetchone()  # fmt: skip
+        conn.execute("SELECT setseed(%s)", [seed])
+        conn.execute(_REVIEW_SCORES_SQL, {"project": project, "model": model})
+        conn.execute("VACUUM ANALYZE trainer_reviewscore")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", default="heronry_bench_scale")
@@ -67,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--annotators", type=int, default=32)
     ap.add_argument("--gold", type=int, default=300)
     ap.add_argument("--seed", type=float, default=0.42)
+    ap.add_argument("--review-only", action="store_true", help="only add the review's scores to a seeded database")
     args = ap.parse_args(argv)
+    if args.review_only:
+        seed_review_scores(db=args.db, server=args.server, seed=args.seed)
+        return 0
     if args.annotators < 15:
         ap.error("need at least 15 annotators (three distinct answers per query)")
     gold_judgments = args.gold * args.annotators
@@ -230,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     connection.close()
     import psycopg
 
+    seed_review_scores(db=args.db, server=args.server, seed=args.seed)
     with psycopg.connect(f"{args.server}/{args.db}", autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
         row = conn.execute(

@@ -1,0 +1,152 @@
+"""The caches that keep the researcher's pages fast at a million judgments (issue 14.6): the label tallies kept
+current incrementally, and the quality report and the disagreement review left to a task for a big project."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.core.cache import cache
+from django.urls import reverse
+
+from labeling import assignment, revisions, selectors
+from labeling.models import Judgment, Query
+from tests.conftest import add_fake_clips
+from tests.test_review import _answer as _answer_a
+from tests.test_review import _fake_model
+from trainer import review
+from trainer.models import ReviewScore
+
+
+def _answer(project, user, choice: str) -> Judgment:
+    lease = assignment.lease_next_query(project=project, annotator=user).lease
+    assert lease is not None
+    return assignment.judgment_submit(
+        query_id=lease.query_id, annotator=user, choice=choice, lease_token=lease.token, client_id=uuid.uuid4()
+    ).judgment
+
+
+def _fresh(project, annotator=None) -> selectors.LabelCounts:
+    """The counts computed from scratch (no cached tallies)."""
+    cache.delete(selectors._label_tallies_key(project.pk))
+    return selectors.label_counts(project=project, annotator=annotator)
+
+
+@pytest.fixture
+def many_queries(project):
+    clips = add_fake_clips(project, 8)
+    for i in range(0, 8, 2):
+        for j in range(i + 1, 8):
+            Query.objects.create(project=project, clip_a=clips[i], clip_b=clips[j], answers_wanted=2)
+    return project
+
+
+def test_label_tallies_stay_equal_to_a_fresh_count_through_answers_revisions_and_undo(
+    many_queries, annotator, annotator2
+):
+    project = many_queries
+    first = _answer(project, annotator, "left")
+    _answer(project, annotator2, "cant_tell")
+    cached = selectors.label_counts(project=project)  # cached now
+    assert (cached.answered, cached.cant_tell) == (2, 1)
+    # New answers are counted on top of the cached tallies...
+    _answer(project, annotator, "cant_tell")
+    latest = _answer(project, annotator2, "right")
+    assert selectors.label_counts(project=project) == _fresh(project)
+    selectors.label_counts(project=project)
+    # ...a revision moves an answer in or out of "can't tell"...
+    revisions.judgment_revise(judgment_id=first.pk, annotator=annotator, choice="cant_tell")
+    counts = selectors.label_counts(project=project)
+    assert counts == _fresh(project) and (counts.answered, counts.cant_tell) == (4, 3)
+    assert selectors.label_counts(project=project, annotator=annotator) == _fresh(project, annotator)
+    # ...and an undo (a deleted answer, no newer id) forgets them.
+    selectors.label_counts(project=project)
+    revisions.judgment_undo(judgment_id=latest.pk, annotator=annotator2)
+    selectors.label_counts_forget(project.pk)  # on commit, which the test's transaction never reaches
+    assert selectors.label_counts(project=project).answered == 3
+    by_annotator = selectors.label_counts_by_annotator(project)
+    assert sum(c.answered for c in by_annotator.values()) == 3
+    assert by_annotator[annotator.username] == selectors.label_counts(project=project, annotator=annotator)
+
+
+def test_a_big_projects_quality_section_says_computing_and_shows_the_counts(
+    client, many_queries, researcher, annotator, monkeypatch
+):
+    project = many_queries
+    _answer(project, annotator, "left")
+    _answer(project, annotator, "cant_tell")
+    queued = []
+    monkeypatch.setattr(selectors, "QUALITY_REPORT_INLINE_ANSWERS", 1)
+    monkeypatch.setattr("labeling.services.send_task_by_name", lambda name, *args: queued.append((name, args)))
+    client.force_login(researcher)
+    page = client.get(reverse("project-quality", args=[project.slug])).content.decode()
+    assert 'data-quality="computing"' in page
+    assert 'data-count="answered">2<' in page  # the counts are shown meanwhile
+    assert queued == [("labeling.refresh_quality_report", (project.pk,))]
+    # The worker's report is shown once it is there (and the task is queued once, not on every view).
+    selectors.quality_report_refresh(project.pk)
+    page = client.get(reverse("project-quality", args=[project.slug])).content.decode()
+    assert 'data-quality="computing"' not in page and "Krippendorff" in page
+    assert len(queued) == 1
+
+
+@pytest.fixture
+def judged(project, annotator, annotator2):
+    """Four pairs both annotators say clip_a wins, scored by a model that is sure of the opposite on the last."""
+    clips = add_fake_clips(project, 8)
+    for i in range(4):
+        Query.objects.create(project=project, clip_a=clips[2 * i], clip_b=clips[2 * i + 1], answers_wanted=2)
+    for _ in range(4):
+        _answer_a(project, annotator)
+        _answer_a(project, annotator2)
+    model = _fake_model(project)
+    queries = list(Query.objects.filter(project=project).order_by("id"))
+    for query, p in zip(queries, (0.9, 0.5, 0.6, 0.1), strict=True):
+        ReviewScore.objects.create(reward_model=model, query=query, p_model=p, spread=0.01)
+    return queries
+
+
+def test_a_big_projects_review_is_computed_by_a_task_and_then_read_from_the_cache(
+    client,
+    project,
+    judged,
+    researcher,
+    monkeypatch,
+):
+    queued = []
+    monkeypatch.setattr(review, "REVIEW_INLINE_ANSWERS", 1)
+    monkeypatch.setattr("labeling.services.send_task_by_name", lambda name, *args: queued.append((name, args)))
+    client.force_login(researcher)
+    page = client.get(reverse("project-review", args=[project.slug])).content.decode()
+    assert 'data-review="computing"' in page
+    assert review.review_count(project) is None
+    overview = client.get(reverse("project-detail", args=[project.slug])).content.decode()
+    assert "counting…" in overview
+    assert queued == [("trainer.refresh_review_summary", (project.pk,))]
+    review.review_summary_refresh(project.pk)
+    page = client.get(reverse("project-review", args=[project.slug])).content.decode()
+    assert page.index(f'id="review-{judged[3].pk}"') < page.index(f'id="review-{judged[0].pk}"')
+    assert "1 pair to review" in page
+    # A review action makes the cached order out of date: the last one is shown while the task recomputes.
+    top = Judgment.objects.filter(query=judged[3]).first()
+    client.post(reverse("project-review-action", args=[project.slug]), {"action": "exclude", "query": judged[3].pk,
+                                                                          "judgment": top.pk})  # fmt: skip
+    assert review.review_page(project).stale
+    review.review_summary_refresh(project.pk)
+    assert review.review_count(project) == 0 and not review.review_page(project).stale
+
+
+def test_the_cached_counts_agree_on_the_overview_and_the_sections(client, many_queries, researcher, annotator):
+    import re
+
+    project = many_queries
+    for choice in ("left", "cant_tell", "right"):
+        _answer(project, annotator, choice)
+    client.force_login(researcher)
+    selectors.label_counts(project=project)  # cached, then one more answer counted incrementally
+    _answer(project, annotator, "equal")
+    for name in ("project-detail", "project-data", "project-quality"):
+        page = client.get(reverse(name, args=[project.slug])).content.decode()
+        assert set(re.findall(r'data-count="answered">(\d+)<', page)) == {"4"}, name
+    mine = selectors.annotator_progress(project=project, annotator=annotator)
+    assert (mine["judgments"], mine["cant_tell"]) == (4, 1)
