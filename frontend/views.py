@@ -334,7 +334,10 @@ def _compare_context(request: AuthenticatedHttpRequest, project: Project, notice
         context["preload"] = selectors.next_clips_preview(
             project=project, annotator=request.user, exclude_query_id=query.pk
         )
+        factors_only = left.render_status == RenderStatus.NO_VIDEO and right.render_status == RenderStatus.NO_VIDEO
         context.update(
+            factors_only=factors_only,
+            factor_rows=_factor_rows(project, left.factor_totals, right.factor_totals) if factors_only else [],
             lease=lease,
             query=query,
             left=left,
@@ -348,6 +351,34 @@ def _compare_context(request: AuthenticatedHttpRequest, project: Project, notice
             ],
         )
     return context
+
+
+def _factor_rows(project: Project, left: Mapping[str, Any], right: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A factors-only pair, factor by factor: each side's total, and its bar's width scaled to the larger of the
+    two magnitudes, so each factor compares the two clips on its own scale (units differ between factors)."""
+    rows = []
+    for factor in project.factors.all():
+        values = [_finite(totals.get(factor.key)) for totals in (left, right)]
+        largest = max((abs(v) for v in values if v is not None), default=0.0)
+        sides = [
+            {
+                "name": name,
+                "value": value,
+                "text": "—" if value is None else f"{value:.4g}",
+                "percent": 0 if value is None or largest == 0 else round(100 * abs(value) / largest),
+            }
+            for name, value in zip(("left", "right"), values, strict=True)
+        ]
+        rows.append({"factor": factor, "sides": sides})
+    return rows
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
 
 
 @login_required

@@ -48,9 +48,8 @@ from .models import (
     Query,
     QuerySource,
     QueryStatus,
-    RenderStatus,
 )
-from .selectors import servable_queries
+from .selectors import servable_pair, servable_queries
 from .signals import judgment_recorded
 
 _swap_coin = random.SystemRandom()
@@ -282,7 +281,7 @@ def _why_nothing(*, project: Project, annotator: User) -> str:
     unanswered = unanswered.exclude(
         Exists(Lease.objects.filter(query=OuterRef("pk"), annotator=annotator, skipped=True))
     )
-    ready = unanswered.filter(clip_a__render_status=RenderStatus.READY, clip_b__render_status=RenderStatus.READY)
+    ready = unanswered.filter(servable_pair())
     if ready.exists():
         return NothingToDo.LEASED_BY_OTHERS
     if unanswered.exists() or pending_work.work_pending(project):

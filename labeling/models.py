@@ -270,7 +270,8 @@ class RenderStatus(models.TextChoices):
     READY = "ready", "Ready"
     FAILED = "failed", "Failed"
     # Data only (an uploaded or imported episode without frames, video or a seed to re-simulate from): never
-    # rendered, never in a pairwise query (those need video); its factor totals still serve HERON rankings.
+    # rendered; its factor totals serve HERON rankings, and factors-only pairs (two such clips compared by their
+    # factor totals, asked by a program: never a random query, never paired with a clip with video).
     NO_VIDEO = "none", "No video"
 
 

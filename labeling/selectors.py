@@ -585,16 +585,28 @@ def next_clips_preview(*, project: Project, annotator: User, exclude_query_id: i
 
 
 def servable_queries(project: Project) -> QuerySet[Query]:
-    """Open ordinary (random or active) queries of the project whose two clips are ready to watch."""
-    from .models import QuerySource, RenderStatus
+    """Open ordinary (random or active) queries of the project whose two clips are ready to watch, or that
+    compare two clips without video by their factor totals (factors-only pairs; never mixed: see
+    ``services._check_comparable``)."""
+    from .models import QuerySource
 
     return Query.objects.filter(
+        servable_pair(),
         project=project,
         status=QueryStatus.OPEN,
         source__in=[QuerySource.RANDOM, QuerySource.ACTIVE],
-        clip_a__render_status=RenderStatus.READY,
-        clip_b__render_status=RenderStatus.READY,
     )
+
+
+def servable_pair(prefix: str = "") -> Q:
+    """Both clips ready to watch, or both without video (compared by factor totals). ``prefix`` reaches the
+    query from another model (``"query__"``)."""
+    from .models import RenderStatus
+
+    def both(status: str) -> Q:
+        return Q(**{f"{prefix}clip_a__render_status": status, f"{prefix}clip_b__render_status": status})
+
+    return both(RenderStatus.READY) | both(RenderStatus.NO_VIDEO)
 
 
 def query_answers(*, project: Project, query_ids: list[int]) -> list[dict[str, Any]]:

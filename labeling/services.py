@@ -432,8 +432,7 @@ def queries_publish(
     ids = sorted({clip_id for pair in wanted for clip_id in pair})
     if Clip.objects.filter(project=project, pk__in=ids).count() != len(ids):
         raise ValidationFailed("every clip of a query must belong to the project")
-    if Clip.objects.filter(pk__in=ids, render_status=RenderStatus.NO_VIDEO).exists():
-        raise ValidationFailed("clips without video (data only) cannot be compared in pairwise queries")
+    _check_comparable(project=project, pairs=list(wanted), ids=ids)
     existing = set(
         Query.objects.filter(
             source__in=[QuerySource.RANDOM, QuerySource.ACTIVE], clip_a_id__in=ids, clip_b_id__in=ids
@@ -459,6 +458,26 @@ def queries_publish(
     # random/active pairs drops those rows here.
     Query.objects.bulk_create(queries, batch_size=1000, ignore_conflicts=True)
     return len(queries)
+
+
+def _check_comparable(*, project: Project, pairs: Sequence[tuple[int, int]], ids: Sequence[int]) -> None:
+    """Both clips of a pair have video (shown side by side), or neither has (factors only: the page shows each
+    side's factor totals). A mixed pair is refused: one side's numbers against the other's video is not a fair
+    question. Factors-only pairs need factors to show."""
+    data_only = set(Clip.objects.filter(pk__in=ids, render_status=RenderStatus.NO_VIDEO).values_list("pk", flat=True))
+    if not data_only:
+        return
+    mixed = [pair for pair in pairs if (pair[0] in data_only) != (pair[1] in data_only)]
+    if mixed:
+        a, b = mixed[0]
+        message = (
+            f"clips {a} and {b} cannot be compared: one has video and the other has none (data only); "
+            "a pair is both with video or both factors-only"
+        )
+        raise ValidationFailed(message, fields={"pairs": [message]})
+    if not project.factors.exists():
+        message = "clips without video are compared by their factor totals, and this project has no factors"
+        raise ValidationFailed(message, fields={"pairs": [message]})
 
 
 MAX_PAIRS_PER_REQUEST = 500

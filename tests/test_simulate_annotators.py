@@ -18,7 +18,7 @@ from accounts.models import Role, User
 from accounts.services import user_create
 from labeling.models import Clip, Judgment, Lease, Project, RenderStatus, Rollout
 from labeling.rankings import current_ranking_for
-from labeling.services import queries_create_random
+from labeling.services import queries_create_random, queries_for_pairs
 from trainer.core.oracle import BPrefTeacher, parse_ranking
 from trainer.core.rollouts import RolloutData, save_npz
 from trainer.management.commands.simulate_annotators import (
@@ -480,3 +480,18 @@ def test_parse_sigmas():
     for bad in ["angle_sq", "=1", "angle_sq=fast", "angle_sq=nan"]:
         with pytest.raises(SimulationError, match="KEY=NUMBER"):
             parse_sigmas([bad])
+
+
+def test_factors_only_pairs_are_answered_like_video_pairs(live_server, transactional_db, project):
+    """Pairs of clips without video (compared by their factor totals) are served and answered through the API;
+    the teacher's ground truth is the rollout's rewards, which video or not doesn't change."""
+    clips = add_clips_with_true_rewards(project, 4, seed=3)
+    Clip.objects.filter(pk__in=[clip.pk for clip in clips]).update(render_status=RenderStatus.NO_VIDEO)
+    pairs = [(clips[0].pk, clips[1].pk), (clips[2].pk, clips[3].pk), (clips[0].pk, clips[3].pk)]
+    queries_for_pairs(project=project, pairs=pairs, rng=np.random.default_rng(2))
+    output = simulate(live_server, project, annotators=1)
+    judgments = sim_judgments(project)
+    assert len(judgments) == 3, output
+    teacher = BPrefTeacher()
+    for judgment in judgments:
+        assert judgment.canonical_label == oracle_answer(teacher, judgment), judgment

@@ -6,7 +6,8 @@ finite values, factor keys, sizes; never unpickled), then stored as a rollout an
 (``ingest``): cut the episodes into clips of ``project.segment_steps``, ask random queries among the clips that
 have video, and make that video — cut from the uploaded frames or MP4, or re-simulated for a Minari episode
 that stored its reset seed in an environment the project uses. Episodes with nothing to make video from become
-data-only clips (``RenderStatus.NO_VIDEO``): never in a pairwise query, but ranked by HERON like any other.
+data-only clips (``RenderStatus.NO_VIDEO``): never in a random query, but ranked by HERON like any other, and
+compared factors-only (by their factor totals) in pairs a program asks for.
 """
 
 from __future__ import annotations

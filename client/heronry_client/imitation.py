@@ -2,9 +2,10 @@
 
 ``HeronryPreferenceGatherer`` is an ``imitation.algorithms.preference_comparisons.PreferenceGatherer``: given
 imitation's fragment pairs it uploads the fragments to a project as episodes (one clip per fragment, video cut
-from frames the environment rendered into each step's ``info``), asks the project's annotators exactly those
-pairs, polls until they are answered or a timeout passes, and returns P(fragment 1 is better) per pair: 1, 0,
-0.5 for "equal" (the mean over annotators when a project asks several).
+from frames the environment rendered into each step's ``info``; fragments without frames become clips without
+video, compared factors-only by their factor totals, when the project has factors), asks the project's
+annotators exactly those pairs, polls until they are answered or a timeout passes, and returns P(fragment 1 is
+better) per pair: 1, 0, 0.5 for "equal" (the mean over annotators when a project asks several).
 
 **Unanswered pairs.** imitation's ``PreferenceComparisons.train`` pushes every pair it gathered into its
 ``PreferenceDataset``, whatever came back. A human may not answer in time (or answers only "can't tell"), so the
@@ -84,6 +85,9 @@ class PairGatherer:
 
     ``factors(fragment)`` gives the per-step values of every project factor (``{key: (L,) array}``); the
     fragments' length must be the project's clip length (``segment_steps``), so each fragment becomes one clip.
+    Fragments with frames (``infos[i][frame_key]``) get video; fragments without any are uploaded factors-only
+    (annotators compare the two clips' factor totals) when the project allows it (pairwise feedback and at least
+    one factor), else refused (``ValueError``), as is a mix of the two.
     ``timeout`` bounds the wait for answers (seconds); ``poll_interval`` is the time between two reads;
     ``complete_only``: a pair counts as answered once its query has all the answers the project wants
     (its overlap), else at its first informative answer. At the timeout, pairs with an informative answer are
@@ -123,23 +127,55 @@ class PairGatherer:
         self.upload_timeout = upload_timeout
         self.progress = progress
         self._segment_steps: int | None = None
+        self._factors_only_allowed: bool | None = None
+
+    def _project_info(self) -> None:
+        info = self.client.project(self.project)
+        self._segment_steps = int(info["segment_steps"])
+        # Fragments without frames become clips without video, compared by their factor totals: that needs
+        # pairwise feedback and factors to show.
+        self._factors_only_allowed = info.get("feedback_mode") in ("pairwise", "both") and bool(info.get("factors"))
 
     @property
     def segment_steps(self) -> int:
         if self._segment_steps is None:
-            self._segment_steps = int(self.client.project(self.project)["segment_steps"])
-        return self._segment_steps
+            self._project_info()
+        return int(self._segment_steps)  # type: ignore[arg-type]
+
+    @property
+    def factors_only_allowed(self) -> bool:
+        """Whether the project compares clips without video by their factor totals (pairwise feedback on and
+        at least one factor): then fragments without frames are uploaded factors-only."""
+        if self._factors_only_allowed is None:
+            self._project_info()
+        return bool(self._factors_only_allowed)
 
     # --- fragments → clips ------------------------------------------------------------------------------------
-    def _frames(self, fragment: Any) -> np.ndarray:
+    def _has_frames(self, fragment: Any) -> bool:
         infos = list(fragment.infos if fragment.infos is not None else [])
-        frames = [info.get(self.frame_key) if isinstance(info, Mapping) else None for info in infos]
-        if not frames or any(frame is None for frame in frames):
+        return bool(infos) and all(isinstance(info, Mapping) and info.get(self.frame_key) is not None for info in infos)
+
+    def _with_video(self, fragments: Sequence[Any]) -> bool:
+        """Whether these fragments become clips with video (every one has frames) or factors-only clips (none
+        has, and the project allows it). A mix is refused: the project compares video with video only."""
+        framed = [self._has_frames(fragment) for fragment in fragments]
+        if all(framed):
+            return True
+        if any(framed):
+            raise ValueError(
+                f"some fragments have frames under {self.frame_key!r} and some have none: a pair is compared "
+                "by video (every fragment with frames) or by factor totals (none with frames), never mixed"
+            )
+        if not self.factors_only_allowed:
             raise ValueError(
                 f"every step's info needs a frame under {self.frame_key!r} (wrap the environment in "
-                "heronry_client.imitation.RenderFrameInfo): pairwise questions need video"
+                "heronry_client.imitation.RenderFrameInfo): this project has no factors to compare fragments "
+                "without video by (or no pairwise feedback)"
             )
-        stacked = np.stack([np.asarray(frame) for frame in frames])
+        return False
+
+    def _frames(self, fragment: Any) -> np.ndarray:
+        stacked = np.stack([np.asarray(info[self.frame_key]) for info in fragment.infos])
         if stacked.dtype != np.uint8 or stacked.ndim != 4 or stacked.shape[-1] != 3:
             raise ValueError(f"frames must be uint8 (H, W, 3); got {stacked.dtype} {stacked.shape[1:]}")
         return stacked
@@ -151,6 +187,7 @@ class PairGatherer:
         observations before each action, so nothing a clip shows or is scored on is lost. Frames are one per
         step (the frame rendered after it)."""
         length = self.segment_steps
+        with_video = self._with_video(fragments)
         observations, actions, rewards, frames = [], [], [], []
         factor_columns: dict[str, list[np.ndarray]] = {}
         for index, fragment in enumerate(fragments):
@@ -164,7 +201,8 @@ class PairGatherer:
             actions.append(acts)
             rews = getattr(fragment, "rews", None)
             rewards.append(None if rews is None else np.asarray(rews, dtype=np.float64))
-            frames.append(self._frames(fragment))
+            if with_video:
+                frames.append(self._frames(fragment))
             for key, values in self.factors(fragment).items():
                 column = np.asarray(values, dtype=np.float64).reshape(-1)
                 if len(column) != length:
@@ -174,8 +212,9 @@ class PairGatherer:
         arrays: dict[str, np.ndarray] = {
             "observations": np.concatenate(observations),
             "actions": np.concatenate(actions),
-            "frames": np.concatenate(frames),
         }
+        if with_video:
+            arrays["frames"] = np.concatenate(frames)
         if all(r is not None for r in rewards):
             arrays["rewards"] = np.concatenate([r for r in rewards if r is not None])
         for key, columns in factor_columns.items():
@@ -207,6 +246,7 @@ class PairGatherer:
         ordered = list(unique.values())
         if not ordered:
             return []
+        self._with_video(ordered)  # refuse a mix before anything is uploaded (a large upload is split in parts)
         clip_of = dict(zip(unique, self._upload(ordered), strict=True))
         return [clip_of[id(fragment)] for fragment in fragments]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from labeling import environments
-from labeling.models import Choice, Clip, FeedbackMode, Judgment, Project, RewardFactor
+from labeling.models import Choice, Clip, FeedbackMode, Judgment, Project, RenderStatus, RewardFactor
 from labeling.parsing import json_size_ok
 from labeling.signed_media import signed_clip_url
 
@@ -150,10 +151,24 @@ class ClipSerializer(serializers.ModelSerializer):
 
 
 class AnnotatorClipSerializer(ClipSerializer):
-    """What an annotator's client sees of a clip: the video, not the numbers that could bias the answer."""
+    """What an annotator's client sees of a clip: the video, not the numbers that could bias the answer — except
+    for a clip without video (data only), which is compared by its factor totals (factors-only pairs)."""
+
+    has_video = serializers.SerializerMethodField()
+    factor_totals = serializers.SerializerMethodField()
 
     class Meta(ClipSerializer.Meta):
-        fields = ["id", "length", "render_status", "video_url", "poster_url"]
+        fields = ["id", "length", "render_status", "has_video", "video_url", "poster_url", "factor_totals"]
+
+    def get_has_video(self, clip: Clip) -> bool:
+        return clip.render_status != RenderStatus.NO_VIDEO
+
+    @extend_schema_field(serializers.DictField(child=serializers.FloatField(), allow_null=True))
+    def get_factor_totals(self, clip: Clip) -> dict[str, float] | None:
+        """The totals by factor key for a clip without video; null for a clip with video (watch it instead)."""
+        if clip.render_status != RenderStatus.NO_VIDEO:
+            return None
+        return {key: float(value) for key, value in (clip.factor_totals or {}).items()}
 
 
 class JudgmentCreateSerializer(serializers.Serializer):

@@ -25,7 +25,7 @@ from accounts.tokens import token_project_id
 from accounts.typing import AuthenticatedRequest
 from labeling import assignment, exports, project_specs, rankings, revisions, selectors, services
 from labeling.errors import LeaseInvalid, NotFound, ServiceError, ValidationFailed
-from labeling.models import Choice, Judgment, Lease, Membership, Project, Query
+from labeling.models import Choice, Judgment, Lease, Membership, Project, Query, RenderStatus, RewardFactor
 from labeling.parsing import parse_int, parse_optional_int
 
 from .errors import error_response
@@ -39,6 +39,7 @@ from .serializers import (
     ProjectSpecBodySerializer,
     RankingCreateSerializer,
     RankingSerializer,
+    RewardFactorSerializer,
 )
 
 
@@ -200,11 +201,17 @@ def lease_payload(request: AuthenticatedRequest, lease) -> dict:
     query = lease.query
     left, right = lease.shown_clips()
     context = {"request": request}
+    factors_only = left.render_status == RenderStatus.NO_VIDEO and right.render_status == RenderStatus.NO_VIDEO
     return {
         "id": query.pk,
         "source": query.source,
         "left": AnnotatorClipSerializer(left, context=context).data,
         "right": AnnotatorClipSerializer(right, context=context).data,
+        # Neither clip has video: answer from the factor totals (each side's factor_totals, read with these).
+        "factors_only": factors_only,
+        "factors": RewardFactorSerializer(RewardFactor.objects.filter(project_id=query.project_id), many=True).data
+        if factors_only
+        else None,
         "lease": str(lease.token),
         "lease_expires_at": lease.expires_at.isoformat(),
     }
@@ -220,6 +227,8 @@ _NEXT_RESPONSE = inline_serializer(
                 "source": serializers.CharField(),
                 "left": AnnotatorClipSerializer(),
                 "right": AnnotatorClipSerializer(),
+                "factors_only": serializers.BooleanField(),
+                "factors": RewardFactorSerializer(many=True, allow_null=True),
                 "lease": serializers.UUIDField(),
                 "lease_expires_at": serializers.DateTimeField(),
             },
@@ -250,7 +259,8 @@ class PairQueriesSerializer(serializers.Serializer):
         ),
         min_length=1,
         max_length=services.MAX_PAIRS_PER_REQUEST,
-        help_text="Pairs of the project's clip ids (with video), e.g. [[12, 40], [13, 41]].",
+        help_text="Pairs of the project's clip ids, e.g. [[12, 40], [13, 41]]: both with video, or both without "
+        "(factors-only: compared by their factor totals).",
     )
     priority = serializers.IntegerField(
         min_value=0, max_value=1000, required=False, default=0, help_text="Higher is served first (default 0)."

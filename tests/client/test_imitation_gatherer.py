@@ -194,14 +194,50 @@ def test_bad_pairs_and_fragments_are_refused(rita, anna, sim, researcher):
         with pytest.raises(ValidationError) as refused:
             rita.get("/projects/imitation/queries/", ids=bad)
         assert "ids" in refused.value.fields
+    with pytest.raises(ValueError, match="never mixed"):
+        gatherer.upload_fragments([fragment(rng, quality=1), fragment(rng, quality=2, frames=False)])
+    factorless = project_create(
+        created_by=researcher, name="Bare", slug="bare", env_id="Pendulum-v1", segment_steps=LENGTH
+    )
+    factorless.factors.all().delete()  # nothing to compare clips without video by
     with pytest.raises(ValueError, match="rendered_img"):
-        gatherer.upload_fragments([fragment(rng, quality=1, frames=False)])
+        PairGatherer(rita, "bare", factors=speed).upload_fragments([fragment(rng, quality=1, frames=False)])
     with pytest.raises(ValueError, match="clips have 5"):
         gatherer.upload_fragments([fragment(rng, quality=1, steps=7)])
     # The answers are everyone's: annotators may not read them, nor ask pairs.
     with pytest.raises(Exception) as forbidden:
         anna.query_answers("imitation", [1])
     assert getattr(forbidden.value, "status", None) == 403
+
+
+def test_fragments_without_frames_are_compared_factors_only(rita, anna, sim):
+    """Fragments without frames become clips without video; the annotator gets the pairs through the API with
+    their factor totals (no video) and answers them; the gatherer returns the preferences as for video."""
+    rng = np.random.default_rng(5)
+    good, bad, other = (fragment(rng, quality=q, frames=False) for q in (3.0, 1.0, 2.0))
+    quality: dict[int, float] = {}
+    served: list[dict[str, Any]] = []
+
+    def annotate(done: int, total: int) -> None:
+        for clip in rita.clips("imitation"):
+            quality[int(clip["id"])] = float(clip["true_return"])
+        while (query := anna.next_query("imitation")) is not None:
+            served.append(query)
+            left, right = quality[int(query["left"]["id"])], quality[int(query["right"]["id"])]
+            anna.submit_judgment(query, "equal" if left == right else "left" if left > right else "right")
+
+    gatherer = PairGatherer(rita, "imitation", factors=speed, timeout=30, poll_interval=0.05, progress=annotate)
+    assert gatherer.factors_only_allowed
+    result = gatherer.gather([(good, bad), (other, good)])
+    np.testing.assert_array_equal(result.preferences, np.array([1.0, 0.0], dtype=np.float32))
+    assert set(Clip.objects.filter(project=sim).values_list("render_status", flat=True)) == {"none"}
+    assert len(served) == 2
+    for query in served:
+        assert query["factors_only"] is True and [f["key"] for f in query["factors"]] == ["speed"]
+        for side in ("left", "right"):
+            clip = Clip.objects.get(pk=query[side]["id"])
+            assert query[side]["has_video"] is False and query[side]["video_url"] is None
+            assert query[side]["factor_totals"]["speed"] == pytest.approx(clip.factor_totals["speed"])
 
 
 @pytest.mark.slow
