@@ -28,7 +28,13 @@ import numpy as np
 from bench.loop import curve
 
 FIXED_MIN_UPDATES = 500
-VARIANTS = ("product", "pool-stats", "no-holdout", "no-holdout-no-val", "fixed")
+VARIANTS = ("product", "pool-stats", "no-holdout", "no-holdout-no-val", "fixed", "before", "overrides")
+# "before": the product's reward config before the issue-13 schedule (validation split of 10 % at any size, early
+# stopping with patience 5, at most 60 epochs), with the human-labelled clips never held out (as now).
+BEFORE = {"updates_per_pair": 0.0, "min_val_pairs": 0, "weight_decay": 0.0}
+# "overrides": the product's config merged with --overrides (a JSON object), to try schedules.
+OVERRIDES: dict[str, Any] = {}
+SELECTION = {"hard": False}
 
 
 def _grid() -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +83,10 @@ def _train(variant: str, features, pairs, targets, seed: int):
         # reward_model_train holds out 10 % of the labelled clips (and every pair touching them) for a metric.
         ids = np.unique(pairs)
         holdout[ids[holdout_mask(len(ids), 0.1, np.random.default_rng(seed))]] = True
+    if variant == "before":
+        config = config.merged(BEFORE)
+    if variant == "overrides":
+        config = config.merged(OVERRIDES)
     if variant == "no-holdout-no-val":
         config = config.merged({"val_fraction": 0.0})
     if variant == "fixed":  # the product after issue 13: human-labelled clips never held out, ≥ 500 updates
@@ -99,6 +109,10 @@ def measure(variant: str, n_labels: int, seed: int, pool) -> dict[str, Any]:
     chosen = set()
     while len(chosen) < n_labels:
         a, b = sorted(int(x) for x in rng.choice(n, size=2, replace=False))
+        if SELECTION["hard"] and len(chosen) >= 10:
+            # Like the loop's active questions after the first 10: the closest-return pair of 8 random candidates.
+            candidates = [sorted(int(x) for x in rng.choice(n, size=2, replace=False)) for _ in range(8)]
+            a, b = min(candidates, key=lambda p: abs(true_returns[p[0]] - true_returns[p[1]]))
         chosen.add((a, b))
     pairs = np.array(sorted(chosen))
     targets = (true_returns[pairs[:, 0]] > true_returns[pairs[:, 1]]).astype(np.float32)
@@ -107,17 +121,21 @@ def measure(variant: str, n_labels: int, seed: int, pool) -> dict[str, Any]:
     learned = model.predict_returns(features)
     step = model.reward(features.reshape(-1, features.shape[-1]))
     best = int(np.argmax(learned))
+    members = model.predict_member_returns(features)
     # What a greedy policy would seek: the learned reward over a grid of Pendulum states and torques.
     grid_learned = model.reward(GRID_FEATURES)
     upright = float(model.reward(np.array([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32))[0])
     return {
         "variant": variant,
+        "overrides": OVERRIDES if variant == "overrides" else None,
         "labels": n_labels,
+        "hard_pairs": SELECTION["hard"],
         "seed": seed,
         "pairs_trained": used,
         "epochs": result.metrics["epochs_run"],
         "best_epoch": result.metrics["best_epoch"],
         "clip_spearman": float(stats.spearmanr(learned, true_returns).statistic),
+        "member_min_spearman": min(float(stats.spearmanr(m, true_returns).statistic) for m in members),
         "step_spearman": float(stats.spearmanr(step, step_rewards.reshape(-1)).statistic),
         "liked_best_true_return": float(true_returns[best]),
         "grid_step_spearman": float(stats.spearmanr(grid_learned, GRID_TRUE).statistic),
@@ -132,7 +150,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--out", default=str(curve.ROOT / "var" / "bench-loop-investigate.jsonl"))
+    parser.add_argument("--overrides", default="{}", help="JSON RewardModelConfig overrides for variant 'overrides'")
+    parser.add_argument(
+        "--hard-pairs", action="store_true", help="after 10 random pairs, pick near-equal pairs (as active queries do)"
+    )
     args = parser.parse_args()
+    OVERRIDES.update(json.loads(args.overrides))
+    SELECTION["hard"] = args.hard_pairs
     curve._setup(f"sqlite:///{curve.ROOT / 'var' / 'bench-loop-investigate.sqlite3'}")
     started = time.monotonic()
     with open(args.out, "a") as handle:

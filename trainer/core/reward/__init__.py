@@ -30,7 +30,7 @@ from trainer.core.reward.loss import BradleyTerryLoss, PreferenceLoss, apply_lab
 from trainer.core.reward.metrics import pairwise_accuracy, return_correlations
 from trainer.core.reward.network import RewardEnsemble, StepRewardMLP
 from trainer.core.reward.normalization import MeanStd, RunningNormalizer
-from trainer.core.reward.train import EpochMetrics, TrainingResult, train_reward_model
+from trainer.core.reward.train import EpochMetrics, TrainingResult, scheduled_updates, train_reward_model
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -59,6 +59,7 @@ __all__ = [
     "pairwise_accuracy",
     "return_correlations",
     "save_checkpoint",
+    "scheduled_updates",
     "split_pairs",
     "to_bytes",
     "train_reward_model",

@@ -65,6 +65,20 @@ class RewardModelConfig(ConfigBase):
     mini-batch, so ``max_epochs`` epochs are only a few dozen steps). Epochs are added (up to 10 000 in all) and
     early stopping waits for them. 0 (off) to 1 000 000. Off by default on purpose: 500 updates on 10 pairs
     over-fit them and the policy collapsed (issue 13, bench/README.md); it is a knob for experiments."""
+    updates_per_pair: float = 4.0
+    """Size-scaled training length, used whenever there is no validation split (``val_fraction`` 0, or a split
+    smaller than ``min_val_pairs``): each member takes clamp(ceil(updates_per_pair · training pairs),
+    ``min_updates``, ``max_updates``) gradient steps (whole epochs, rounded up) and keeps the last weights, instead
+    of ``max_epochs`` epochs. Few labels then get few steps (a fixed 500 on 10 pairs over-fits them) and more
+    labels get more (early stopping on a handful of hard validation pairs stopped after 6 epochs and left an
+    ensemble member ranking clips backwards; issue 13, bench/README.md). 0 (off: ``max_epochs``) to 10 000."""
+    max_updates: int = 400
+    """Upper clamp of the ``updates_per_pair`` schedule (gradient steps per member). 1 to 1 000 000."""
+    min_val_pairs: int = 50
+    """Hold out the ``val_fraction`` validation split, and stop early on it, only when it would hold at least
+    this many pairs; below that every pair is trained on and the ``updates_per_pair`` schedule sets the length.
+    A validation loss over 1–16 pairs is noise, and stopping on it decided per seed whether the reward model
+    converged (issue 13). 0 (always split, the old behaviour) to 1 000 000."""
     patience: int = 10
     """Stop after this many epochs without a validation-loss improvement larger than ``min_delta``,
     then restore the weights of the epoch with the lowest validation loss; 0 disables early
@@ -147,6 +161,18 @@ class RewardModelConfig(ConfigBase):
         check(
             _is_int(self.min_updates) and 0 <= self.min_updates <= 1_000_000,
             "min_updates must be an integer from 0 to 1,000,000",
+        )
+        check(
+            _is_number(self.updates_per_pair) and 0 <= self.updates_per_pair <= 10_000,
+            "updates_per_pair must be from 0 to 10,000",
+        )
+        check(
+            _is_int(self.max_updates) and 1 <= self.max_updates <= 1_000_000,
+            "max_updates must be an integer from 1 to 1,000,000",
+        )
+        check(
+            _is_int(self.min_val_pairs) and 0 <= self.min_val_pairs <= 1_000_000,
+            "min_val_pairs must be an integer from 0 to 1,000,000",
         )
         check(
             _is_int(self.patience) and 0 <= self.patience <= MAX_EPOCHS,

@@ -135,7 +135,7 @@ def train_reward_model(
     loss_fn = loss_fn if loss_fn is not None else BradleyTerryLoss(config.label_noise)
 
     with _torch_runtime(config, device):
-        train_indices, val_indices = split_pairs(dataset.n_pairs, config.val_fraction, rng)
+        train_indices, val_indices = split_pairs(dataset.n_pairs, _val_fraction(config, dataset.n_pairs), rng)
         member_seeds = [int(seed) for seed in rng.integers(0, 2**63 - 1, size=config.ensemble_size)]
         train_clips = clips_in_pairs(dataset.pairs[train_indices])
         if stats_clips is not None:
@@ -184,6 +184,10 @@ def train_reward_model(
         batches_per_epoch = max(math.ceil(len(indices) / config.batch_size) for indices in member_pair_indices)
         min_epochs = min(MAX_EPOCHS, math.ceil(config.min_updates / batches_per_epoch))
         epochs = max(config.max_epochs, min_epochs)
+        if validation is None and config.updates_per_pair > 0:
+            # Nothing to stop on: the data size sets the length (issue 13).
+            updates = scheduled_updates(config, len(train_indices))
+            epochs = min_epochs = min(MAX_EPOCHS, math.ceil(updates / batches_per_epoch))
         for epoch in range(1, epochs + 1):
             epoch_started = time.perf_counter()
             model.train()
@@ -278,6 +282,19 @@ def train_reward_model(
 
 
 # ------------------------------------------------------------------------------------------------
+def scheduled_updates(config: RewardModelConfig, n_train_pairs: int) -> int:
+    """Gradient steps per member under the ``updates_per_pair`` schedule (before rounding up to whole epochs)."""
+    wanted = math.ceil(config.updates_per_pair * n_train_pairs)
+    return max(1, min(config.max_updates, max(config.min_updates, wanted)))
+
+
+def _val_fraction(config: RewardModelConfig, n_pairs: int) -> float:
+    """The configured split, or 0 when it would hold fewer than ``min_val_pairs`` pairs."""
+    if config.val_fraction > 0 and round(config.val_fraction * n_pairs) < config.min_val_pairs:
+        return 0.0
+    return config.val_fraction
+
+
 def _train_member_epoch(
     member: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
