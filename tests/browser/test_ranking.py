@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from labeling.models import FactorRanking
 from tests.conftest import PASSWORD, add_fake_clips
@@ -78,8 +79,9 @@ def drag(page, card, target):
         page.mouse.move(tx, ty, steps=steps)
         page.wait_for_timeout(150)
     page.mouse.up()
-    page.wait_for_function("!document.querySelector('#ranking-form.is-dragging')")
-    page.wait_for_function("document.querySelectorAll('#ranking-form .rank-gap .rank-factor').length === 0")
+    # Locator waits, not wait_for_function: a string predicate is evaluated with eval, which the CSP refuses.
+    expect(page.locator("#ranking-form.is-dragging")).to_have_count(0)
+    expect(page.locator("#ranking-form .rank-gap .rank-factor")).to_have_count(0)
 
 
 def test_rank_by_keyboard_only_and_submit_with_ctrl_enter(page_for, live_server, project, annotator):

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 import uuid
@@ -37,7 +38,7 @@ from tests.integration.servers import dump_database, postgres_cluster, redis_ser
 from tests.integration.workers import start_worker, wait_for
 from tests.test_loop import TINY
 from tests.test_rankings_and_reward_models import RANKING, make_clips
-from trainer import loop
+from trainer import loop, policy_video
 from trainer.core import video
 from trainer.models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunState
 
@@ -442,6 +443,9 @@ def test_an_unwritable_media_folder_fails_rendering_cleanly_and_a_retry_renders(
             clips_folder.write_text("not a folder")
 
     monkeypatch.setattr(video, "write_mp4", encode_then_break_the_folder)
+    # The policy's evaluation video (the training step) encodes with the real encoder: the calls counted are
+    # the clips' alone.
+    monkeypatch.setattr(policy_video, "video", types.SimpleNamespace(**{**vars(video), "write_mp4": encode}))
     with django_capture_on_commit_callbacks(execute=True):
         iteration = loop.iteration_create(project=project, created_by=researcher)
     iteration.refresh_from_db()
