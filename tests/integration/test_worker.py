@@ -94,4 +94,7 @@ def test_a_ranking_becomes_a_reward_model_on_the_real_worker(worker, researcher,
         what="the retrain run to finish",
     )
     assert retrain.reward_model == model and retrain.steps == ["building_preferences", "training_reward"]
-    assert model.metrics["val_accuracy"] > 0.5 and model.weights.size > 0
+    # Small preference sets train on every pair (no validation split below RewardModelConfig.min_val_pairs).
+    accuracy = model.metrics["val_accuracy"]
+    accuracy = model.metrics["train_accuracy"] if accuracy is None else accuracy
+    assert accuracy > 0.5 and model.weights.size > 0
