@@ -12,17 +12,7 @@ PY=.venv/bin/python
 IMITATION_VENV=var/imitation-venv
 export PYTHONPATH=platform:.
 
-# imitation's virtualenv: torch first and pinned (the local CPU wheel), then the pins, then the client.
-stamp="$IMITATION_VENV/.installed"
-if [ ! -f "$stamp" ] || [ examples/requirements-imitation.txt -nt "$stamp" ] || [ -n "$(find client -newer "$stamp" -name '*.py' | head -1)" ]; then
-  test -d "$IMITATION_VENV" || "${PYTHON:-python3.11}" -m venv "$IMITATION_VENV"
-  "$IMITATION_VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$IMITATION_VENV/bin/python" -m pip install --quiet torch==2.13.0
-  "$IMITATION_VENV/bin/python" -m pip install --quiet -r examples/requirements-imitation.txt
-  "$IMITATION_VENV/bin/python" -m pip install --quiet --force-reinstall --no-deps ./client
-  "$IMITATION_VENV/bin/python" -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
-  touch "$stamp"
-fi
+bash examples/imitation_venv.sh "$IMITATION_VENV"
 
 mkdir -p var && work=$(mktemp -d "$PWD/var/imitation-example.XXXXXX")
 pids=()

@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.loop.summary [--results bench/loop/results/curve.jsonl] [--out bench/loop]
 
-Writes ``summary.md`` (the budget table and one table per variant) and ``return_vs_steps.png`` /
-``return_vs_labels.png`` into ``--out``.
+Writes ``summary.md`` (the budget table, one table per variant, the anchors measured beside them by
+``bench/loop/anchors.py``, the cost per seed, and the issue-13 targets checked against the CIs) and
+``return_vs_steps.png`` / ``return_vs_labels.png`` into ``--out``.
 
 Statistics follow rliable (Agarwal et al., 2021): a seed's score is the mean true return of its 50 evaluation
 episodes; the aggregate over seeds is the interquartile mean (IQM, the mean of the middle 50 %) and the plain
@@ -141,7 +142,126 @@ def markdown(data: dict[str, dict[int, dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(data: dict[str, dict[int, dict[str, Any]]], out: Path) -> list[Path]:
+def anchors_markdown(anchors: list[dict[str, Any]]) -> str:
+    """The anchors' tables: SB3 SAC at the curve's budgets, imitation's tutorial as it runs."""
+    if not anchors:
+        return ""
+    lines = ["", "### Anchors, same evaluation (`bench/loop/anchors.py`, imitation's virtualenv)", ""]
+    sac = [row for row in anchors if row["anchor"] == "sb3-sac"]
+    if sac:
+        lines += [
+            "Plain Stable-Baselines3 2.2.1 SAC on the true reward with the platform's SAC hyper-parameters, "
+            "evaluated when its own environment steps reach each budget:",
+            "",
+            "| simulated steps | seeds | IQM [95 % CI] | mean [95 % CI] | per seed |",
+            "|---|---|---|---|---|",
+        ]
+        by_steps: dict[int, list[tuple[int, float]]] = defaultdict(list)
+        for row in sorted(sac, key=lambda r: r["seed"]):
+            for it in row["iterations"]:
+                by_steps[it["env_steps"]].append((row["seed"], it["true_mean"]))
+        for steps, values in sorted(by_steps.items()):
+            scores = [v for _, v in values]
+            est = _estimates(scores)
+            per_seed = ", ".join(f"{seed}: {v:.0f}" for seed, v in values)
+            lines.append(
+                f"| {steps} | {len(scores)} | {_fmt(est['iqm'], len(scores))} | {_fmt(est['mean'], len(scores))} | "
+                f"{per_seed} |"
+            )
+    tutorial = [row for row in anchors if row["anchor"] == "imitation-tutorial"]
+    if tutorial:
+        scores = [row["iterations"][-1]["true_mean"] for row in tutorial]
+        est = _estimates(scores)
+        lines += [
+            "",
+            "imitation 1.0.1's preference-comparisons tutorial on Pendulum-v1 as documented (PPO, 200 synthetic "
+            "comparisons, 5 000 nominal steps + 1 000 for a fresh PPO on the learned reward; 8 environments):",
+            "",
+            "| seeds | counted simulated steps (median) | IQM [95 % CI] | mean [95 % CI] | wall s / CPU-s per seed "
+            "(median) |",
+            "|---|---|---|---|---|",
+            f"| {len(scores)} | {int(np.median([row['env_steps'] for row in tutorial]))} | "
+            f"{_fmt(est['iqm'], len(scores))} | {_fmt(est['mean'], len(scores))} | "
+            f"{np.median([row['wall_seconds'] for row in tutorial]):.1f} / "
+            f"{np.median([row['cpu_seconds'] for row in tutorial]):.1f} |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def cost_markdown(rows: list[dict[str, Any]], anchors: list[dict[str, Any]]) -> str:
+    """Wall and CPU seconds per seed (whole curve, evaluation included), beside the anchors'."""
+    lines = [
+        "",
+        "### Cost per seed (whole curve: 5 iterations and 5 × 50 evaluation episodes)",
+        "",
+        "| run | seeds | wall s per seed, median [min, max] | CPU-s per seed, median [min, max] |",
+        "|---|---|---|---|",
+    ]
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[LABELS[row["variant"]]].append(row)
+    for row in anchors:
+        groups[
+            {"sb3-sac": "SB3 SAC (anchor)", "imitation-tutorial": "imitation tutorial (anchor)"}[row["anchor"]]
+        ].append(row)
+    for name, runs in groups.items():
+        wall = [row["wall_seconds"] for row in runs]
+        cpu = [row["cpu_seconds"] for row in runs]
+        lines.append(
+            f"| {name} | {len(runs)} | {np.median(wall):.0f} [{min(wall):.0f}, {max(wall):.0f}] | "
+            f"{np.median(cpu):.0f} [{min(cpu):.0f}, {max(cpu):.0f}] |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def targets_markdown(data: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """Issue 13's point-3 targets, checked on the mean's 95 % CIs (needs ≥ 2 seeds per cell)."""
+    lines = ["", "### Targets (issue 13, point 3), checked on the mean and its 95 % CI", ""]
+    pairwise = data.get("pairwise")
+    if pairwise and min(len(cell["scores"]) for cell in pairwise.values()) >= 2:
+        cells = [
+            (int(np.median(cell["labels"])), _estimates(cell["scores"])["mean"]) for _, cell in sorted(pairwise.items())
+        ]
+        # Non-decreasing within the CIs: no later label count lies significantly below an earlier one.
+        drops = [
+            f"{a} → {b} labels ({ea[1]:.1f}..{ea[2]:.1f} vs {eb[1]:.1f}..{eb[2]:.1f})"
+            for i, (a, ea) in enumerate(cells)
+            for b, eb in cells[i + 1 :]
+            if eb[2] < ea[1]
+        ]
+        lines.append(
+            "- pairwise true return non-decreasing in labels within the CIs: "
+            + ("**holds**" if not drops else "**fails**: " + "; ".join(drops))
+        )
+        reached = [(labels, e) for labels, e in cells if labels <= 40 and e[0] >= -200 and e[1] > -250]
+        lines.append(
+            "- mean ≥ −200 with ≤ 40 labels and lower CI bound > −250: "
+            + (
+                f"**holds** from {reached[0][0]} labels (mean {reached[0][1][0]:.1f}, CI lower {reached[0][1][1]:.1f})"
+                if reached
+                else "**fails** ("
+                + ", ".join(f"{labels}: {e[0]:.1f} [{e[1]:.1f}, {e[2]:.1f}]" for labels, e in cells if labels <= 40)
+                + ")"
+            )
+        )
+    if "heron" in data and "true" in data:
+        overlaps = []
+        for it, cell in sorted(data["heron"].items()):
+            if it in data["true"] and len(cell["scores"]) >= 2 and len(data["true"][it]["scores"]) >= 2:
+                h, t = _estimates(cell["scores"])["mean"], _estimates(data["true"][it]["scores"])["mean"]
+                overlap = h[1] <= t[2] and t[1] <= h[2]
+                overlaps.append(
+                    f"{cell['env_steps']} steps: HERON {h[0]:.1f} [{h[1]:.1f}, {h[2]:.1f}] vs true {t[0]:.1f} "
+                    f"[{t[1]:.1f}, {t[2]:.1f}] → {'overlap' if overlap else '**no overlap**'}"
+                )
+        if overlaps:
+            lines.append("- HERON's CI overlaps the true-reward ceiling's at equal steps: " + "; ".join(overlaps))
+    return "\n".join(lines) + "\n"
+
+
+def plots(
+    data: dict[str, dict[int, dict[str, Any]]], out: Path, anchors: list[dict[str, Any]] | None = None
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,6 +281,17 @@ def plots(data: dict[str, dict[int, dict[str, Any]]], out: Path) -> list[Path]:
             est = [_estimates(cell["scores"])["iqm"] for cell in cells]
             axis.plot(xs, [e[0] for e in est], marker="o", label=f"{LABELS[variant]} (n={len(cells[0]['scores'])})")
             axis.fill_between(xs, [e[1] for e in est], [e[2] for e in est], alpha=0.2)
+        sac = [row for row in anchors or [] if row["anchor"] == "sb3-sac"]
+        if x_key == "env_steps" and sac:
+            by_steps: dict[int, list[float]] = defaultdict(list)
+            for row in sac:
+                for it in row["iterations"]:
+                    by_steps[it["env_steps"]].append(it["true_mean"])
+            xs = sorted(by_steps)
+            est = [_estimates(by_steps[x])["iqm"] for x in xs]
+            axis.plot(xs, [e[0] for e in est], linestyle="--", marker="x", color="grey",
+                      label=f"SB3 SAC, true reward (anchor, n={len(sac)})")  # fmt: skip
+            axis.fill_between(xs, [e[1] for e in est], [e[2] for e in est], color="grey", alpha=0.1)
         if x_key == "labels" and "true" in data:
             ceiling = _estimates(data["true"][max(data["true"])]["scores"])["iqm"]
             axis.axhspan(ceiling[1], ceiling[2], color="grey", alpha=0.15, label="true reward, final (IQM CI)")
@@ -184,8 +315,10 @@ def main() -> None:
     parser.add_argument(
         "--results", type=Path, nargs="+", default=[ROOT / "bench" / "loop" / "results" / "curve.jsonl"]
     )
+    parser.add_argument("--anchors", type=Path, default=ROOT / "bench" / "loop" / "results" / "anchors.jsonl")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "loop")
     args = parser.parse_args()
+    anchors = load(args.anchors) if args.anchors.exists() else []
     rows = [row for path in args.results for row in load(path)]
     # One configuration (schedule, episodes, reward overrides) per summary: the one most seeds were run with.
     keys = [json.dumps(row["config"], sort_keys=True) for row in rows]
@@ -193,10 +326,10 @@ def main() -> None:
     rows = [row for row, key in zip(rows, keys, strict=True) if key == chosen]
     print(f"configuration: {chosen} ({len(rows)} runs)")
     data = curves(rows)
-    text = markdown(data)
+    text = markdown(data) + anchors_markdown(anchors) + cost_markdown(rows, anchors) + targets_markdown(data)
     (args.out / "summary.md").write_text(text)
     print(text)
-    for path in plots(data, args.out):
+    for path in plots(data, args.out, anchors):
         print(f"wrote {path}")
 
 

@@ -20,3 +20,42 @@ def test_stratified_bootstrap_ci_brackets_the_estimate_and_is_seeded():
     # Resampling stays within each task: a constant task contributes no spread.
     constant = stratified_bootstrap_ci([np.full(5, -100.0)], lambda x: x.mean(axis=1), reps=500)
     assert constant == (-100.0, -100.0, -100.0)
+
+
+def _curve(scores_by_labels: dict[int, list[float]]) -> dict[int, dict]:
+    return {
+        it: {"labels": [labels] * len(scores), "scores": scores, "env_steps": 1000 * it}
+        for it, (labels, scores) in enumerate(scores_by_labels.items(), start=1)
+    }
+
+
+def test_targets_hold_for_a_curve_that_reaches_the_ceiling_early():
+    from bench.loop.summary import targets_markdown
+
+    good = _curve({10: [-600.0, -400.0, -500.0], 20: [-150.0, -160.0, -170.0], 40: [-140.0, -150.0, -145.0]})
+    text = targets_markdown({"pairwise": good})
+    assert "non-decreasing in labels within the CIs: **holds**" in text
+    assert "**holds** from 20 labels" in text
+
+
+def test_targets_fail_when_more_labels_are_significantly_worse():
+    from bench.loop.summary import targets_markdown
+
+    worse = _curve({10: [-150.0, -160.0, -155.0], 20: [-400.0, -420.0, -410.0], 40: [-300.0, -260.0, -280.0]})
+    text = targets_markdown(
+        {"pairwise": worse, "heron": _curve({0: [-140.0, -150.0]}), "true": _curve({0: [-900.0, -950.0]})}
+    )
+    assert "**fails**: 10 → 20 labels" in text
+    assert "**holds** from 10 labels" in text  # the early target holds; the drop after it fails the first
+    assert "**no overlap**" in text
+
+
+def test_anchor_evaluation_starts_where_the_platform_evaluates():
+    """bench/loop/anchors.py evaluates outside the platform (imitation's virtualenv): the same reset seeds."""
+    from bench.loop import anchors, curve
+    from trainer.core.policy import evaluation
+
+    rng = np.random.default_rng(curve.EVAL_SEED)
+    assert anchors.SEED_BOUND == evaluation._SEED_BOUND
+    assert anchors.evaluation_seeds(5) == [int(rng.integers(0, evaluation._SEED_BOUND)) for _ in range(5)]
+    assert anchors.BUDGETS == [10_400, 16_000, 21_600, 27_200, 32_800]
