@@ -150,3 +150,83 @@ def test_the_cached_counts_agree_on_the_overview_and_the_sections(client, many_q
         assert set(re.findall(r'data-count="answered">(\d+)<', page)) == {"4"}, name
     mine = selectors.annotator_progress(project=project, annotator=annotator)
     assert (mine["judgments"], mine["cant_tell"]) == (4, 1)
+
+
+def test_a_big_projects_label_counts_are_counted_by_a_task_while_the_pages_say_counting(
+    client, many_queries, researcher, annotator, annotator2, monkeypatch
+):
+    import re
+
+    from labeling import tasks
+
+    project = many_queries
+    for choice in ("left", "cant_tell"):
+        _answer(project, annotator, choice)
+    _answer(project, annotator2, "right")
+    cache.clear()  # a cold worker: no tallies cached
+    queued = []
+    monkeypatch.setattr(selectors, "LABEL_TALLIES_INLINE_ANSWERS", 1)
+    monkeypatch.setattr(selectors, "QUALITY_REPORT_INLINE_ANSWERS", 1)  # its task would count the tallies too
+    monkeypatch.setattr("labeling.services.send_task_by_name", lambda name, *args: queued.append((name, args)))
+    client.force_login(researcher)
+    assert selectors.label_counts(project=project) == selectors.LabelCounts(counting=True)
+    assert selectors.label_counts_by_annotator(project) is None
+    # The annotator's own counts never wait for the task: their answers are an index range.
+    assert selectors.label_counts(project=project, annotator=annotator).answered == 2
+    for name in ("project-detail", "project-data", "project-quality"):
+        url = reverse(name, args=[project.slug])
+        for headers in ({}, {"HX-Request": "true"}):
+            page = client.get(url, headers=headers).content.decode()
+            assert 'data-labels="counting"' in page and f'hx-get="{url}"' in page, name  # it polls itself
+            assert 'data-count="counting"' in page and 'data-count="answered"' not in page, name
+    # Queued once, not on every view (a "counting" key de-duplicates until the task ends).
+    assert [item for item in queued if item[0] == "labeling.refresh_label_tallies"] == [
+        ("labeling.refresh_label_tallies", (project.pk,))
+    ]
+    tasks.refresh_label_tallies(project.pk)  # what the worker does
+    assert cache.get(f"{selectors._label_tallies_key(project.pk)}:counting") is None
+    counts = selectors.label_counts(project=project)
+    assert (counts.answered, counts.cant_tell, counts.counting) == (3, 1, False)
+    for name in ("project-detail", "project-data", "project-quality"):
+        page = client.get(reverse(name, args=[project.slug])).content.decode()
+        assert 'data-labels="counting"' not in page, name
+        assert set(re.findall(r'data-count="answered">(\d+)<', page)) == {"3"}, name
+    by_annotator = selectors.label_counts_by_annotator(project)
+    assert by_annotator is not None and by_annotator[annotator.username].answered == 2
+
+
+def test_a_queued_label_count_that_runs_in_process_is_shown_at_once(many_queries, annotator, monkeypatch):
+    """Eager tasks (tests, no broker): the queued count has run by the time the page asks again."""
+    project = many_queries
+    _answer(project, annotator, "left")
+    cache.clear()
+    monkeypatch.setattr(selectors, "LABEL_TALLIES_INLINE_ANSWERS", 0)
+    counts = selectors.label_counts(project=project)
+    assert (counts.answered, counts.counting) == (1, False)
+
+
+def test_a_failed_queueing_says_counting_and_tries_again_on_the_next_view(many_queries, annotator, monkeypatch):
+    project = many_queries
+    _answer(project, annotator, "left")
+    cache.clear()
+    calls = []
+
+    def down(name, *args):
+        calls.append(name)
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(selectors, "LABEL_TALLIES_INLINE_ANSWERS", 0)
+    monkeypatch.setattr("labeling.services.send_task_by_name", down)
+    assert selectors.label_counts(project=project).counting
+    assert selectors.label_counts(project=project).counting
+    assert len(calls) == 2  # the "counting" key was dropped with the failure
+
+
+def test_a_small_projects_label_counts_are_exact_at_once_and_queue_nothing(many_queries, annotator, monkeypatch):
+    project = many_queries
+    _answer(project, annotator, "cant_tell")
+    cache.clear()
+    queued = []
+    monkeypatch.setattr("labeling.services.send_task_by_name", lambda name, *args: queued.append((name, args)))
+    counts = selectors.label_counts(project=project)
+    assert (counts.answered, counts.cant_tell, counts.counting) == (1, 1, False) and queued == []

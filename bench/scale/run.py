@@ -252,7 +252,7 @@ def _tasks_done() -> None:
     from trainer import review
 
     project = Project.objects.get(slug="bench")
-    selectors.quality_report_refresh(project.pk)
+    selectors.quality_report_refresh(project.pk)  # the label tallies with it
     review.review_summary_refresh(project.pk)
 
 
