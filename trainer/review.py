@@ -180,7 +180,9 @@ REVIEW_INLINE_ANSWERS = 50_000  # up to this many answers a missing summary is c
 
 
 def _summary_key(project_id: int) -> str:
-    return f"review-summary:{project_id}"
+    # v2: the whole order in chunks (order_token, order_chunks); a v1 summary (its first 20 000 ids inline) left in
+    # a shared cache by the previous release is never read as one.
+    return f"review-summary:v2:{project_id}"
 
 
 def _review_stamp(project: Project, model: RewardModel) -> tuple:
