@@ -65,6 +65,7 @@ def test_label_tallies_stay_equal_to_a_fresh_count_through_answers_revisions_and
     selectors.label_counts_forget(project.pk)  # on commit, which the test's transaction never reaches
     assert selectors.label_counts(project=project).answered == 3
     by_annotator = selectors.label_counts_by_annotator(project)
+    assert by_annotator is not None
     assert sum(c.answered for c in by_annotator.values()) == 3
     assert by_annotator[annotator.username] == selectors.label_counts(project=project, annotator=annotator)
 

@@ -292,4 +292,4 @@ class PolicyVideoView(APIView):
             raise NotFound("this policy has no video yet (it is rendered after training; see video_episode)")
         # Streamed through Django with the media rules (video/mp4, nosniff, sandbox), whatever the storage: a
         # token client gets the bytes, not a redirect to a signed object-store URL.
-        return ranged_file_response(request, policy.video.storage, policy.video.name, VIDEO_TYPE)
+        return ranged_file_response(request, policy.video.storage, str(policy.video.name), VIDEO_TYPE)
