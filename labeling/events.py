@@ -36,6 +36,7 @@ FLUSH_JUDGMENT_WEBHOOK = "labeling.flush_judgment_webhook"  # the batched "judgm
 SWEEP_WEBHOOKS = "labeling.sweep_webhooks"  # re-sends deliveries (and judgment batches) whose message was lost
 BUILD_EXPORT = "labeling.build_export"  # one asynchronous export (labeling.export_jobs) written to storage
 REFRESH_QUALITY_REPORT = "labeling.refresh_quality_report"  # a project's dashboard quality report, recomputed
+REFRESH_LABEL_TALLIES = "labeling.refresh_label_tallies"  # a big project's label counts, counted into the cache
 
 # --- Celery tasks: trainer's (labeling sends some of these by name) --------------------------------------------
 
@@ -60,6 +61,7 @@ TASK_QUEUES: Mapping[str, str] = {
     SWEEP_WEBHOOKS: QUEUE_DEFAULT,
     BUILD_EXPORT: QUEUE_DEFAULT,
     REFRESH_QUALITY_REPORT: QUEUE_DEFAULT,
+    REFRESH_LABEL_TALLIES: QUEUE_DEFAULT,
     RENDER_CLIP: QUEUE_RENDER,
     RUN_GENERATING_CLIPS: QUEUE_RENDER,
     RUN_BUILDING_PREFERENCES: QUEUE_DEFAULT,

@@ -95,6 +95,8 @@ class LabelCounts:
     cant_tell: int = 0
     skipped: int = 0
     for_budget: int = 0
+    # A big project's tallies are being counted by a task (a cold cache): no numbers yet, pages say "counting…".
+    counting: bool = False
 
     @property
     def decided(self) -> int:
@@ -112,6 +114,11 @@ def _label_aggregates() -> dict[str, Count]:
 # Per-annotator tallies [answered, cant_tell, for_budget] of a project's judgments, cached under the judgments
 # stamp they were counted at and brought up to date by counting only what came since (see _label_tallies).
 LABEL_TALLIES_CACHE_SECONDS = 24 * 3600
+# Up to this many answers missing tallies are counted in the request (tens of milliseconds); above, by a task
+# (counting a million judgments takes seconds), and pages say "counting…" meanwhile.
+LABEL_TALLIES_INLINE_ANSWERS = 50_000
+# How long a queued count keeps others from queueing another (a lost task is queued again after this).
+LABEL_TALLIES_COUNTING_SECONDS = 300
 
 
 def _label_tallies_key(project_id: int) -> str:
@@ -130,13 +137,16 @@ def _tally_rows(judgments: QuerySet[Judgment]) -> dict[int, list[int]]:
     return {row["annotator_id"]: [row["answered"], row["cant_tell"], row["for_budget"]] for row in rows}
 
 
-def _label_tallies(project: Project, *, count_all: bool = True) -> dict[int, list[int]] | None:
+def _label_tallies(project: Project, *, count_all: bool = True, in_request: bool = True) -> dict[int, list[int]] | None:
     """The project's answers per annotator id: [answered, cant_tell, for_budget], the one source of every label count.
 
     Counting a million judgments takes a second or more, so the tallies are cached under the stamp of the newest
     judgment and revision (two index lookups) and kept current incrementally: new judgments are the ids above the
     cached one (an index range), and each new revision moves one answer in or out of "can't tell". Only a missing
-    or forgotten entry (an undo) counts everything again; with ``count_all=False`` that case returns None."""
+    or forgotten entry (a cold cache, an undo) counts everything again: in the request while the project has at most
+    ``LABEL_TALLIES_INLINE_ANSWERS`` answers, else by a task (:func:`label_tallies_refresh`; one at a time per
+    project) while this returns None ("counting…"). ``count_all=False``: None instead of counting or queueing;
+    ``in_request=False`` (the task itself): count here whatever the size."""
     from django.core.cache import cache
 
     newest, revised = _judgments_stamp(project)
@@ -148,6 +158,8 @@ def _label_tallies(project: Project, *, count_all: bool = True) -> dict[int, lis
     if cached is None or (cached[0][0] or 0) > (newest or 0):
         if not count_all:
             return None
+        if in_request and has_more_answers_than(project, LABEL_TALLIES_INLINE_ANSWERS):
+            return _label_tallies_queue(project, stamp=(newest, revised))
         tallies = _tally_rows(judgments.filter(pk__lte=newest or 0))
     else:
         (old_newest, old_revised), tallies = cached
@@ -175,6 +187,38 @@ def _label_tallies(project: Project, *, count_all: bool = True) -> dict[int, lis
     return tallies
 
 
+def _label_tallies_queue(project: Project, *, stamp: tuple[int | None, int | None]) -> dict[int, list[int]] | None:
+    """Queue the count of a big project's tallies (unless one is queued already); the tallies if it ran in-process
+    (eager tasks, as in tests), else None: the pages say "counting…" until the worker has cached them."""
+    from django.core.cache import cache
+
+    from . import events, services
+
+    key = _label_tallies_key(project.pk)
+    if cache.add(f"{key}:counting", True, LABEL_TALLIES_COUNTING_SECONDS):
+        try:
+            services.send_task_by_name(events.REFRESH_LABEL_TALLIES, project.pk)
+        except Exception:  # the broker is down: "counting…" now, try again on a later view
+            logger.warning("could not queue the label count of project %s", project.pk, exc_info=True)
+            cache.delete(f"{key}:counting")
+    refreshed = cache.get(key)
+    if refreshed is not None and refreshed[0] == stamp:
+        return refreshed[1]
+    return None
+
+
+def label_tallies_refresh(project_id: int) -> None:
+    """Count a project's label tallies into the cache (the task behind "counting…")."""
+    from django.core.cache import cache
+
+    try:
+        project = Project.objects.filter(pk=project_id).first()
+        if project is not None:
+            _label_tallies(project, in_request=False)
+    finally:
+        cache.delete(f"{_label_tallies_key(project_id)}:counting")
+
+
 def has_more_answers_than(project: Project, n: int) -> bool:
     """Whether the project has more than ``n`` judgments: reads at most n + 1 index entries, never counts them all
     (what decides if a report is cheap enough to compute in the request)."""
@@ -197,7 +241,8 @@ def label_counts(*, project: Project, annotator: User | None = None) -> LabelCou
         skipped = _skips(project).filter(annotator=annotator).count()
         return LabelCounts(answered=answered, cant_tell=cant_tell, skipped=skipped, for_budget=for_budget)
     tallies = _label_tallies(project)
-    assert tallies is not None
+    if tallies is None:
+        return LabelCounts(counting=True)
     return LabelCounts(
         answered=sum(t[0] for t in tallies.values()),
         cant_tell=sum(t[1] for t in tallies.values()),
@@ -206,10 +251,12 @@ def label_counts(*, project: Project, annotator: User | None = None) -> LabelCou
     )
 
 
-def label_counts_by_annotator(project: Project) -> dict[str, LabelCounts]:
-    """Label counts per annotator (by username): the cached tallies, and one grouped query for skips."""
+def label_counts_by_annotator(project: Project) -> dict[str, LabelCounts] | None:
+    """Label counts per annotator (by username): the cached tallies, and one grouped query for skips; None while a
+    big project's tallies are being counted (see :func:`label_counts`)."""
     tallies = _label_tallies(project)
-    assert tallies is not None
+    if tallies is None:
+        return None
     skips = dict(
         _skips(project).values("annotator_id").annotate(n=Count("id")).order_by().values_list("annotator_id", "n")
     )
@@ -510,7 +557,8 @@ def quality_report_refresh(project_id: int, *, stamp: tuple[int | None, int | No
     try:
         report = {**quality_report_compute(project), "computed_at": time.time(), "stale": False}
         cache.set(_quality_key(project_id), (stamp, report["computed_at"], report), QUALITY_REPORT_CACHE_SECONDS)
-        label_counts(project=project)  # the worker fills the label tallies too, so no page view has to count them
+        # The worker fills the label tallies too, so no page view has to count them.
+        _label_tallies(project, in_request=False)
     finally:
         cache.delete(f"{_quality_key(project_id)}:refreshing")
     return report

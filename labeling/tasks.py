@@ -50,3 +50,11 @@ def refresh_quality_report(project_id: int) -> None:
     from . import selectors
 
     selectors.quality_report_refresh(project_id)
+
+
+@shared_task(name=events.REFRESH_LABEL_TALLIES)
+def refresh_label_tallies(project_id: int) -> None:
+    """Count a big project's label tallies into the cache (the dashboard says "counting…" meanwhile)."""
+    from . import selectors
+
+    selectors.label_tallies_refresh(project_id)

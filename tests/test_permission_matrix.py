@@ -203,6 +203,7 @@ EXPECTED: dict[tuple[str, str], dict[str, int | set[int]]] = {
     ("api-run", "GET"): api_researcher_only(200),
     ("api-run", "POST"): api_researcher_only(409),  # reaches the action: pausing a finished iteration
     ("api-policy", "GET"): api_researcher_only(200),
+    ("api-policy-video", "GET"): api_researcher_only(200),  # tests/test_policy_video_api.py: bytes, no video
     # --- API: the disagreement review (researchers only) ---
     ("api-review", "GET"): api_researcher_only(200),
     ("api-review-exclude", "POST"): api_researcher_only(200),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import FileResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,7 +15,8 @@ from rest_framework.views import APIView
 from accounts.typing import AuthenticatedRequest
 from labeling.api.serializers import bounded_json
 from labeling.api.views import require_researcher, researcher_project, visible_object
-from labeling.errors import ValidationFailed
+from labeling.errors import NotFound, ValidationFailed
+from labeling.media import VIDEO_TYPE, ranged_file_response
 
 from . import loop
 from .api import PreferenceRequestSerializer
@@ -23,6 +25,9 @@ from .models import EXTERNAL_DATA_KINDS, PolicyCheckpoint, Run, RunKind
 
 class PolicySerializer(serializers.ModelSerializer):
     download_url = serializers.SerializerMethodField()
+    video_url = serializers.SerializerMethodField(
+        help_text="The evaluation episode's MP4 (token auth like the rest of the API); null until it is rendered."
+    )
 
     class Meta:
         model = PolicyCheckpoint
@@ -35,10 +40,14 @@ class PolicySerializer(serializers.ModelSerializer):
             "video_episode",
             "train_seconds",
             "download_url",
+            "video_url",
         ]
 
     def get_download_url(self, policy: PolicyCheckpoint) -> str:
         return f"/api/v1/policies/{policy.pk}/checkpoint"
+
+    def get_video_url(self, policy: PolicyCheckpoint) -> str | None:
+        return f"/api/v1/policies/{policy.pk}/video" if policy.video else None
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -82,6 +91,7 @@ class RunSerializer(serializers.ModelSerializer):
             "url",
         ]
 
+    @extend_schema_field(PolicySerializer(allow_null=True))
     def get_policy(self, run: Run) -> dict[str, Any] | None:
         policy = getattr(run, "policy", None)
         return PolicySerializer(policy).data if policy is not None else None
@@ -266,3 +276,20 @@ class PolicyCheckpointView(APIView):
         return FileResponse(
             policy.model_file.open("rb"), content_type="application/zip", as_attachment=True, filename=name
         )
+
+
+class PolicyVideoView(APIView):
+    @extend_schema(
+        responses={(200, "video/mp4"): bytes, (206, "video/mp4"): bytes},
+        summary="A policy's evaluation episode as an MP4 (streamed; one HTTP Range gives 206); 404 until rendered",
+    )
+    def get(self, request: AuthenticatedRequest, policy_id: int) -> HttpResponseBase:
+        policy = visible_object(
+            PolicyCheckpoint.objects.select_related("project"), pk=policy_id, request=request, name="policy"
+        )
+        require_researcher(request, policy.project)  # as the checkpoint and the dashboard's policy page
+        if not policy.video:
+            raise NotFound("this policy has no video yet (it is rendered after training; see video_episode)")
+        # Streamed through Django with the media rules (video/mp4, nosniff, sandbox), whatever the storage: a
+        # token client gets the bytes, not a redirect to a signed object-store URL.
+        return ranged_file_response(request, policy.video.storage, str(policy.video.name), VIDEO_TYPE)

@@ -84,7 +84,10 @@ def models_section(project: Project) -> dict[str, Any]:
 
 def quality_section(project: Project) -> dict[str, Any]:
     report = labeling_selectors.quality_report(project)
-    counts = labeling_selectors.label_counts_by_annotator(project)
+    by_annotator = labeling_selectors.label_counts_by_annotator(project)
+    # None: a big project's label counts are being counted by a task (each row says "counting…" meanwhile).
+    counting = labeling_selectors.LabelCounts(counting=True)
+    counts = by_annotator if by_annotator is not None else {}
     if report.get("computing"):  # no report yet (a big project's is computed by a task): the counts alone
         return {
             "quality": report,
@@ -95,7 +98,7 @@ def quality_section(project: Project) -> dict[str, Any]:
     rows = [
         {
             "annotator": row["row"].annotator,
-            "counts": counts.get(row["row"].annotator),
+            "counts": counts.get(row["row"].annotator) if by_annotator is not None else counting,
             "scores": row["scores"],
             "flag": row.get("flag"),  # flagged in the disagreement review
         }

@@ -13,6 +13,8 @@ members' own disagreement) takes away from it: a pair the model is unsure about 
 from __future__ import annotations
 
 import logging
+import uuid
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,16 +170,19 @@ def unscored_count(project: Project) -> int:
 # --- The review's order and counts, cached ---------------------------------------------------------------------
 
 # Ordering every scored pair by disagreement aggregates all the project's judgments (seconds at a million), so the
-# order (its first REVIEW_CACHED_ROWS pairs) and the counts are cached under a stamp of what they depend on: the
-# model and its newest score, the newest judgment and revision, and the review actions (a version labeling bumps).
-# The rows on a page are still read live, so a page always shows the current answers and marks.
-REVIEW_CACHED_ROWS = 20_000
+# order (every pair's query id, packed 8 bytes each, in chunks of REVIEW_ORDER_CHUNK under keys of their own: a
+# page reads one or two chunks, the overview's count none) and the counts are cached under a stamp of what they
+# depend on: the model and its newest score, the newest judgment and revision, and the review actions (a version
+# labeling bumps). The rows on a page are still read live, so a page always shows the current answers and marks.
+REVIEW_ORDER_CHUNK = 50_000  # query ids per cache entry (400 KB)
 REVIEW_SUMMARY_CACHE_SECONDS = 24 * 3600
 REVIEW_INLINE_ANSWERS = 50_000  # up to this many answers a missing summary is computed in the request
 
 
 def _summary_key(project_id: int) -> str:
-    return f"review-summary:{project_id}"
+    # v2: the whole order in chunks (order_token, order_chunks); a v1 summary (its first 20 000 ids inline) left in
+    # a shared cache by the previous release is never read as one.
+    return f"review-summary:v2:{project_id}"
 
 
 def _review_stamp(project: Project, model: RewardModel) -> tuple:
@@ -190,15 +195,91 @@ def _review_stamp(project: Project, model: RewardModel) -> tuple:
     )
 
 
+def _order_key(project_id: int, token: str, chunk: int) -> str:
+    return f"review-order:{project_id}:{token}:{chunk}"
+
+
+def _order_store(project_id: int, order: array) -> dict[str, Any]:
+    """Cache the whole order in chunks under a fresh token; the summary names the token and the chunk count."""
+    from django.core.cache import cache
+
+    token = uuid.uuid4().hex
+    n_chunks = -(-len(order) // REVIEW_ORDER_CHUNK)
+    cache.set_many(
+        {
+            _order_key(project_id, token, i): order[i * REVIEW_ORDER_CHUNK : (i + 1) * REVIEW_ORDER_CHUNK].tobytes()
+            for i in range(n_chunks)
+        },
+        REVIEW_SUMMARY_CACHE_SECONDS,
+    )
+    return {"order_token": token, "order_chunks": n_chunks}
+
+
+def _order_forget(project_id: int, summary: dict[str, Any] | None) -> None:
+    """Drop an older summary's order chunks (a refresh replaces them; without this they would linger a day)."""
+    from django.core.cache import cache
+
+    if summary and summary.get("order_token"):
+        cache.delete_many([_order_key(project_id, summary["order_token"], i) for i in range(summary["order_chunks"])])
+
+
+def _order_slice(project_id: int, summary: dict[str, Any], start: int, stop: int) -> list[int] | None:
+    """Query ids ``start:stop`` of the cached order (one or two chunks read); None when a chunk is gone."""
+    from django.core.cache import cache
+
+    stop = min(stop, summary["total"])
+    if start >= stop:
+        return []
+    first, last = start // REVIEW_ORDER_CHUNK, (stop - 1) // REVIEW_ORDER_CHUNK
+    keys = [_order_key(project_id, summary["order_token"], i) for i in range(first, last + 1)]
+    found = cache.get_many(keys)
+    if len(found) != len(keys):
+        return None
+    ids = array("q")
+    for key in keys:
+        ids.frombytes(found[key])
+    offset = first * REVIEW_ORDER_CHUNK
+    return ids[start - offset : stop - offset].tolist()
+
+
+def _order_slice_again(project_id: int, summary: dict[str, Any], start: int, stop: int) -> list[int] | None:
+    """A chunk of ``summary``'s order is missing: a refresh replaced it meanwhile (read the new one), or the cache
+    evicted it (drop the summary so that the next view has it computed again, by a task when the project is big)."""
+    from django.core.cache import cache
+
+    current = cache.get(_summary_key(project_id))
+    if current is not None and current.get("order_token") != summary.get("order_token"):
+        return _order_slice(project_id, current, start, stop)
+    logger.warning("project %s: the review's cached order is incomplete; recomputing it", project_id)
+    cache.delete(_summary_key(project_id))
+    return None
+
+
 def review_summary_compute(project: Project, model: RewardModel) -> dict[str, Any]:
+    """The counts and the whole order (query ids, most confident disagreement first) of the project's review."""
     rows = review_rows(project, model)
+    order = array("q", rows.values_list("query_id", flat=True).iterator(chunk_size=10_000))
     return {
-        "total": rows.count(),
+        "total": len(order),
         "to_review": _review_count_compute(project, model),
         "unscored": _judged_queries(project).exclude(review_scores__reward_model=model).count(),
-        "order": list(rows.values_list("query_id", flat=True)[:REVIEW_CACHED_ROWS]),
+        "order": order,
         "stale": False,
     }
+
+
+def _summary_store(project_id: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """Cache a computed summary: its order in chunks first, then the summary naming them; the previous summary's
+    chunks are dropped."""
+    from django.core.cache import cache
+
+    previous = cache.get(_summary_key(project_id))
+    order = summary.pop("order")
+    summary |= _order_store(project_id, order)
+    cache.set(_summary_key(project_id), summary, REVIEW_SUMMARY_CACHE_SECONDS)
+    if previous is not None and previous.get("order_token") != summary["order_token"]:
+        _order_forget(project_id, previous)
+    return summary
 
 
 def review_summary_refresh(project_id: int) -> dict[str, Any] | None:
@@ -211,8 +292,7 @@ def review_summary_refresh(project_id: int) -> dict[str, Any] | None:
         if model is None:
             return None
         stamp = _review_stamp(project, model)
-        summary = {**review_summary_compute(project, model), "stamp": stamp}
-        cache.set(_summary_key(project_id), summary, REVIEW_SUMMARY_CACHE_SECONDS)
+        summary = _summary_store(project_id, {**review_summary_compute(project, model), "stamp": stamp})
     finally:
         cache.delete(f"{_summary_key(project_id)}:refreshing")
     return summary
@@ -234,9 +314,7 @@ def review_summary(project: Project, model: RewardModel) -> dict[str, Any] | Non
         return cached
     local = isinstance(caches["default"], LocMemCache | DummyCache)
     if (cached is None or local) and not labeling_selectors.has_more_answers_than(project, REVIEW_INLINE_ANSWERS):
-        summary = {**review_summary_compute(project, model), "stamp": stamp}
-        cache.set(_summary_key(project.pk), summary, REVIEW_SUMMARY_CACHE_SECONDS)
-        return summary
+        return _summary_store(project.pk, {**review_summary_compute(project, model), "stamp": stamp})
     if cache.add(f"{_summary_key(project.pk)}:refreshing", True, REVIEW_SUMMARY_CACHE_SECONDS):
         try:
             labeling_services.send_task_by_name(events.REFRESH_REVIEW_SUMMARY, project.pk)
@@ -309,11 +387,13 @@ def review_page(project: Project, *, page: int = 1, page_size: int = PAGE_SIZE) 
     pages = max(1, -(-total // page_size))
     page = min(max(1, page), pages)
     start, rows_qs = (page - 1) * page_size, review_rows(project, model)
-    if start + page_size <= len(summary["order"]) or len(summary["order"]) >= total:
-        ids = summary["order"][start : start + page_size]
+    ids = _order_slice(project.pk, summary, start, start + page_size)
+    if ids is None:
+        ids = _order_slice_again(project.pk, summary, start, start + page_size)
+    if ids is not None:  # any page: its ids from the cached order, its rows live (an index lookup per pair)
         by_query = {score.query_id: score for score in rows_qs.filter(query_id__in=ids)}
         scores = [by_query[pk] for pk in ids if pk in by_query]  # gone since: no judgment counts any more
-    else:  # deeper than the cached order: the whole ordering, live (seconds at a million judgments)
+    else:  # the order is gone from the cache: this page from the whole ordering, live (seconds at a million)
         scores = list(rows_qs[start : start + page_size])
     return ReviewPage(
         reward_model=model,

@@ -29,4 +29,5 @@ urlpatterns = [
         name="api-review-flag",
     ),
     path("policies/<id:policy_id>/checkpoint", api_runs.PolicyCheckpointView.as_view(), name="api-policy"),
+    path("policies/<id:policy_id>/video", api_runs.PolicyVideoView.as_view(), name="api-policy-video"),
 ]

@@ -45,7 +45,9 @@ class Page:
 PAGES: list[Page] = [
     Page("project-detail"),
     Page("project-detail", htmx=True),
+    Page("project-detail", tasks_done=True),  # the label counts once the worker has counted them
     Page("project-data"),
+    Page("project-data", tasks_done=True),
     Page("project-models"),
     Page("project-loop"),
     Page("project-loop", htmx=True),
@@ -62,6 +64,10 @@ PAGES: list[Page] = [
     Page("project-review"),
     Page("project-review", tasks_done=True),
     Page("project-review", query="?page=1000", tasks_done=True),
+    # Deeper than the first 20 000 pairs the order used to keep (page 1000 of 20): page 5000 and the last page.
+    Page("project-review", query="?page=500", tasks_done=True),
+    Page("project-review", query="?page=5000", tasks_done=True),
+    Page("project-review", query="?page=25005", tasks_done=True),
     Page("project-members"),
     Page("project-runs"),
     Page("project-runs", htmx=True),
@@ -246,13 +252,14 @@ def _targets(only: str | None) -> list[tuple[str, Callable[[], object]]]:
 
 
 def _tasks_done() -> None:
-    """What the refresh tasks leave in the cache, untimed: the quality report and the review's order and counts."""
+    """What the refresh tasks leave in the cache, untimed: the quality report (and with it the label tallies) and
+    the review's order and counts."""
     from labeling import selectors
     from labeling.models import Project
     from trainer import review
 
     project = Project.objects.get(slug="bench")
-    selectors.quality_report_refresh(project.pk)
+    selectors.quality_report_refresh(project.pk)  # the label tallies with it
     review.review_summary_refresh(project.pk)
 
 

@@ -51,9 +51,10 @@ def _judgments_sql(n_annotators: int) -> str:
                    random() < 0.5 AS swapped
             FROM answers ans JOIN annotators a ON a.n = (ans.query_id + 7 * ans.k) %% {n_annotators}
         )
-        INSERT INTO labeling_judgment (query_id, annotator_id, choice, swapped, time_spent_ms, client_id, created_at)
+        INSERT INTO labeling_judgment (query_id, annotator_id, choice, swapped, time_spent_ms, client_id, created_at,
+                                       exclusion_reason)
         SELECT query_id, annotator_id, {_CHOICE_SQL.format(u="u", label=label, swapped="swapped")}, swapped,
-               1000 + floor(r2 * 20000)::int, gen_random_uuid(), created_at + make_interval(secs => 60 * (k + 1))
+               1000 + floor(r2 * 20000)::int, gen_random_uuid(), created_at + make_interval(secs => 60 * (k + 1)), ''
         FROM drawn
     """
 
@@ -150,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
                 WHERE q.project_id = %(project)s AND q.source = 'gold' AND u.username LIKE 'bench-annotator-%%'
             )
             INSERT INTO labeling_judgment (query_id, annotator_id, choice, swapped, time_spent_ms, client_id,
-                                           created_at)
+                                           created_at, exclusion_reason)
             SELECT query_id, annotator_id,
                    {_CHOICE_SQL.format(u="u", label=gold_label, swapped="swapped")},
-                   swapped, 3000, gen_random_uuid(), created_at + make_interval(secs => 30)
+                   swapped, 3000, gen_random_uuid(), created_at + make_interval(secs => 30), ''
             FROM drawn
             """,
             params,
@@ -183,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         cur.execute(
             """
             INSERT INTO labeling_judgment (query_id, annotator_id, choice, swapped, time_spent_ms, client_id,
-                                           created_at)
+                                           created_at, exclusion_reason)
             SELECT q.id, p.annotator_id,
                    CASE WHEN random() < 0.8 THEN p.choice
                         ELSE (ARRAY['left', 'right', 'equal'])[1 + floor(random() * 3)::int] END,
-                   p.swapped, 2000, gen_random_uuid(), q.created_at
+                   p.swapped, 2000, gen_random_uuid(), q.created_at, ''
             FROM picked p JOIN labeling_query q ON q.repeat_of_id = p.query_id AND q.assigned_to_id = p.annotator_id
             """
         )

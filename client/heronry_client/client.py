@@ -481,7 +481,8 @@ class Client:
     # --- policies --------------------------------------------------------------------------------------------
     def policies(self, slug: str) -> list[dict[str, Any]]:
         """The project's trained policies (newest first), as the runs that trained them report them: ``id``,
-        ``algorithm``, ``timesteps``, ``reward_model``, ``evaluation``, ``download_url``, plus the ``run``."""
+        ``algorithm``, ``timesteps``, ``reward_model``, ``evaluation``, ``video_episode``, ``download_url``,
+        ``video_url`` (None until the evaluation video is rendered), plus the ``run``."""
         return [{**run["policy"], "run": run["id"]} for run in self.runs(slug) if run.get("policy")]
 
     def download_policy(self, policy: int | Mapping[str, Any], destination: str | os.PathLike[str] | IO[bytes]) -> int:
@@ -489,6 +490,14 @@ class Client:
         with ``model.set_parameters(path)`` (``PPO.load`` would unpickle the zip's objects)."""
         policy_id = int(policy["id"]) if isinstance(policy, Mapping) else int(policy)
         return self._download(f"/policies/{policy_id}/checkpoint", destination)
+
+    def download_policy_video(
+        self, policy: int | Mapping[str, Any], destination: str | os.PathLike[str] | IO[bytes]
+    ) -> int:
+        """A policy's evaluation episode (MP4, the episode of ``video_episode``) to a path or binary file; returns
+        the bytes written. :class:`NotFound` while the policy has no video yet (``video_url`` is None)."""
+        policy_id = int(policy["id"]) if isinstance(policy, Mapping) else int(policy)
+        return self._download(f"/policies/{policy_id}/video", destination)
 
     # --- exports ---------------------------------------------------------------------------------------------
     def export_judgments(

@@ -505,6 +505,27 @@ def test_policies_are_listed_and_their_checkpoints_downloaded(rita, anna, projec
         anna.download_policy(policy.pk, io.BytesIO())
 
 
+def test_a_policys_evaluation_video_is_downloaded_with_a_token(rita, anna, project, tmp_path):
+    from trainer.models import ITERATION_STEPS, PolicyCheckpoint, Run, RunState
+
+    iteration = Run.objects.create(project=project, number=1, steps=list(ITERATION_STEPS), state=RunState.DONE)
+    policy = PolicyCheckpoint(project=project, run=iteration, algorithm="sac", timesteps=100)
+    policy.save()
+    [listed] = rita.policies("pendulum")
+    assert listed["video_url"] is None
+    with pytest.raises(NotFound) as caught:  # not rendered yet: 404 with the API's error, says why
+        rita.download_policy_video(listed, io.BytesIO())
+    assert "no video yet" in str(caught.value)
+    mp4 = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 40
+    policy.video.save("policy.mp4", ContentFile(mp4))
+    [listed] = rita.policies("pendulum")
+    assert listed["video_url"] == f"/api/v1/policies/{policy.pk}/video"
+    assert rita.download_policy_video(listed, tmp_path / "policy.mp4") == len(mp4)
+    assert (tmp_path / "policy.mp4").read_bytes() == mp4
+    with pytest.raises(PermissionDenied):  # an annotator, like the checkpoint
+        anna.download_policy_video(policy.pk, io.BytesIO())
+
+
 def test_an_async_export_is_started_followed_and_downloaded(rita, anna, project, tmp_path):
     clips = add_fake_clips(project, 4)
     queries_create_random(project=project, count=2, rng=np.random.default_rng(0), clips=clips)
