@@ -133,7 +133,7 @@ def label_counts_forget(project_id: int) -> None:
 
 
 def _tally_rows(judgments: QuerySet[Judgment]) -> dict[int, list[int]]:
-    rows = judgments.values("annotator_id").annotate(**_label_aggregates()).order_by()
+    rows: Any = judgments.values("annotator_id").annotate(**_label_aggregates()).order_by()  # stubs miss annotate keys
     return {row["annotator_id"]: [row["answered"], row["cant_tell"], row["for_budget"]] for row in rows}
 
 

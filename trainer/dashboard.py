@@ -177,7 +177,11 @@ def run_lineage(run: Run) -> Lineage:
     clips = Clip.objects.filter(project=run.project, rollout__run=run.pk).aggregate(
         n=Count("id"), rendered=Count("id", filter=Q(render_status="ready"))
     )
-    queries = Query.objects.filter(project=run.project, iteration=run.number).count() if run.is_iteration else 0
+    queries = (
+        Query.objects.filter(project=run.project, iteration=run.number).count()
+        if run.is_iteration and run.number is not None
+        else 0
+    )
     return Lineage(
         run=run,
         preference_set=run.preference_set,

@@ -144,7 +144,7 @@ def review_rows(project: Project, reward_model: RewardModel | None = None) -> Qu
 def _review_count_compute(project: Project, model: RewardModel) -> int:
     return (
         review_rows(project, model)
-        .filter(disagreement__gte=REVIEW_MIN_DISAGREEMENT, excluded=0)
+        .filter(disagreement__gte=REVIEW_MIN_DISAGREEMENT, excluded=0)  # type: ignore[misc]  # annotations
         .exclude(query__status=QueryStatus.OPEN)
         .count()
     )

@@ -79,7 +79,7 @@ def iteration_metrics(run: Run) -> dict[str, float]:
 
 
 def tracking_dir() -> Path | None:
-    configured = settings.HERONRY.get("TRACKING_DIR", "")
+    configured = str(settings.HERONRY.get("TRACKING_DIR") or "")
     return Path(configured) if configured else None
 
 
@@ -93,7 +93,7 @@ def iteration_track(*, run: Run) -> dict[str, str]:
     directory = tracking_dir()
     if directory is not None:
         written["tensorboard"] = str(tracking.write_tensorboard(directory / name, metrics, step=run.number))
-    uri = settings.HERONRY.get("MLFLOW_TRACKING_URI", "")
+    uri = str(settings.HERONRY.get("MLFLOW_TRACKING_URI") or "")
     if uri and tracking.write_mlflow(
         uri, name, metrics, step=run.number, tags={"project": run.project.slug, "env_id": run.project.env_id}
     ):

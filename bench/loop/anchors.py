@@ -45,7 +45,7 @@ SEED_BOUND = 2**31  # trainer.core.policy.evaluation._SEED_BOUND
 # 8 rollouts of 200 steps that make the next clips (curve.py's defaults, specs/pendulum.yaml's loop.rollouts).
 BUDGETS = [INITIAL_ROLLOUTS * EPISODE_STEPS + k * (4_000 + 8 * EPISODE_STEPS) for k in range(1, 6)]
 # specs/pendulum.yaml runs SAC with PolicyConfig's defaults.
-PLATFORM_SAC = {
+PLATFORM_SAC: dict[str, Any] = {
     "learning_rate": 1e-3,
     "gamma": 0.99,
     "batch_size": 256,

@@ -75,14 +75,14 @@ def _setup(database: str) -> None:
     from labeling.models import Clip, RenderStatus
     from trainer import clip_pipeline, loop, loop_steps
 
-    loop._send_step = lambda *args: None  # type: ignore[assignment]  # no broker: drive() runs each step here
+    loop._send_step = lambda *args: None  # no broker: drive() runs each step here
 
     def mark_ready(clip: Clip) -> bool:  # the synthetic teacher never watches video
         Clip.objects.filter(pk=clip.pk).update(render_status=RenderStatus.READY)
         return True
 
-    clip_pipeline.render_clip = mark_ready  # type: ignore[assignment]
-    loop_steps.render_clip = mark_ready  # type: ignore[assignment]
+    clip_pipeline.render_clip = mark_ready
+    loop_steps.render_clip = mark_ready
 
 
 def drive(run_id: int):

@@ -286,12 +286,12 @@ def plots(
             by_steps: dict[int, list[float]] = defaultdict(list)
             for row in sac:
                 for it in row["iterations"]:
-                    by_steps[it["env_steps"]].append(it["true_mean"])
-            xs = sorted(by_steps)
-            est = [_estimates(by_steps[x])["iqm"] for x in xs]
-            axis.plot(xs, [e[0] for e in est], linestyle="--", marker="x", color="grey",
+                    by_steps[int(it["env_steps"])].append(it["true_mean"])
+            sac_xs = sorted(by_steps)
+            est = [_estimates(by_steps[x])["iqm"] for x in sac_xs]
+            axis.plot(sac_xs, [e[0] for e in est], linestyle="--", marker="x", color="grey",
                       label=f"SB3 SAC, true reward (anchor, n={len(sac)})")  # fmt: skip
-            axis.fill_between(xs, [e[1] for e in est], [e[2] for e in est], color="grey", alpha=0.1)
+            axis.fill_between(sac_xs, [e[1] for e in est], [e[2] for e in est], color="grey", alpha=0.1)
         if x_key == "labels" and "true" in data:
             ceiling = _estimates(data["true"][max(data["true"])]["scores"])["iqm"]
             axis.axhspan(ceiling[1], ceiling[2], color="grey", alpha=0.15, label="true reward, final (IQM CI)")

@@ -42,4 +42,4 @@ def _torch_threads(**kwargs: object) -> None:
     import torch
     from django.conf import settings
 
-    torch.set_num_threads(int(settings.HERONRY["TORCH_NUM_THREADS"]))
+    torch.set_num_threads(int(str(settings.HERONRY["TORCH_NUM_THREADS"])))

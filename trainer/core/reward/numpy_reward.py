@@ -60,7 +60,7 @@ class NumpyReward:
         # Layer l of every member stacked: weights transposed to (M, in, out), biases (M, 1, out), so one
         # batched matmul runs all members at once.
         self._layers: list[tuple[np.ndarray, np.ndarray]] = []
-        linears = [[m for m in member.layers if isinstance(m, torch.nn.Linear)] for member in ensemble.members]
+        linears = [[m for m in member.modules() if isinstance(m, torch.nn.Linear)] for member in ensemble.members]
         for depth in range(len(linears[0])):
             weights = np.stack([_array(member[depth].weight).T for member in linears])
             biases = np.stack([_array(member[depth].bias)[np.newaxis] for member in linears])
@@ -77,7 +77,7 @@ class NumpyReward:
         rewards = np.empty(steps.shape[0], dtype=np.float32)
         for start in range(0, steps.shape[0], _STEPS_PER_CHUNK):
             rewards[start : start + _STEPS_PER_CHUNK] = self._forward(steps[start : start + _STEPS_PER_CHUNK])
-        rewards = rewards.reshape(array.shape[:-1])
+        rewards = rewards.reshape(array.shape[:-1])  # type: ignore[assignment]  # () for one step
         if self._normalized:
             # The same float32 arithmetic as RewardEnsemble.normalized_reward.
             return ((rewards - self._reward_mean) / self._reward_std).astype(np.float32)
