@@ -86,11 +86,13 @@ bench-mujoco: install
 # About 3 CPU-minutes per seed and variant on an idle core; the summary writes bench/loop/summary.md and PNGs.
 LOOP_SEEDS ?= 0 1 2 3 4 5 6 7 8 9
 LOOP_NOISY_SEEDS ?= 0 1 2 3 4
+ANCHOR_SEEDS ?= 0 1 2 3 4
 bench-loop: install
 	$(PY) -m bench.loop.curve --variants true pairwise heron --seeds $(LOOP_SEEDS)
 	$(PY) -m bench.loop.curve --variants pairwise-noisy pairwise-mistake pairwise-equal --seeds $(LOOP_NOISY_SEEDS)
 	bash examples/imitation_venv.sh
-	var/imitation-venv/bin/python -m bench.loop.anchors --anchors sb3-sac imitation-tutorial --seeds $(LOOP_SEEDS)
+	var/imitation-venv/bin/python -m bench.loop.anchors --anchors sb3-sac --seeds $(ANCHOR_SEEDS)
+	var/imitation-venv/bin/python -m bench.loop.anchors --anchors imitation-tutorial --seeds $(LOOP_SEEDS)
 	$(PY) -m bench.loop.summary
 
 # The loop end to end through the servers (needs PostgreSQL and Redis): HERON ranking, pairwise oracle over HTTP,
