@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.loop.curve import EPISODE_STEPS, EVAL_SEED, INITIAL_ROLLOUTS
+from bench.loop.curve import EPISODE_STEPS, EVAL_SEED, INITIAL_ROLLOUTS, recorded
 
 ROOT = Path(__file__).resolve().parents[2]
 ANCHORS = ("sb3-sac", "imitation-tutorial")
@@ -174,12 +174,6 @@ def run_imitation_tutorial(seed: int) -> dict[str, Any]:
         "env_steps": counted["steps"],
         "comparisons": 200,
     }
-
-
-def recorded(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def main() -> None:
