@@ -48,6 +48,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from bench.inprocess import drive  # noqa: E402  (after the path setup above)
+
 INITIAL_ROLLOUTS = 24  # × 4 clips of 50 steps: random play and the scripted swing-up at four noise levels
 EPISODE_STEPS = 200  # Pendulum-v1's time limit
 EVAL_SEED = 20_261_207  # the fixed evaluation start states: the same reset seeds for every variant and seed
@@ -83,21 +85,6 @@ def _setup(database: str) -> None:
 
     clip_pipeline.render_clip = mark_ready
     loop_steps.render_clip = mark_ready
-
-
-def drive(run_id: int):
-    """Run a started run's steps one after another in this process, as workers would; returns it finished."""
-    from trainer import loop
-    from trainer.loop_steps import STEP_WORK
-    from trainer.models import Run
-
-    while True:
-        run = Run.objects.get(pk=run_id)
-        if run.is_finished:
-            return run
-        if run.state not in run.steps:
-            raise RuntimeError(f"{run.title} did not start: {run.state} {run.message}")
-        loop.step_run(run.pk, run.state, STEP_WORK[run.state])
 
 
 def answer_all(project, annotator, teacher, rng: np.random.Generator) -> int:

@@ -37,6 +37,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from bench.inprocess import drive  # noqa: E402  (after the path setup above)
+
 os.environ.setdefault("TORCH_DEVICE", "auto")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -57,21 +60,6 @@ def _setup(database: str) -> None:
     from trainer import loop
 
     loop._send_step = lambda *args: None  # type: ignore[assignment]  # no broker: drive() runs each step here
-
-
-def drive(run_id: int):
-    """Run a started run's steps one after another in this process, as workers would; returns it finished."""
-    from trainer import loop
-    from trainer.loop_steps import STEP_WORK
-    from trainer.models import Run
-
-    while True:
-        run = Run.objects.get(pk=run_id)
-        if run.is_finished:
-            return run
-        if run.state not in run.steps:
-            raise RuntimeError(f"{run.title} did not start: {run.message}")
-        loop.step_run(run.pk, run.state, STEP_WORK[run.state])
 
 
 def _project(variant: str, seed: int, steps: int, episodes: int):
