@@ -71,6 +71,11 @@ def _setup(database: str) -> None:
     import django
 
     django.setup()
+    import torch
+
+    # As a worker does (config/celery.py, TORCH_NUM_THREADS = 1): with torch's default of one thread per core,
+    # reward training spins on the second core while another seed runs there, and CPU seconds double.
+    torch.set_num_threads(1)
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
