@@ -272,6 +272,12 @@ def run_one(variant: str, seed: int, config: dict[str, Any]) -> dict[str, Any]:
                 "reward_epochs": reward.get("epochs_run"),
                 "preference_pairs": iteration.results.get("building_preferences", {}).get("pairs"),
                 "train_seconds": round(policy.train_seconds, 1),
+                # CPU seconds of each of the iteration's steps (preferences, reward, policy, rollouts, …).
+                "step_cpu_seconds": {
+                    step: round(float(result["cpu_seconds"]), 3)
+                    for step, result in iteration.results.items()
+                    if isinstance(result, dict) and result.get("cpu_seconds") is not None
+                },
                 **reward_diagnostics(iteration),
             }
         )

@@ -1,7 +1,7 @@
 """bench/loop: the whole loop on Pendulum-v1, end to end through the platform, timed per seed.
 
 Variants (issue 4, item 7):
-  heron     one factor ranking (angle > angular velocity > torque, σ 1) submitted through the REST API,
+  heron     one factor ranking (angle > angular velocity > torque, the preset's σ) submitted through the REST API,
             then iterations in ranking mode: HERON preferences → reward model → SAC → clips;
   pairwise  synthetic annotators (true-reward oracle, B-Pref defaults) label through the REST API;
             each iteration waits for its label budget, trains, and asks new (active) questions;
@@ -18,7 +18,9 @@ Results are appended as JSON lines to var/bench-loop.jsonl and summarised on std
 seconds and CPU seconds (worker with its ffmpeg children, gunicorn, this driver) with the load average, since
 wall time on a shared machine says more about the neighbours than about the code; per iteration, each step's
 wall, CPU and queue seconds. ``--profile`` runs the worker under cProfile; ``--policy '{"train_freq": 2}'``
-overrides PolicyConfig fields.
+overrides PolicyConfig fields; ``--steps`` the SAC steps per iteration. ``--eval-episodes 50`` evaluates every
+iteration's policy afterwards, outside the clock, on the fixed start states of ``bench/loop/curve.py`` (the
+``fixed_eval_mean`` of each row), so a fast configuration's return can be set beside the curve's.
 """
 
 from __future__ import annotations
@@ -168,7 +170,9 @@ def _wait(predicate, timeout: float, what: str):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def run_one(variant: str, seed: int, overrides: dict[str, Any], *, pids: dict[str, int]) -> dict[str, Any]:
+def run_one(
+    variant: str, seed: int, overrides: dict[str, Any], *, pids: dict[str, int], eval_episodes: int = 0
+) -> dict[str, Any]:
     from django.core.management import call_command
 
     from accounts.models import Role, User
@@ -184,6 +188,8 @@ def run_one(variant: str, seed: int, overrides: dict[str, Any], *, pids: dict[st
         spec["loop"] = {**spec["loop"], "label_budget": overrides["label_budget"]}
     if "policy" in overrides:  # PolicyConfig fields, e.g. {"train_freq": 2}
         spec["loop"] = {**spec["loop"], "policy": overrides["policy"]}
+    if "steps" in overrides:
+        spec["loop"] = {**spec["loop"], "policy_timesteps": overrides["steps"]}
     researcher = User.objects.filter(username="bench-researcher").first() or user_create(
         username="bench-researcher", password="bench-password-1", role=Role.RESEARCHER
     )
@@ -286,6 +292,13 @@ def run_one(variant: str, seed: int, overrides: dict[str, Any], *, pids: dict[st
                 or None,
             }
         )
+    if eval_episodes:  # after the clock: the curve's fixed start states, the same for every variant and seed
+        from bench.loop.curve import evaluate
+
+        for it, row in zip(iterations, rows, strict=True):
+            returns = evaluate(PolicyCheckpoint.objects.get(run=it), project, eval_episodes)
+            row["fixed_eval_mean"] = float(sum(returns) / len(returns))
+            row["fixed_eval_returns"] = returns
     final = rows[-1]
     reached = [row["labels"] for row in rows if row["true_mean"] >= -200]
     return {
@@ -301,6 +314,7 @@ def run_one(variant: str, seed: int, overrides: dict[str, Any], *, pids: dict[st
         "initial_clips_seconds": round(clips_done - started, 1),
         "final_true_mean": final["true_mean"],
         "final_true_std": final["true_std"],
+        "final_fixed_eval_mean": final.get("fixed_eval_mean"),
         "final_timesteps": final["timesteps"],
         "final_labels": final["labels"],
         "labels_to_minus_200": min(reached) if variant == "pairwise" and reached else None,
@@ -316,6 +330,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, help="override the variant's number of iterations")
     parser.add_argument("--label-budget", type=int, help="override the variant's labels per iteration")
     parser.add_argument("--policy", type=json.loads, help="PolicyConfig overrides as JSON, e.g. '{\"train_freq\": 2}'")
+    parser.add_argument("--steps", type=int, help="override the SAC steps per iteration (policy_timesteps)")
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=0,
+        help="after the clock, evaluate each iteration's policy on this many of bench/loop/curve.py's fixed starts",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-loop.jsonl")
     parser.add_argument(
         "--profile",
@@ -386,16 +407,24 @@ def main() -> None:
                     ("iterations", args.iterations),
                     ("label_budget", args.label_budget),
                     ("policy", args.policy),
+                    ("steps", args.steps),
                 )
                 if value is not None
             }
-            result = run_one(args.variant, seed, overrides, pids={"worker": worker.pid, "server": server.pid})
+            result = run_one(
+                args.variant,
+                seed,
+                overrides,
+                pids={"worker": worker.pid, "server": server.pid},
+                eval_episodes=args.eval_episodes,
+            )
             with args.out.open("a") as handle:
                 handle.write(json.dumps(result) + "\n")
             print(
                 f"{args.variant} seed {seed}: true return {result['final_true_mean']:.1f} ± "
                 f"{result['final_true_std']:.1f} after {result['final_timesteps']} steps, "
                 f"{result['final_labels']} labels, {result['wall_seconds']:.0f} s end to end, "
+                f"fixed-start return {result['final_fixed_eval_mean']}, "
                 f"CPU {result['cpu_seconds']['total']:.0f} s {result['cpu_seconds']} (load {result['load_average']})",
                 flush=True,
             )

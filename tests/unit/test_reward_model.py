@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainer.core.loop_settings import LoopSettings
 from trainer.core.reward import (
     CHECKPOINT_FORMAT_VERSION,
     BradleyTerryLoss,
@@ -28,6 +29,7 @@ from trainer.core.reward import (
     RunningNormalizer,
     TrainingResult,
     apply_label_noise,
+    effective_batch_size,
     from_bytes,
     load_checkpoint,
     pairwise_accuracy,
@@ -674,6 +676,24 @@ def test_gradient_updates_scale_with_the_number_of_pairs(problem, n_pairs, updat
         RewardModelConfig(updates_per_pair=-1)
     with pytest.raises(ValueError, match="min_val_pairs"):
         RewardModelConfig(min_val_pairs=-1)
+
+
+def test_max_batches_per_epoch_grows_the_batch_for_big_sets_only(problem):
+    """A big (HERON-sized) set trains in at most max_batches_per_epoch batches per epoch; a set smaller than
+    batch_size × max_batches_per_epoch keeps its batches (issue 13)."""
+    dataset, _ = problem
+    config = dataclasses.replace(FAST_CONFIG, max_batches_per_epoch=2, val_fraction=0.0, updates_per_pair=0.0)
+    assert effective_batch_size(config, 3_600) == 1_800
+    assert effective_batch_size(config, 100) == config.batch_size  # 64 pairs a batch: 2 batches already
+    assert effective_batch_size(dataclasses.replace(config, max_batches_per_epoch=0), 3_600) == config.batch_size
+    result = train_reward_model(dataset, dataclasses.replace(config, max_epochs=3))
+    assert result.metrics["batch_size"] == math.ceil(result.metrics["n_train_pairs"] / 2)
+    # The loop's default: HERON sets of thousands of pairs get 8 batches, pairwise budgets keep 128.
+    loop_default = LoopSettings().reward_model_config()
+    assert effective_batch_size(loop_default, 3_600) == 450
+    assert effective_batch_size(loop_default, 160) == loop_default.batch_size == 128
+    with pytest.raises(ValueError, match="max_batches_per_epoch"):
+        RewardModelConfig(max_batches_per_epoch=-1)
 
 
 def test_reward_quality_does_not_fall_as_pairs_grow():

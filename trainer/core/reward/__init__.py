@@ -30,7 +30,13 @@ from trainer.core.reward.loss import BradleyTerryLoss, PreferenceLoss, apply_lab
 from trainer.core.reward.metrics import pairwise_accuracy, return_correlations
 from trainer.core.reward.network import RewardEnsemble, StepRewardMLP
 from trainer.core.reward.normalization import MeanStd, RunningNormalizer
-from trainer.core.reward.train import EpochMetrics, TrainingResult, scheduled_updates, train_reward_model
+from trainer.core.reward.train import (
+    EpochMetrics,
+    TrainingResult,
+    effective_batch_size,
+    scheduled_updates,
+    train_reward_model,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -52,6 +58,7 @@ __all__ = [
     "TrainingResult",
     "apply_label_noise",
     "bootstrap_resample",
+    "effective_batch_size",
     "from_bytes",
     "holdout_mask",
     "holdout_metrics",

@@ -58,6 +58,14 @@ class RewardModelConfig(ConfigBase):
     """Decoupled (AdamW) weight decay; 0 gives plain Adam. At most 10."""
     batch_size: int = 128
     """Preference pairs per gradient step (each step scores both clips of every pair). 1 to 65 536."""
+    max_batches_per_epoch: int = 0
+    """When > 0, grow the batch so that an epoch takes at most this many gradient steps per member:
+    max(``batch_size``, ceil(training pairs / max_batches_per_epoch)) pairs per batch. A batch costs about as much as
+    the distinct clips it scores, and on a HERON preference set (thousands of pairs over ~100–200 clips) a batch of 128
+    pairs already scores nearly every clip, so 30 small batches cost 30 passes over the pool where 8 larger ones
+    do as well (issue 13: half the reward-training CPU, same or better policies; bench/README.md). Sets with fewer
+    than ``batch_size`` × this many pairs (every pairwise label budget the loop asks for) train exactly as before.
+    0 (off) to 1 000 000."""
     max_epochs: int = 200
     """Upper bound on passes over each member's (bootstrapped) training pairs. 1 to 10 000."""
     min_updates: int = 0
@@ -153,6 +161,10 @@ class RewardModelConfig(ConfigBase):
         check(
             _is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH_SIZE,
             f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}",
+        )
+        check(
+            _is_int(self.max_batches_per_epoch) and 0 <= self.max_batches_per_epoch <= 1_000_000,
+            "max_batches_per_epoch must be an integer from 0 to 1,000,000",
         )
         check(
             _is_int(self.max_epochs) and 1 <= self.max_epochs <= MAX_EPOCHS,

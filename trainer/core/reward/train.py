@@ -180,8 +180,9 @@ def train_reward_model(
         history: list[EpochMetrics] = []
         stopping = _EarlyStopping(config.patience, config.min_delta)
 
+        batch_size = effective_batch_size(config, len(train_indices))
         # Few pairs make short epochs: add epochs until every member has taken min_updates gradient steps.
-        batches_per_epoch = max(math.ceil(len(indices) / config.batch_size) for indices in member_pair_indices)
+        batches_per_epoch = max(math.ceil(len(indices) / batch_size) for indices in member_pair_indices)
         min_epochs = min(MAX_EPOCHS, math.ceil(config.min_updates / batches_per_epoch))
         epochs = max(config.max_epochs, min_epochs)
         if validation is None and config.updates_per_pair > 0:
@@ -204,7 +205,7 @@ def train_reward_model(
                     targets,
                     weights,
                     loss_fn,
-                    config.batch_size,
+                    batch_size,
                     autocast_dtype,
                 )
                 member_losses.append(loss)
@@ -258,6 +259,7 @@ def train_reward_model(
             "n_train_pairs": len(train_indices),
             "n_val_pairs": len(val_indices),
             "n_train_clips": len(train_clips),
+            "batch_size": batch_size,
             "member_seeds": member_seeds,
             "seed_source": seed_source,
             "device": str(device),
@@ -286,6 +288,13 @@ def scheduled_updates(config: RewardModelConfig, n_train_pairs: int) -> int:
     """Gradient steps per member under the ``updates_per_pair`` schedule (before rounding up to whole epochs)."""
     wanted = math.ceil(config.updates_per_pair * n_train_pairs)
     return max(1, min(config.max_updates, max(config.min_updates, wanted)))
+
+
+def effective_batch_size(config: RewardModelConfig, n_train_pairs: int) -> int:
+    """``batch_size``, grown so that an epoch is at most ``max_batches_per_epoch`` batches when that is set."""
+    if config.max_batches_per_epoch <= 0:
+        return config.batch_size
+    return max(config.batch_size, math.ceil(n_train_pairs / config.max_batches_per_epoch))
 
 
 def _val_fraction(config: RewardModelConfig, n_pairs: int) -> float:
