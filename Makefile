@@ -93,14 +93,22 @@ bench-loop: install
 	bash examples/imitation_venv.sh
 	var/imitation-venv/bin/python -m bench.loop.anchors --anchors sb3-sac --seeds $(ANCHOR_SEEDS)
 	var/imitation-venv/bin/python -m bench.loop.anchors --anchors imitation-tutorial --seeds $(LOOP_SEEDS)
+	$(PY) -m bench.loop.heron_margin --sigmas 1 0.25 --seeds $(ANCHOR_SEEDS)
 	$(PY) -m bench.loop.summary
 
-# The loop end to end through the servers (needs PostgreSQL and Redis): HERON ranking, pairwise oracle over HTTP,
-# true-reward ceiling; 3 seeds each (issue 4's benchmark).
+# The loop end to end through the servers (needs PostgreSQL and Redis): first issue 13's ≤ 60 s configuration (HERON
+# and the true-reward ceiling, 2 iterations of 4 000 SAC steps, evaluated afterwards on the curve's 50 fixed starts;
+# rows in bench/loop/results/e2e.jsonl), then issue 4's benchmark (HERON ranking, pairwise oracle over HTTP,
+# true-reward ceiling; 3 seeds each, var/bench-loop.jsonl).
 LOOP_DB ?= postgres://postgres@127.0.0.1:5432/heronry_loop
 LOOP_BROKER ?= redis://127.0.0.1:6379/3
+E2E_SEEDS ?= 0 1 2 3 4
 bench-loop-e2e: install
 	-createdb -h 127.0.0.1 -U postgres heronry_loop 2>/dev/null
+	for variant in heron true; do \
+	  DATABASE_URL=$(LOOP_DB) CELERY_BROKER_URL=$(LOOP_BROKER) $(PY) -m bench.loop.run --variant $$variant \
+	    --iterations 2 --steps 4000 --eval-episodes 50 --seeds $(E2E_SEEDS) --out bench/loop/results/e2e.jsonl || exit 1; \
+	done
 	for variant in heron pairwise true; do \
 	  DATABASE_URL=$(LOOP_DB) CELERY_BROKER_URL=$(LOOP_BROKER) $(PY) -m bench.loop.run --variant $$variant --seeds 0 1 2 || exit 1; \
 	done

@@ -192,7 +192,8 @@ def _project(variant: str, seed: int, config: dict[str, Any]):
         "label_budget": 0,
         "preference_cap": 5_000,
         "max_queries_per_clip": 8,  # 8 rollouts × 4 clips: room for 80 questions in one iteration
-        "policy": {"eval_episodes": 1},  # the bench evaluates on its own fixed start states
+        # The bench evaluates on its own fixed start states; --policy adds PolicyConfig overrides.
+        "policy": {**config.get("policy", {}), "eval_episodes": 1},
         **({"policy_reward": "true"} if variant == "true" else {}),
         **(
             {"reward_config": {**DEFAULT_REWARD_CONFIG, **config["reward_config"]}}
@@ -311,6 +312,7 @@ def main() -> None:
     parser.add_argument("--steps-per-iteration", type=int, default=4_000, help="SAC steps per iteration")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per policy")
     parser.add_argument("--reward-config", type=json.loads, default=None, help="reward-model overrides (JSON)")
+    parser.add_argument("--policy", type=json.loads, default=None, help="PolicyConfig overrides (JSON)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "loop" / "results" / "curve.jsonl")
     parser.add_argument("--database", default=f"sqlite:///{ROOT / 'var' / f'bench-loop-curve-{os.getpid()}.sqlite3'}")
     args = parser.parse_args()
@@ -324,6 +326,7 @@ def main() -> None:
         "initial_rollouts": INITIAL_ROLLOUTS,
         "eval_seed": EVAL_SEED,
         **({"reward_config": args.reward_config} if args.reward_config else {}),
+        **({"policy": args.policy} if args.policy else {}),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _setup(args.database)

@@ -106,6 +106,35 @@ def measure(sigma: float, seed: int, episodes: int) -> dict[str, Any]:
     }
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """Per σ: the first policy's return and motion, and what the first reward model says (means over seeds)."""
+    lines = [
+        "| σ on the angle | seeds | first policy's return (50 fixed starts), per seed | mean | policy's mean abs(θ̇) "
+        "| learned return: swing-up / spin / nothing / the policy | learned reward per step at θ = 0 / 1 / 2 / π "
+        "(θ̇ = 0) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for sigma in sorted({row["sigma_angle"] for row in rows}, reverse=True):
+        group = sorted((row for row in rows if row["sigma_angle"] == sigma), key=lambda row: row["seed"])
+
+        def mean(name: str, key: str, group: list[dict[str, Any]] = group) -> float:
+            return float(np.mean([row["behaviours"][name][key] for row in group]))
+
+        grid = np.mean([row["grid"]["reward"] for row in group], axis=0)
+        zero_velocity = list(VELOCITIES).index(0.0)
+        at = [grid[list(ANGLES).index(angle)][zero_velocity] for angle in (0.0, 1.0, 2.0, 3.14)]
+        lines.append(
+            f"| {sigma:g} | {len(group)} | "
+            + ", ".join(f"{row['seed']}: {row['true_mean']:.0f}" for row in group)
+            + f" | {np.mean([row['true_mean'] for row in group]):.1f} | {mean('policy', 'mean_abs_velocity'):.2f} | "
+            + " / ".join(f"{mean(name, 'learned'):.1f}" for name in ("swing_up", "spin", "nothing", "policy"))
+            + " | "
+            + " / ".join(f"{value:.2f}" for value in at)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[1.0, 0.25])
@@ -132,6 +161,7 @@ def main() -> None:
                 f"{policy['learned']:.1f} (|θ̇| {policy['mean_abs_velocity']:.2f})",
                 flush=True,
             )
+    print(markdown(curve.recorded(args.out)))
 
 
 if __name__ == "__main__":

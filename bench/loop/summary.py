@@ -214,6 +214,44 @@ def cost_markdown(rows: list[dict[str, Any]], anchors: list[dict[str, Any]]) -> 
     return "\n".join(lines) + "\n"
 
 
+def e2e_markdown(rows: list[dict[str, Any]], data: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """``bench/loop/run.py --eval-episodes`` rows (end to end through Celery, PostgreSQL and HTTP): wall and CPU per
+    seed against the 60 s target, and the return on the curve's fixed starts beside the curve's ceiling at the same
+    simulated steps (issue 13, point 5)."""
+    rows = [row for row in rows if row.get("final_fixed_eval_mean") is not None]
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "### End to end through the servers (`bench/loop/run.py`, issue 13 point 5)",
+        "",
+        "| variant | SAC steps | seeds | simulated steps | wall s per seed, median [max] "
+        "| CPU-s per seed, median [max] | return on the 50 fixed starts, mean [95 % CI] "
+        "| curve's ceiling at those steps | per seed (return, wall s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["variant"], int(row["final_timesteps"]), len(row["iterations"]))].append(row)
+    for (variant, timesteps, n_iterations), runs in sorted(groups.items()):
+        runs.sort(key=lambda row: row["seed"])
+        wall = [row["wall_seconds"] for row in runs]
+        cpu = [row["cpu_seconds"]["total"] for row in runs]
+        scores = [row["final_fixed_eval_mean"] for row in runs]
+        rollouts = int(runs[0]["settings"]["loop"].get("rollouts", 8))
+        steps = runs[0]["settings"]["initial_rollouts"] * 200 + timesteps + n_iterations * rollouts * 200
+        ceiling = next((c for c in data.get("true", {}).values() if c["env_steps"] == steps), None)
+        ceiling_text = _fmt(_estimates(ceiling["scores"])["mean"], len(ceiling["scores"])) if ceiling else "—"
+        lines.append(
+            f"| {LABELS.get(variant, variant)} | {timesteps} | {len(runs)} | {steps} | {np.median(wall):.1f} "
+            f"[{max(wall):.1f}] | {np.median(cpu):.1f} [{max(cpu):.1f}] | "
+            f"{_fmt(_estimates(scores)['mean'], len(scores))} | {ceiling_text} | "
+            + ", ".join(f"{r['seed']}: {r['final_fixed_eval_mean']:.0f} ({r['wall_seconds']:.0f})" for r in runs)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def targets_markdown(data: dict[str, dict[int, dict[str, Any]]]) -> str:
     """Issue 13's point-3 targets, checked on the mean's 95 % CIs (needs ≥ 2 seeds per cell)."""
     lines = ["", "### Targets (issue 13, point 3), checked on the mean and its 95 % CI", ""]
@@ -316,6 +354,7 @@ def main() -> None:
         "--results", type=Path, nargs="+", default=[ROOT / "bench" / "loop" / "results" / "curve.jsonl"]
     )
     parser.add_argument("--anchors", type=Path, default=ROOT / "bench" / "loop" / "results" / "anchors.jsonl")
+    parser.add_argument("--e2e", type=Path, default=ROOT / "bench" / "loop" / "results" / "e2e.jsonl")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "loop")
     args = parser.parse_args()
     anchors = load(args.anchors) if args.anchors.exists() else []
@@ -326,7 +365,14 @@ def main() -> None:
     rows = [row for row, key in zip(rows, keys, strict=True) if key == chosen]
     print(f"configuration: {chosen} ({len(rows)} runs)")
     data = curves(rows)
-    text = markdown(data) + anchors_markdown(anchors) + cost_markdown(rows, anchors) + targets_markdown(data)
+    e2e = load(args.e2e) if args.e2e.exists() else []
+    text = (
+        markdown(data)
+        + anchors_markdown(anchors)
+        + cost_markdown(rows, anchors)
+        + e2e_markdown(e2e, data)
+        + targets_markdown(data)
+    )
     (args.out / "summary.md").write_text(text)
     print(text)
     for path in plots(data, args.out, anchors):

@@ -59,3 +59,26 @@ def test_anchor_evaluation_starts_where_the_platform_evaluates():
     assert anchors.SEED_BOUND == evaluation._SEED_BOUND
     assert anchors.evaluation_seeds(5) == [int(rng.integers(0, evaluation._SEED_BOUND)) for _ in range(5)]
     assert anchors.BUDGETS == [10_400, 16_000, 21_600, 27_200, 32_800]
+
+
+def test_e2e_rows_are_set_beside_the_ceiling_at_the_same_simulated_steps():
+    from bench.loop.summary import e2e_markdown
+
+    def row(seed: int, score: float, wall: float) -> dict:
+        return {
+            "variant": "heron",
+            "seed": seed,
+            "final_timesteps": 8000,
+            "iterations": [{}, {}],
+            "wall_seconds": wall,
+            "cpu_seconds": {"total": wall - 1},
+            "final_fixed_eval_mean": score,
+            "settings": {"initial_rollouts": 24, "loop": {"policy_timesteps": 4000}},
+        }
+
+    ceiling = {"true": {2: {"labels": [0, 0], "scores": [-144.0, -143.0], "env_steps": 16000}}}
+    text = e2e_markdown([row(0, -142.0, 55.0), row(1, -146.0, 57.0), {"variant": "heron"}], ceiling)
+    line = next(line for line in text.splitlines() if line.startswith("| HERON"))
+    assert "| 8000 | 2 | 16000 | 56.0 [57.0] | 55.0 [56.0] | -144.0 [" in line
+    assert "| -143.5 [" in line and "0: -142 (55), 1: -146 (57)" in line
+    assert e2e_markdown([{"variant": "heron"}], ceiling) == ""  # rows without the fixed-start evaluation are left out
