@@ -190,6 +190,8 @@ def test_more_keys_untie_swap_and_edges(page_for, live_server, project, annotato
 def test_rank_by_drag_and_drop(page_for, live_server, project, annotator):
     page = open_board(page_for, live_server, project, annotator)
     assert board_state(page) == DEFAULT
+    # The preset's fractional σ (issue 13) is a valid value of the field: the form below must still submit.
+    assert page.input_value("input[name=sigma_angle_sq]") == "0.25"
 
     top_gap = page.locator("#ranking-form .rank-gap-list").first
     drag(page, page.locator("[data-factor-key=torque_sq]"), top_gap)
