@@ -2,8 +2,8 @@
 
 With σ = 1 the angle margin is one standard deviation of the pool's clip totals, and a pool that spans hanging
 (angle² ≈ π² per step) to balanced (≈ 0) has a wide one: a clip held 1.1 rad off upright tied with a balanced clip
-on the angle, the velocity level decided it instead, the first reward model was flat over |θ| < 1 and the first
-policy spun (bench/README.md, "HERON's margin"). The preset's σ makes the angle decide such a pair.
+on the angle, the velocity level decided it instead, the first reward model was flat near the top and the first
+policy swung around it (bench/README.md, "HERON's first policy"). The preset's σ makes the angle decide such a pair.
 """
 
 from __future__ import annotations

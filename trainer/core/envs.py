@@ -167,10 +167,11 @@ _PENDULUM = EnvPreset(
             direction=-1,
             source="pendulum.angle_sq",
             # A quarter of the pool's spread, not a whole one: the pool spans hanging (angle² ≈ π² per step) to
-            # balanced (≈ 0), so with σ = 1 two clips tie on angle unless their mean angle² differs by ~4 rad² — a
-            # clip balanced upright and one swinging 1 rad off it tie, the learned reward is flat over |θ| < 1 and
-            # the first policy spins instead of balancing (issue 13: iteration 1 −764.5 over 10 seeds; with 0.25
-            # the learned reward follows the true one's shape, bench/README.md "HERON's margin").
+            # balanced (≈ 0), so with σ = 1 two clips tie on angle unless their mean angle² differs by ~2.2 rad² (a
+            # clip held ~1.5 rad off upright) — a balanced clip and one 1 rad off tie, the learned reward is flat near
+            # the top and the first policy swings around it instead of balancing (issue 13: iteration 1 −764.5 over
+            # 10 seeds; with 0.25 the reward falls off from the top and it balances, −187.3 over 5; bench/README.md,
+            # "HERON's first policy").
             sigma=0.25,
         ),
         FactorSpec(
