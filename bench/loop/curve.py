@@ -205,7 +205,10 @@ def _project(variant: str, seed: int, config: dict[str, Any]):
     return researcher, project
 
 
-def run_one(variant: str, seed: int, config: dict[str, Any]) -> dict[str, Any]:
+def run_one(
+    variant: str, seed: int, config: dict[str, Any], *, sigmas: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """One seed of one variant; ``sigmas`` are the HERON ranking's per-factor margins (default: the preset's)."""
     from accounts.services import user_create
     from labeling.rankings import ranking_submit
     from labeling.services import membership_add
@@ -234,7 +237,7 @@ def run_one(variant: str, seed: int, config: dict[str, Any]) -> dict[str, Any]:
     annotator = user_create(username=f"bench-annotator-{project.slug}", password="bench-password-1")
     membership_add(project=project, user=annotator)
     if variant == "heron":
-        ranking_submit(project=project, annotator=annotator, groups=RANKING, sigmas={})
+        ranking_submit(project=project, annotator=annotator, groups=RANKING, sigmas=sigmas or {})
     teacher = BPrefTeacher(**TEACHERS[variant]) if pairwise else None
     teacher_rng = np.random.default_rng([seed, 77])
 

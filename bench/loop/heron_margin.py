@@ -59,25 +59,19 @@ def episode(ensemble, controller, seed: int) -> tuple[float, float, float]:
 
 
 def measure(sigma: float, seed: int, episodes: int) -> dict[str, Any]:
-    import labeling.rankings
     from trainer.core.policy import load_model
     from trainer.loop_steps import _env_factory, _load_reward, _snapshot
     from trainer.models import PolicyCheckpoint, RewardModel
 
-    submit = labeling.rankings.ranking_submit
-    labeling.rankings.ranking_submit = lambda **kw: submit(**{**kw, "sigmas": {"angle_sq": sigma}})
-    try:
-        config = {
-            "labels": [1],
-            "iterations": 1,
-            "steps_per_iteration": 4_000,
-            "episodes": episodes,
-            "initial_rollouts": curve.INITIAL_ROLLOUTS,
-            "eval_seed": curve.EVAL_SEED,
-        }
-        result = curve.run_one("heron", seed, config)
-    finally:
-        labeling.rankings.ranking_submit = submit
+    config = {
+        "labels": [1],
+        "iterations": 1,
+        "steps_per_iteration": 4_000,
+        "episodes": episodes,
+        "initial_rollouts": curve.INITIAL_ROLLOUTS,
+        "eval_seed": curve.EVAL_SEED,
+    }
+    result = curve.run_one("heron", seed, config, sigmas={"angle_sq": sigma})
     row = result["iterations"][0]
     checkpoint = PolicyCheckpoint.objects.latest("id")
     ensemble = _load_reward(RewardModel.objects.latest("id"))
