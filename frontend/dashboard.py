@@ -22,6 +22,7 @@ from labeling.parsing import parse_int
 from labeling.signed_media import KINDS
 from trainer import dashboard
 from trainer import selectors as trainer_selectors
+from trainer.policy_video import policy_video_resend
 
 from .views import _project, _researcher_project
 
@@ -138,7 +139,11 @@ def policy(request: AuthenticatedHttpRequest, slug: str, policy_id: int) -> Http
     found = dashboard.policy_for_project(project=project, policy_id=policy_id)
     if found is None:
         raise Http404("no such policy")
-    return _render(request, "frontend/dashboard/policy.html", project, "loop", dashboard.policy_compare(found))
+    context = dashboard.policy_compare(found)
+    for shown in (context["policy"], context["previous"]):
+        if shown is not None:
+            policy_video_resend(shown)  # a video whose render message was lost: shown next time
+    return _render(request, "frontend/dashboard/policy.html", project, "loop", context)
 
 
 @login_required

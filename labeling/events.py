@@ -41,6 +41,7 @@ REFRESH_LABEL_TALLIES = "labeling.refresh_label_tallies"  # a big project's labe
 # --- Celery tasks: trainer's (labeling sends some of these by name) --------------------------------------------
 
 RENDER_CLIP = "trainer.render_clip"  # one clip, on demand (a page showed it before its video was made)
+RENDER_POLICY_VIDEO = "trainer.render_policy_video"  # a new policy's evaluation episode, beside the loop
 # One task per step of a run (trainer.models.Run); the step's name is the run's state while it does it.
 RUN_GENERATING_CLIPS = "trainer.run_generating_clips"
 RUN_BUILDING_PREFERENCES = "trainer.run_building_preferences"
@@ -63,6 +64,7 @@ TASK_QUEUES: Mapping[str, str] = {
     REFRESH_QUALITY_REPORT: QUEUE_DEFAULT,
     REFRESH_LABEL_TALLIES: QUEUE_DEFAULT,
     RENDER_CLIP: QUEUE_RENDER,
+    RENDER_POLICY_VIDEO: QUEUE_RENDER,
     RUN_GENERATING_CLIPS: QUEUE_RENDER,
     RUN_BUILDING_PREFERENCES: QUEUE_DEFAULT,
     RUN_TRAINING_REWARD: QUEUE_TRAIN,

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
+from django.utils import timezone
 
 from labeling import assignment
 from labeling.models import Clip, Judgment, Query, RenderStatus, Rollout
@@ -275,6 +276,15 @@ def test_the_first_policy_and_a_failed_render_say_so(client, project, researcher
     page = client.get(reverse("project-policy", args=[project.slug, policy.pk])).content.decode()
     assert "No previous policy" in page and "could not be rendered: RuntimeError: no display" in page
     assert client.get(reverse("policy-media", args=[project.slug, policy.pk, "video"])).status_code == 404
+
+
+def test_a_policy_whose_video_is_being_rendered_says_so(client, project, researcher):
+    _, policy = iteration_with_policy(project, 1, true_mean=1.0, learned_mean=1.0, video=False)
+    policy.video_episode = {"seed": 1, "queued": True, "queued_at": timezone.now().isoformat()}
+    policy.save()
+    login(client, researcher)
+    page = client.get(reverse("project-policy", args=[project.slug, policy.pk])).content.decode()
+    assert 'data-video="queued"' in page and "being rendered" in page
 
 
 def test_lineage_of_a_run_and_of_a_reward_model(client, project, researcher):

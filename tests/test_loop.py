@@ -93,6 +93,54 @@ def test_new_clips_resimulate_exactly_from_seed_and_actions(
     np.testing.assert_array_equal(replayed, data.observations)
 
 
+def test_videos_are_rendered_on_the_render_queue_beside_the_loop_not_inside_it(
+    ranked_project, researcher, django_capture_on_commit_callbacks, monkeypatch
+):
+    """The policy's evaluation episode and the ranking page's example clips are sent to the render queue (here:
+    recorded, as a broker would hold them) and the iteration finishes without them; the render tasks then make
+    them, once each, and a video whose message was lost is sent again from the policy's page once it is stale."""
+    from labeling import events
+    from trainer import loop_steps, policy_video
+    from trainer.clip_pipeline import render_clip
+
+    sent: list[tuple] = []
+
+    def hold(name, *args, recovery):
+        sent.append((name, *args))
+        return True
+
+    monkeypatch.setattr(policy_video, "send_task_or_warn", hold)
+    monkeypatch.setattr(loop_steps, "send_task_or_warn", hold)
+    iteration = run_iteration(ranked_project, researcher, django_capture_on_commit_callbacks)
+    assert iteration.state == RunState.DONE, iteration.error
+    policy = PolicyCheckpoint.objects.get(run=iteration)
+    assert not policy.video and policy.video_episode["queued"] and iteration.results["training_policy"]["video"]
+    later = iteration.results["rendering"]["rendering_later"]
+    assert later and (events.RENDER_POLICY_VIDEO, policy.pk) in sent
+    assert {args[0] for name, *args in sent if name == events.RENDER_CLIP} == set(later)
+    assert set(Clip.objects.filter(pk__in=later).values_list("render_status", flat=True)) == {RenderStatus.PENDING}
+
+    episode = policy_video.policy_video_render_queued(policy.pk)
+    policy.refresh_from_db()
+    assert policy.video and policy.poster and episode == policy.video_episode and "queued" not in episode
+    assert episode["steps"] > 0 and "learned_return" in episode
+    assert policy_video.policy_video_render_queued(policy.pk) is None  # a second delivery renders nothing
+    for clip in Clip.objects.filter(pk__in=later).select_related("project", "rollout"):
+        render_clip(clip)
+    assert set(Clip.objects.filter(pk__in=later).values_list("render_status", flat=True)) == {RenderStatus.READY}
+
+    # A lost message: nothing is re-sent while a render may still be under way, then once.
+    policy.video.delete(save=False)
+    policy.video_episode = {"seed": 3, "queued": True, "queued_at": timezone.now().isoformat()}
+    policy.save()
+    sent.clear()
+    assert not policy_video.policy_video_resend(policy)
+    policy.video_episode["queued_at"] = (timezone.now() - timedelta(hours=1)).isoformat()
+    assert policy_video.policy_video_resend(policy) and sent == [(events.RENDER_POLICY_VIDEO, policy.pk)]
+    policy.refresh_from_db()
+    assert not policy_video.policy_video_resend(policy)  # its clock restarted
+
+
 def test_the_next_iteration_continues_from_the_previous_policy(
     ranked_project, researcher, django_capture_on_commit_callbacks
 ):

@@ -16,23 +16,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import gymnasium
 import numpy as np
 from django.core.files.base import ContentFile
 from django.db import transaction
 
+from labeling import events
 from labeling.clips import render_stale_after, rollouts_delete
 from labeling.files import store_file
-from labeling.models import Clip, Project, Query, QuerySource, RenderStatus
+from labeling.models import Clip, Query, QuerySource, RenderStatus
 from labeling.selectors import factor_extremes
-from labeling.services import queries_publish
+from labeling.services import queries_publish, send_task_or_warn
 
+from .artefacts import env_factory, policy_snapshot, reward_ensemble
 from .clip_pipeline import GenerateClipsParams, factor_columns, generate_clips, render_clip, store_rollout
-from .core import envs, rollouts
+from .core import rollouts
 from .core.jsonsafe import json_safe
 from .core.loop_settings import LoopSettings
 from .core.policy import (
-    PolicySnapshot,
     RewardFn,
     SB3Policy,
     ensemble_reward_fn,
@@ -41,11 +41,10 @@ from .core.policy import (
     train_policy,
 )
 from .core.query_selection import select_pairs
-from .core.reward import RewardEnsemble, from_bytes
 from .external_data import import_params, ingest, upload_params
 from .loop import StepReporter, pairwise_labels
 from .models import PolicyCheckpoint, PreferenceSet, RewardModel, Run, RunKind
-from .policy_video import policy_video_render
+from .policy_video import policy_video_queue
 from .preference_building import PreferenceParams, preference_set_build
 from .project_task import project_task
 from .review import review_scores_after_training
@@ -136,38 +135,7 @@ def train_reward(iteration: Run, loop_settings: LoopSettings, report: StepReport
     return {"reward_model": reward_model.pk, "version": reward_model.version, **{k: metrics.get(k) for k in keys}}
 
 
-def _load_reward(reward_model: RewardModel) -> RewardEnsemble:
-    with reward_model.weights.open("rb") as weights, reward_model.metadata.open("rb") as metadata:
-        return from_bytes(weights.read(), metadata.read().decode()).model
-
-
 # --- 3. reward model → policy -------------------------------------------------------------------------------
-
-
-def _env_factory(project: Project):
-    task = project_task(project)  # read once: a bad task fails the step now, not inside the policy's training
-    kwargs = dict(project.env_kwargs)
-
-    def make() -> gymnasium.Env:
-        return envs.make_env(project.env_id, max_episode_steps=task.episode_steps, **kwargs)
-
-    return make
-
-
-def _snapshot(checkpoint: PolicyCheckpoint) -> PolicySnapshot:
-    with checkpoint.model_file.open("rb") as handle:
-        model_zip = handle.read()
-    replay = None
-    if checkpoint.replay_buffer:
-        with checkpoint.replay_buffer.open("rb") as handle:
-            replay = handle.read()
-    return PolicySnapshot(
-        algorithm=checkpoint.algorithm,
-        model_zip=model_zip,
-        replay_buffer=replay,
-        num_timesteps=checkpoint.timesteps,
-        config=dict(checkpoint.config),
-    )
 
 
 def train_policy_step(iteration: Run, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
@@ -179,16 +147,16 @@ def train_policy_step(iteration: Run, loop_settings: LoopSettings, report: StepR
     if loop_settings.policy_reward == "learned":
         if iteration.reward_model is None:
             raise ValueError("the iteration has no reward model")
-        ensemble = _load_reward(iteration.reward_model)
+        ensemble = reward_ensemble(iteration.reward_model)
         reward_fn = ensemble_reward_fn(ensemble, normalized=config.normalize_reward)
         raw_reward_fn = ensemble_reward_fn(ensemble, normalized=False)
     previous_checkpoint = PolicyCheckpoint.objects.filter(run=iteration.previous).first()
-    previous = _snapshot(previous_checkpoint) if previous_checkpoint is not None else None
-    env_factory = _env_factory(project)
+    previous = policy_snapshot(previous_checkpoint) if previous_checkpoint is not None else None
+    make_env = env_factory(project)
 
     started = time.monotonic()
     snapshot = train_policy(
-        env_factory=env_factory,
+        env_factory=make_env,
         config=config,
         timesteps=loop_settings.policy_timesteps,
         reward_fn=reward_fn,
@@ -197,12 +165,12 @@ def train_policy_step(iteration: Run, loop_settings: LoopSettings, report: StepR
     )
     train_seconds = time.monotonic() - started
     report(0.9, f"Evaluating on {config.eval_episodes} episodes")
-    env = env_factory()
+    env = make_env()
     try:
         model = load_model(snapshot, env)
         evaluation = evaluate_policy(
             model,
-            env_factory=env_factory,
+            env_factory=make_env,
             episodes=config.eval_episodes,
             rng=_rng(loop_settings, iteration, 4),
             reward_fn=raw_reward_fn,
@@ -225,13 +193,11 @@ def train_policy_step(iteration: Run, loop_settings: LoopSettings, report: StepR
     if snapshot.replay_buffer is not None:
         store_file(checkpoint.replay_buffer, f"{name}-replay.npz", ContentFile(snapshot.replay_buffer))
     checkpoint.save()
-    report(0.95, "Rendering an evaluation episode to watch")
-    episode = policy_video_render(
-        checkpoint=checkpoint, model=model, reward_fn=raw_reward_fn, seed=_seed(loop_settings, iteration, 8)
-    )
+    # Rendered on the render queue while the loop goes on (trainer.policy_video).
+    policy_video_queue(checkpoint=checkpoint, seed=_seed(loop_settings, iteration, 8))
     return {
         "policy": checkpoint.pk,
-        "video": "error" not in episode,
+        "video": "queued",
         "algorithm": checkpoint.algorithm,
         "timesteps": checkpoint.timesteps,
         "train_seconds": round(train_seconds, 2),
@@ -251,9 +217,9 @@ def roll_out(iteration: Run, loop_settings: LoopSettings, report: StepReporter) 
     keys = list(project.factors.order_by("position", "id").values_list("key", flat=True))
     columns = factor_columns(project, task)
     rng = _rng(loop_settings, iteration, 5)
-    env = _env_factory(project)()
+    env = env_factory(project)()
     try:
-        model = load_model(_snapshot(checkpoint), env)
+        model = load_model(policy_snapshot(checkpoint, replay_buffer=False), env)
     finally:
         env.close()
     returns = []
@@ -295,7 +261,7 @@ def _choose_pairs(iteration: Run, loop_settings: LoopSettings, clips: list[Clip]
     scores = None
     method = "random"
     if loop_settings.query_selection == "active" and iteration.reward_model is not None:
-        ensemble = _load_reward(iteration.reward_model)
+        ensemble = reward_ensemble(iteration.reward_model)
         if ensemble.ensemble_size > 1:
             features, _, _ = clip_features(clips)
 
@@ -342,6 +308,13 @@ def _render_all(clips: list[Clip], report: StepReporter) -> None:
             time.sleep(poll)
 
 
+def _render_later(clip_ids: list[int]) -> None:
+    """Send each clip to the render queue; a broker that is down only delays them (pages send them again)."""
+    for clip_id in clip_ids:
+        if not send_task_or_warn(events.RENDER_CLIP, clip_id, recovery="the ranking page sends it again"):
+            return
+
+
 def render(iteration: Run, loop_settings: LoopSettings, report: StepReporter) -> dict[str, Any]:
     project = iteration.project
     if not iteration.is_iteration:  # a render run: the clips it names (of its project)
@@ -357,17 +330,25 @@ def render(iteration: Run, loop_settings: LoopSettings, report: StepReporter) ->
         Clip.objects.filter(project=project, iteration=_number(iteration)).select_related("rollout").order_by("id")
     )
     pairs, method = _choose_pairs(iteration, loop_settings, clips)
-    # Only clips a person will look at get video: those in the new queries and the factor extremes the
-    # ranking page shows. Rendering is idempotent per clip (a READY clip is skipped).
+    # Only clips a person will look at get video: those in the new queries, rendered here since their questions
+    # are published next, and the factor extremes the ranking page shows, rendered on the render queue while
+    # the loop goes on (the page sends any still missing when it is opened). Rendering is idempotent per clip.
     wanted = {a for a, _, _ in pairs} | {b for _, b, _ in pairs}
+    examples = set()
     for extremes in factor_extremes(project).values():
-        wanted |= {clip.pk for clip in extremes.values() if clip is not None}
+        examples |= {clip.pk for clip in extremes.values() if clip is not None}
     to_render = list(
         Clip.objects.filter(pk__in=wanted)
         .exclude(render_status=RenderStatus.READY)
         .select_related("project", "rollout")
         .order_by("id")
     )
+    later = list(
+        Clip.objects.filter(pk__in=examples - wanted, render_status=RenderStatus.PENDING)
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+    transaction.on_commit(lambda: _render_later(later))
     _render_all(to_render, report)
     # A clip that could not be rendered (media folder unwritable, disk full, …) would be published in a query
     # nobody can ever be shown: fail the step instead, saying why. Retrying the iteration renders only the
@@ -383,7 +364,7 @@ def render(iteration: Run, loop_settings: LoopSettings, report: StepReporter) ->
             f"{len(failed)} of {len(to_render)} clips could not be rendered (clip {first_pk}: {first_error}); "
             "fix the cause, then retry the iteration"
         )
-    return {"selection": method, "pairs": pairs, "rendered": len(to_render)}
+    return {"selection": method, "pairs": pairs, "rendered": len(to_render), "rendering_later": later}
 
 
 # --- 6. publish the queries -----------------------------------------------------------------------------------

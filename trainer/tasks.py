@@ -21,6 +21,13 @@ def render_clip(clip_id: int) -> None:
         clip_pipeline.render_clip(clip)
 
 
+@shared_task(name=events.RENDER_POLICY_VIDEO)
+def render_policy_video(checkpoint_id: int) -> None:
+    from .policy_video import policy_video_render_queued
+
+    policy_video_render_queued(checkpoint_id)
+
+
 @shared_task(name=events.REFRESH_REVIEW_SUMMARY)
 def refresh_review_summary(project_id: int) -> None:
     """Recompute a project's disagreement-review order and counts into the cache (pages show the last meanwhile)."""

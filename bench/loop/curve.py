@@ -126,18 +126,18 @@ def eval_seeds(episodes: int) -> list[int]:
 
 def evaluate(checkpoint, project, episodes: int) -> list[float]:
     """True returns of the checkpoint's deterministic policy from the fixed evaluation start states."""
+    from trainer.artefacts import env_factory, policy_snapshot
     from trainer.core.policy import evaluate_policy, load_model
-    from trainer.loop_steps import _env_factory, _snapshot
 
-    env_factory = _env_factory(project)
-    env = env_factory()
+    make_env = env_factory(project)
+    env = make_env()
     try:
-        model = load_model(_snapshot(checkpoint), env)
+        model = load_model(policy_snapshot(checkpoint, replay_buffer=False), env)
     finally:
         env.close()
     # evaluate_policy draws one reset seed per episode from rng; a fixed generator gives the same list everywhere.
     result = evaluate_policy(
-        model, env_factory=env_factory, episodes=episodes, rng=np.random.default_rng(EVAL_SEED), reward_fn=None
+        model, env_factory=make_env, episodes=episodes, rng=np.random.default_rng(EVAL_SEED), reward_fn=None
     )
     return [float(r) for r in result.true_returns]
 
@@ -148,14 +148,14 @@ def reward_diagnostics(iteration) -> dict[str, Any]:
     from scipy import stats
 
     from labeling.models import Clip
-    from trainer.loop_steps import _load_reward
+    from trainer.artefacts import reward_ensemble
     from trainer.reward_training import clip_features
 
     if iteration.reward_model is None:
         return {}
     clips = list(Clip.objects.filter(project=iteration.project).select_related("rollout").order_by("id"))
     features, true, _ = clip_features(clips)
-    ensemble = _load_reward(iteration.reward_model)
+    ensemble = reward_ensemble(iteration.reward_model)
     members = ensemble.predict_member_returns(features)  # (members, clips)
     spread = members.std(axis=0) / max(float(np.std(ensemble.predict_returns(features))), 1e-9)
     return {

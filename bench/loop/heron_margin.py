@@ -59,8 +59,8 @@ def episode(ensemble, controller, seed: int) -> tuple[float, float, float]:
 
 
 def measure(sigma: float, seed: int, episodes: int) -> dict[str, Any]:
+    from trainer.artefacts import env_factory, policy_snapshot, reward_ensemble
     from trainer.core.policy import load_model
-    from trainer.loop_steps import _env_factory, _load_reward, _snapshot
     from trainer.models import PolicyCheckpoint, RewardModel
 
     config = {
@@ -74,9 +74,9 @@ def measure(sigma: float, seed: int, episodes: int) -> dict[str, Any]:
     result = curve.run_one("heron", seed, config, sigmas={"angle_sq": sigma})
     row = result["iterations"][0]
     checkpoint = PolicyCheckpoint.objects.latest("id")
-    ensemble = _load_reward(RewardModel.objects.latest("id"))
-    env_factory = _env_factory(checkpoint.project)
-    model = load_model(_snapshot(checkpoint), env_factory())
+    ensemble = reward_ensemble(RewardModel.objects.latest("id"))
+    make_env = env_factory(checkpoint.project)
+    model = load_model(policy_snapshot(checkpoint, replay_buffer=False), make_env())
     rng = np.random.default_rng([seed, 5])
     table = {}
     for name, controller in behaviours(model, rng).items():

@@ -26,14 +26,14 @@ def main() -> None:
     import django
 
     django.setup()
+    from trainer.artefacts import env_factory, policy_snapshot
     from trainer.core.policy import load_model
-    from trainer.loop_steps import _env_factory, _snapshot
     from trainer.models import PolicyCheckpoint
 
     checkpoints = PolicyCheckpoint.objects.filter(run__project__slug__contains="heron", run__number__in=[1, 2])
     for checkpoint in checkpoints.select_related("run", "run__project").order_by("run__project_id", "run__number"):
-        env = _env_factory(checkpoint.run.project)()
-        model = load_model(_snapshot(checkpoint), env)
+        env = env_factory(checkpoint.run.project)()
+        model = load_model(policy_snapshot(checkpoint, replay_buffer=False), env)
         rng = np.random.default_rng(0)
         speeds, angles, returns = [], [], []
         for _ in range(5):

@@ -7,15 +7,18 @@ Variants (issue 4, item 7):
             each iteration waits for its label budget, trains, and asks new (active) questions;
   true      the same SAC budget on the environment's true reward: the ceiling.
 
-Everything runs as in production: a real Celery worker (all queues, one process) against PostgreSQL and
-Redis, gunicorn serving the API the annotators use, clips made by a generate_clips job. The clock starts
-before the first job is queued and stops when the last iteration is done.
+Everything runs as in production: real Celery workers against PostgreSQL and Redis, split as in
+docker/compose.yaml (a worker per queue: default, render with two processes, train; ``--workers one`` runs a
+single process on all queues, as ``make demo`` does), gunicorn serving the API the annotators use, clips
+made by a generate_clips job. The clock starts before the first job is queued and stops when the last iteration
+is done; the row's ``drained`` figures run on until the work the loop handed to the render queue (policy videos,
+the ranking page's example clips) is finished too, with the CPU seconds of all of it.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/heronry_bench CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \
         .venv/bin/python -m bench.loop.run --variant heron --seeds 0 1 2
 
 Results are appended as JSON lines to var/bench-loop.jsonl and summarised on stdout: the true return, wall
-seconds and CPU seconds (worker with its ffmpeg children, gunicorn, this driver) with the load average, since
+seconds and CPU seconds (workers with their ffmpeg children, gunicorn, this driver) with the load average, since
 wall time on a shared machine says more about the neighbours than about the code; per iteration, each step's
 wall, CPU and queue seconds. ``--profile`` runs the worker under cProfile; ``--policy '{"train_freq": 2}'``
 overrides PolicyConfig fields; ``--steps`` the SAC steps per iteration. ``--eval-episodes 50`` evaluates every
@@ -139,12 +142,12 @@ def _driver_cpu() -> float:
 
 
 class CpuClock:
-    """CPU seconds spent by the bench driver (this process: the simulated annotators), the Celery worker
+    """CPU seconds spent by the bench driver (this process: the simulated annotators), the Celery workers
     and gunicorn since the clock was made. Wall time on a shared machine depends on the load; CPU time
     much less, so it is the figure to compare across runs."""
 
-    def __init__(self, *, worker: int, server: int) -> None:
-        self._pids = {"worker": worker, "server": server}
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = dict(pids)
         self._start = self._read()
 
     def _read(self) -> dict[str, float]:
@@ -171,12 +174,19 @@ def _wait(predicate, timeout: float, what: str):
 
 
 def run_one(
-    variant: str, seed: int, overrides: dict[str, Any], *, pids: dict[str, int], eval_episodes: int = 0
+    variant: str,
+    seed: int,
+    overrides: dict[str, Any],
+    *,
+    pids: dict[str, int],
+    eval_episodes: int = 0,
+    workers: str = "split",
 ) -> dict[str, Any]:
     from django.core.management import call_command
 
     from accounts.models import Role, User
     from accounts.services import user_create
+    from labeling.models import Clip
     from labeling.services import project_create
     from trainer import loop
     from trainer.models import PolicyCheckpoint, Run, RunKind
@@ -207,7 +217,7 @@ def run_one(
     budget = spec["loop"]["label_budget"]
 
     load_before = _load_average()
-    cpu = CpuClock(**pids)
+    cpu = CpuClock(pids)
     started = time.monotonic()
     clips_run = loop.run_start(
         project=project,
@@ -268,6 +278,17 @@ def run_one(
     iterations = _wait(all_done, 3600, "the iterations")
     wall = time.monotonic() - started
     cpu_seconds = cpu.elapsed()
+
+    def drained() -> bool:
+        """The render queue's share of the loop is done: every policy video and every example clip sent."""
+        if PolicyCheckpoint.objects.filter(project=project, video_episode__queued=True).exists():
+            return False
+        sent = [pk for it in iterations for pk in (it.results.get("rendering") or {}).get("rendering_later") or []]
+        return not Clip.objects.filter(pk__in=sent, render_status__in=("pending", "rendering")).exists()
+
+    _wait(drained, 600, "the render queue's work")
+    drained_wall = time.monotonic() - started
+    drained_cpu = cpu.elapsed()
     if annotators is not None:
         annotators.join(timeout=60)
     rows = []
@@ -311,6 +332,8 @@ def run_one(
         # the load averages say how busy the (shared) machine was.
         "cpu_seconds": cpu_seconds,
         "load_average": {"before": load_before, "after": _load_average()},
+        # Until the render queue's share (policy videos, example clips) is done as well: all the loop's work.
+        "drained": {"wall_seconds": round(drained_wall, 1), "cpu_seconds": drained_cpu},
         "initial_clips_seconds": round(clips_done - started, 1),
         "final_true_mean": final["true_mean"],
         "final_true_std": final["true_std"],
@@ -319,7 +342,7 @@ def run_one(
         "final_labels": final["labels"],
         "labels_to_minus_200": min(reached) if variant == "pairwise" and reached else None,
         "iterations": rows,
-        "settings": {"initial_rollouts": INITIAL_ROLLOUTS, **spec},
+        "settings": {"initial_rollouts": INITIAL_ROLLOUTS, "workers": workers, **spec},
     }
 
 
@@ -337,11 +360,18 @@ def main() -> None:
         default=0,
         help="after the clock, evaluate each iteration's policy on this many of bench/loop/curve.py's fixed starts",
     )
+    parser.add_argument(
+        "--workers",
+        choices=("split", "one"),
+        default="split",
+        help="split: a worker per queue (default, render with two processes, train), as docker/compose.yaml "
+        "(default); one: a single worker on all queues, as make demo",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-loop.jsonl")
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="run the Celery worker under cProfile (var/bench-loop-logs/worker.prof) and print where its time went",
+        help="run the training worker under cProfile (var/bench-loop-logs/worker.prof), print where time went",
     )
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get(
@@ -360,29 +390,42 @@ def main() -> None:
     profile = logs / "worker.prof"
     # cProfile writes its file when the worker exits (a warm shutdown on SIGTERM is a SystemExit it handles).
     profiler = ["-m", "cProfile", "-o", str(profile)] if args.profile else []
-    worker = _start(
-        [
-            sys.executable,
-            *profiler,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "default,render,train",
-            "--pool",
-            "solo",
-            "-n",
-            f"bench-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ],
-        logs / "worker.log",
-        **common_env,
+    # As docker/compose.yaml: a worker per queue, the render queue's with two processes, so that a policy video or
+    # an example clip rendered beside the loop does not hold up the loop's own rollouts.
+    pools = {"solo": ["--pool", "solo"], "two": ["--pool", "prefork", "--concurrency", "2"]}
+    queues = (
+        {"worker": ("default,render,train", "solo")}
+        if args.workers == "one"
+        else {
+            "default_worker": ("default", "solo"),
+            "render_worker": ("render", "two"),
+            "train_worker": ("train", "solo"),
+        }
     )
+    workers = {}
+    for name, (names, pool) in queues.items():
+        workers[name] = _start(
+            [
+                sys.executable,
+                *(profiler if name in ("train_worker", "worker") else []),
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                names,
+                *pools[pool],
+                "-n",
+                f"bench-{name}-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+            ],
+            logs / f"{name}.log",
+            **common_env,
+        )
     server = _start(
         [
             str(ROOT / ".venv" / "bin" / "gunicorn"),
@@ -415,8 +458,9 @@ def main() -> None:
                 args.variant,
                 seed,
                 overrides,
-                pids={"worker": worker.pid, "server": server.pid},
+                pids={**{name: process.pid for name, process in workers.items()}, "server": server.pid},
                 eval_episodes=args.eval_episodes,
+                workers=args.workers,
             )
             with args.out.open("a") as handle:
                 handle.write(json.dumps(result) + "\n")
@@ -425,14 +469,17 @@ def main() -> None:
                 f"{result['final_true_std']:.1f} after {result['final_timesteps']} steps, "
                 f"{result['final_labels']} labels, {result['wall_seconds']:.0f} s end to end, "
                 f"fixed-start return {result['final_fixed_eval_mean']}, "
-                f"CPU {result['cpu_seconds']['total']:.0f} s {result['cpu_seconds']} (load {result['load_average']})",
+                f"CPU {result['cpu_seconds']['total']:.0f} s {result['cpu_seconds']} (load {result['load_average']}); "
+                f"render queue drained at {result['drained']['wall_seconds']:.0f} s, "
+                f"CPU {result['drained']['cpu_seconds']['total']:.0f} s",
                 flush=True,
             )
             for row in result["iterations"]:
                 print(f"    {row}", flush=True)
     finally:
         _stop(server)
-        _stop(worker)
+        for process in workers.values():
+            _stop(process)
     if args.profile and profile.exists():
         import pstats
 

@@ -225,15 +225,17 @@ def e2e_markdown(rows: list[dict[str, Any]], data: dict[str, dict[int, dict[str,
         "",
         "### End to end through the servers (`bench/loop/run.py`, issue 13 point 5)",
         "",
-        "| variant | SAC steps | seeds | simulated steps | wall s per seed, median [max] "
-        "| CPU-s per seed, median [max] | return on the 50 fixed starts, mean [95 % CI] "
-        "| curve's ceiling at those steps | per seed (return, wall s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | workers | SAC steps | seeds | simulated steps | wall s per seed, median [max] "
+        "| CPU-s per seed, median [max] | render queue drained, wall s median | return on the 50 fixed starts, "
+        "mean [95 % CI] | curve's ceiling at those steps | per seed (return, wall s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, int, int], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[(row["variant"], int(row["final_timesteps"]), len(row["iterations"]))].append(row)
-    for (variant, timesteps, n_iterations), runs in sorted(groups.items()):
+        # Rows from before bench/loop/run.py's --workers ran one worker on every queue.
+        workers = row.get("settings", {}).get("workers", "one")
+        groups[(row["variant"], workers, int(row["final_timesteps"]), len(row["iterations"]))].append(row)
+    for (variant, workers, timesteps, n_iterations), runs in sorted(groups.items()):
         runs.sort(key=lambda row: row["seed"])
         wall = [row["wall_seconds"] for row in runs]
         cpu = [row["cpu_seconds"]["total"] for row in runs]
@@ -242,9 +244,11 @@ def e2e_markdown(rows: list[dict[str, Any]], data: dict[str, dict[int, dict[str,
         steps = runs[0]["settings"]["initial_rollouts"] * 200 + timesteps + n_iterations * rollouts * 200
         ceiling = next((c for c in data.get("true", {}).values() if c["env_steps"] == steps), None)
         ceiling_text = _fmt(_estimates(ceiling["scores"])["mean"], len(ceiling["scores"])) if ceiling else "—"
+        drained = [row["drained"]["wall_seconds"] for row in runs if "drained" in row]
+        drained_text = f"{np.median(drained):.1f}" if drained else "—"
         lines.append(
-            f"| {LABELS.get(variant, variant)} | {timesteps} | {len(runs)} | {steps} | {np.median(wall):.1f} "
-            f"[{max(wall):.1f}] | {np.median(cpu):.1f} [{max(cpu):.1f}] | "
+            f"| {LABELS.get(variant, variant)} | {workers} | {timesteps} | {len(runs)} | {steps} "
+            f"| {np.median(wall):.1f} [{max(wall):.1f}] | {np.median(cpu):.1f} [{max(cpu):.1f}] | {drained_text} | "
             f"{_fmt(_estimates(scores)['mean'], len(scores))} | {ceiling_text} | "
             + ", ".join(f"{r['seed']}: {r['final_fixed_eval_mean']:.0f} ({r['wall_seconds']:.0f})" for r in runs)
             + " |"

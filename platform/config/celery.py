@@ -43,3 +43,16 @@ def _torch_threads(**kwargs: object) -> None:
     from django.conf import settings
 
     torch.set_num_threads(int(str(settings.HERONRY["TORCH_NUM_THREADS"])))
+
+
+@signals.worker_init.connect
+def _preload_step_modules(**kwargs: object) -> None:
+    """Import what the run steps use (torch, Stable-Baselines3, gymnasium, the renderers) when the worker starts.
+
+    The steps import them lazily, so a fresh worker's first step paid ~1–2 s of imports inside a loop iteration,
+    and with the prefork pool every child paid it again; imported here, in the main process before the pool forks,
+    the children inherit them (bench/README.md, the loop's end-to-end section)."""
+    import django
+
+    django.setup()  # idempotent: Celery's Django fixup may have run it already
+    import trainer.loop_steps  # noqa: F401

@@ -194,7 +194,7 @@ def test_redis_restarted_mid_step_loses_no_step_and_makes_each_artefact_once(
 
         done = wait_for(finished_with_sweeps, timeout=240, what="the iteration to finish after the restart")
         assert done.state == RunState.DONE, done.error
-        assert "could not send rolling_out to the broker" in _log_of(worker)  # the hand-over was lost, and
+        assert "could not send trainer.run_rolling_out to the broker" in _log_of(worker)  # the hand-over was lost, and
         assert "raised unexpected" not in _log_of(worker)  # the step still ended cleanly
         # Every step ran exactly once: the one interrupted by the broker's death was not redone ...
         assert all(result["attempts"] == 1 for result in done.results.values()), done.results

@@ -196,6 +196,22 @@ def test_training_is_deterministic(first_round) -> None:
     assert again.replay_buffer == snapshot.replay_buffer
 
 
+def test_unchecked_distributions_change_no_value_and_are_restored(first_round, monkeypatch) -> None:
+    """Training builds torch distributions without checking their parameters (a speed-up): the weights are
+    bitwise those of a run that checks them, and the process-wide default is put back afterwards."""
+    from contextlib import nullcontext
+
+    from trainer.core.policy import training
+
+    snapshot, _ = first_round
+    default = torch.distributions.Distribution._validate_args
+    monkeypatch.setattr(training, "_unchecked_distributions", nullcontext)  # torch checks every distribution
+    checked = train_policy(env_factory=pendulum, config=SMALL, timesteps=FIRST_STEPS, reward_fn=reward_a)
+    first, second = weights(snapshot), weights(checked)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert torch.distributions.Distribution._validate_args == default
+
+
 @pytest.fixture
 def single_thread():
     """Train outside train_policy like it does: one torch thread (oversubscribed cores slow it 10x)."""

@@ -32,6 +32,7 @@ from trainer.core.reward import (
     effective_batch_size,
     from_bytes,
     load_checkpoint,
+    member_threads,
     pairwise_accuracy,
     save_checkpoint,
     scheduled_updates,
@@ -88,6 +89,22 @@ def state_dicts_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 # --- reproducibility ---------------------------------------------------------------------------
+def test_members_trained_side_by_side_on_threads_give_bitwise_the_same_weights(problem):
+    """Threads only change when each member's epoch runs, never what it computes."""
+    dataset, _ = problem
+    config = FAST_CONFIG.replace(max_epochs=4, hidden_sizes=(32, 32), ensemble_size=3)
+    alone = train_reward_model(dataset, config.replace(member_threads=1))
+    side_by_side = train_reward_model(dataset, config.replace(member_threads=3))
+    assert state_dicts_equal(alone.model, side_by_side.model)
+    assert [row.to_dict() | {"seconds": 0} for row in alone.history] == [
+        row.to_dict() | {"seconds": 0} for row in side_by_side.history
+    ]
+    assert member_threads(config.replace(member_threads=8)) == 3  # never more threads than members
+    assert 1 <= member_threads(config) <= 3
+    with pytest.raises(ValueError, match="member_threads"):
+        config.replace(member_threads=0)
+
+
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_same_seed_gives_bitwise_identical_weights(problem, precision):
     dataset, _ = problem

@@ -26,12 +26,15 @@ MAX_NOISE_LEVELS = 64
 # Defaults sized for the CPU: a 64-64 ensemble trains in seconds on a few thousand pairs, and SAC with
 # these settings swings Pendulum up within ~10k steps. At most 8 batches per epoch: a HERON set's thousands of pairs
 # over a pool of ~100-200 clips train in 8 larger batches instead of ~30 that each score the whole pool (issue 13);
-# pairwise label budgets (≤ 1 024 pairs) keep batches of 128.
+# pairwise label budgets (≤ 1 024 pairs) keep batches of 128. Members train one after another: on nets this small,
+# threads cost ~40 % more CPU for ~12 % less wall time, and the render queue's work (policy videos, example clips)
+# runs on the other cores meanwhile (bench/README.md).
 DEFAULT_REWARD_CONFIG: dict[str, Any] = {
     "hidden_sizes": [64, 64],
     "max_epochs": 60,
     "patience": 5,
     "max_batches_per_epoch": 8,
+    "member_threads": 1,
 }
 
 

@@ -12,7 +12,8 @@ import io
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +99,8 @@ def train_policy(
         if previous is not None:
             _continue_from(model, previous, config, reward_fn)
         callback = None if progress is None else _ProgressCallback(progress, start=start, timesteps=timesteps)
-        model.learn(timesteps, callback=callback, reset_num_timesteps=False)
+        with _unchecked_distributions():
+            model.learn(timesteps, callback=callback, reset_num_timesteps=False)
         snapshot = _snapshot(model, algorithm, config)
     finally:
         torch.set_num_threads(saved_threads)
@@ -166,6 +168,21 @@ def _speed_up(model: BaseAlgorithm) -> None:
         )
     if not any(isinstance(module, _MODE_DEPENDENT) for module in model.policy.modules()):
         model.policy.set_training_mode = _training_mode_unchanged  # type: ignore[method-assign]
+
+
+@contextmanager
+def _unchecked_distributions() -> Iterator[None]:
+    """Build torch distributions without checking their parameters, for the duration of training.
+
+    SB3 builds a Normal for every action and twice per gradient step, and torch checks each one's mean and scale
+    (a few small tensor ops): ~5 % of a SAC step here (bench/README.md). SB3's scale is exp of a clamped log, so
+    the check cannot fail on finite weights; the values computed are the same either way."""
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(previous)
 
 
 # Layers whose output depends on module.train()/eval().

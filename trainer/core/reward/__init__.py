@@ -34,6 +34,7 @@ from trainer.core.reward.train import (
     EpochMetrics,
     TrainingResult,
     effective_batch_size,
+    member_threads,
     scheduled_updates,
     train_reward_model,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "holdout_mask",
     "holdout_metrics",
     "load_checkpoint",
+    "member_threads",
     "pairwise_accuracy",
     "return_correlations",
     "save_checkpoint",

@@ -115,6 +115,10 @@ class RewardModelConfig(ConfigBase):
     num_threads: int | None = None
     """CPU threads for torch while training (restored afterwards); None keeps torch's current
     setting. Results are bitwise-reproducible only for the same thread count. 1 to 256."""
+    member_threads: int | None = None
+    """Threads that train the ensemble's members side by side, each member on one (torch runs its kernels
+    outside Python's lock); None: one per member, at most the CPUs this process may use. Each member's
+    computation is the same whatever the count, so the weights are bitwise equal for every value. 1 to 256."""
     deterministic: bool = True
     """Ask torch for deterministic kernels while training (matters on CUDA; CPU ops used here are
     deterministic already)."""
@@ -209,6 +213,11 @@ class RewardModelConfig(ConfigBase):
         check(
             self.num_threads is None or (_is_int(self.num_threads) and 1 <= self.num_threads <= MAX_NUM_THREADS),
             f"num_threads must be None or an integer from 1 to {MAX_NUM_THREADS}",
+        )
+        check(
+            self.member_threads is None
+            or (_is_int(self.member_threads) and 1 <= self.member_threads <= MAX_NUM_THREADS),
+            f"member_threads must be None or an integer from 1 to {MAX_NUM_THREADS}",
         )
         check(
             self.training_precision in PRECISIONS,

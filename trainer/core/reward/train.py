@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -134,7 +135,7 @@ def train_reward_model(
     rng = rng if rng is not None else np.random.default_rng(config.seed)
     loss_fn = loss_fn if loss_fn is not None else BradleyTerryLoss(config.label_noise)
 
-    with _torch_runtime(config, device):
+    with _torch_runtime(config, device), _member_runner(config) as member_pool:
         train_indices, val_indices = split_pairs(dataset.n_pairs, _val_fraction(config, dataset.n_pairs), rng)
         member_seeds = [int(seed) for seed in rng.integers(0, 2**63 - 1, size=config.ensemble_size)]
         train_clips = clips_in_pairs(dataset.pairs[train_indices])
@@ -192,14 +193,19 @@ def train_reward_model(
         for epoch in range(1, epochs + 1):
             epoch_started = time.perf_counter()
             model.train()
-            member_losses, member_accuracies = [], []
-            for member, optimizer, generator, indices in zip(
-                model.members, optimizers, generators, member_pair_indices, strict=True
-            ):
-                loss, accuracy = _train_member_epoch(
+            # Each member's epoch depends only on its own weights, optimiser and generator, so the members train
+            # side by side on threads (torch runs its kernels outside Python's lock); each does the same ops in the
+            # same order as it would alone, so the weights are bitwise those of training them one after another.
+            orders = [
+                indices[torch.randperm(len(indices), generator=generator)].to(device)
+                for indices, generator in zip(member_pair_indices, generators, strict=True)
+            ]
+
+            def member_epoch(member: torch.nn.Module, optimizer: torch.optim.Optimizer, order: torch.Tensor):
+                return _train_member_epoch(
                     member,
                     optimizer,
-                    indices[torch.randperm(len(indices), generator=generator)].to(device),
+                    order,
                     normalized_clips,
                     pairs,
                     targets,
@@ -208,8 +214,10 @@ def train_reward_model(
                     batch_size,
                     autocast_dtype,
                 )
-                member_losses.append(loss)
-                member_accuracies.append(accuracy)
+
+            results = list(member_pool.map(member_epoch, model.members, optimizers, orders))
+            member_losses = [loss for loss, _ in results]
+            member_accuracies = [accuracy for _, accuracy in results]
             model.eval()
             val_loss, val_accuracy, member_val_losses = _evaluate(
                 model, normalized_clips, validation, loss_fn, config.eval_batch_clips
@@ -434,6 +442,30 @@ def _progress_message(row: EpochMetrics, config: RewardModelConfig, stopping: _E
     if stopping.stopped_early:
         message += f"; early stop, restoring epoch {stopping.best_epoch}"
     return message
+
+
+class _Sequential:
+    """``ThreadPoolExecutor.map``'s contract, run in the calling thread."""
+
+    def map(self, function: Callable[..., Any], *iterables: Any) -> list[Any]:
+        return [function(*arguments) for arguments in zip(*iterables, strict=True)]
+
+
+def member_threads(config: RewardModelConfig) -> int:
+    """Threads that train members side by side: ``config.member_threads``, or one per member up to the CPUs."""
+    if config.member_threads is not None:
+        return min(config.member_threads, config.ensemble_size)
+    return max(1, min(config.ensemble_size, len(os.sched_getaffinity(0))))
+
+
+@contextmanager
+def _member_runner(config: RewardModelConfig) -> Iterator[_Sequential | ThreadPoolExecutor]:
+    threads = member_threads(config)
+    if threads <= 1:
+        yield _Sequential()
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="reward-member") as pool:
+        yield pool
 
 
 @contextmanager
