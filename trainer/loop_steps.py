@@ -343,12 +343,6 @@ def render(iteration: Run, loop_settings: LoopSettings, report: StepReporter) ->
         .select_related("project", "rollout")
         .order_by("id")
     )
-    later = list(
-        Clip.objects.filter(pk__in=examples - wanted, render_status=RenderStatus.PENDING)
-        .order_by("id")
-        .values_list("pk", flat=True)
-    )
-    transaction.on_commit(lambda: _render_later(later))
     _render_all(to_render, report)
     # A clip that could not be rendered (media folder unwritable, disk full, …) would be published in a query
     # nobody can ever be shown: fail the step instead, saying why. Retrying the iteration renders only the
@@ -364,6 +358,12 @@ def render(iteration: Run, loop_settings: LoopSettings, report: StepReporter) ->
             f"{len(failed)} of {len(to_render)} clips could not be rendered (clip {first_pk}: {first_error}); "
             "fix the cause, then retry the iteration"
         )
+    later = list(
+        Clip.objects.filter(pk__in=examples - wanted, render_status=RenderStatus.PENDING)
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+    transaction.on_commit(lambda: _render_later(later))
     return {"selection": method, "pairs": pairs, "rendered": len(to_render), "rendering_later": later}
 
 
