@@ -49,6 +49,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from bench.inprocess import drive  # noqa: E402  (after the path setup above)
+from bench.machine import commit, machine  # noqa: E402
 
 INITIAL_ROLLOUTS = 24  # × 4 clips of 50 steps: random play and the scripted swing-up at four noise levels
 EPISODE_STEPS = 200  # Pendulum-v1's time limit
@@ -340,7 +341,14 @@ def main() -> None:
                 print(f"{variant} seed {seed}: recorded already", flush=True)
                 continue
             result = run_one(variant, seed, config)
-            row = {"variant": variant, "seed": seed, "config": config, "commit": _commit(), **result}
+            row = {
+                "variant": variant,
+                "seed": seed,
+                "config": config,
+                "commit": commit(),
+                "machine": machine(),
+                **result,
+            }
             with args.out.open("a") as handle:  # one line per finished seed: a rerun resumes after it
                 handle.write(json.dumps(row) + "\n")
             final = row["iterations"][-1]
@@ -349,17 +357,6 @@ def main() -> None:
                 f"({row['wall_seconds']} s wall)",
                 flush=True,
             )
-
-
-def _commit() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench.loop import curve
+from bench.machine import commit, machine
 
 ANGLES = (0.0, 0.5, 1.0, 2.0, 3.14)
 VELOCITIES = (-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0)
@@ -145,7 +146,7 @@ def main() -> None:
         for sigma in args.sigmas:
             if (sigma, seed) in done:
                 continue
-            row = {**measure(sigma, seed, args.episodes), "commit": curve._commit()}
+            row = {**measure(sigma, seed, args.episodes), "commit": commit(), "machine": machine()}
             with args.out.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             spin, policy = row["behaviours"]["spin"], row["behaviours"]["policy"]

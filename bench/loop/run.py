@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from bench.machine import commit, machine  # noqa: E402  (after the path setup above)
+
 PORT = int(os.environ.get("BENCH_PORT", "8200"))
 INITIAL_ROLLOUTS = 24  # × 4 clips of 50 steps: random play and a swing-up controller at four noise levels
 
@@ -325,6 +327,8 @@ def run_one(
     return {
         "variant": variant,
         "seed": seed,
+        "commit": commit(),
+        "machine": machine(),
         "project": slug,
         "first_iteration": first.number,
         "wall_seconds": round(wall, 1),
