@@ -7,7 +7,7 @@ invites, each written with its audit entry in the same transaction) and query cr
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -627,18 +627,21 @@ def send_task_by_name(name: str, *args: Any) -> None:
         current_app.send_task(name, args=args)
 
 
-def send_task_or_warn(name: str, *args: Any, recovery: str) -> bool:
+def send_task_or_warn(
+    name: str, *args: Any, recovery: str, send: Callable[..., None] | None = None, what: str | None = None
+) -> bool:
     """``send_task_by_name``, for work that something else sends again (``recovery`` says what): a broker that is
     down or restarting (kombu raises OperationalError, or worse from a half-reset channel) is logged and reported
     with False instead of failing the caller, whose own change is already committed. In eager mode the task ran
-    in-process, so its own errors propagate."""
+    in-process, so its own errors propagate. ``send`` replaces the sender (a caller passes its own module's name,
+    looked up at call time, so tests patch it where it is used); ``what`` names the work in the log."""
     from celery import current_app
 
     try:
-        send_task_by_name(name, *args)
+        (send or send_task_by_name)(name, *args)
     except Exception:
         if current_app.conf.task_always_eager:
             raise
-        logger.warning("could not send %s to the broker (arguments %s); %s", name, args, recovery, exc_info=True)
+        logger.warning("could not send %s to the broker (%s%s); %s", what or name, name, args, recovery, exc_info=True)
         return False
     return True

@@ -287,6 +287,37 @@ def test_a_policy_whose_video_is_being_rendered_says_so(client, project, researc
     assert 'data-video="queued"' in page and "being rendered" in page
 
 
+def test_a_queued_video_whose_policy_cannot_load_records_why_even_if_the_policy_is_gone(
+    client, project, researcher, monkeypatch
+):
+    from trainer import policy_video
+
+    _, policy = iteration_with_policy(project, 1, true_mean=1.0, learned_mean=1.0, video=False)
+    policy.video_episode = {"seed": 4, "queued": True, "queued_at": timezone.now().isoformat()}
+    policy.save()
+    episode = policy_video.policy_video_render_queued(policy.pk)  # its model file is two bytes, not a snapshot
+    policy.refresh_from_db()
+    assert episode == policy.video_episode and episode["seed"] == 4 and episode["error"]
+    login(client, researcher)
+    assert (
+        "could not be rendered"
+        in client.get(reverse("project-policy", args=[project.slug, policy.pk])).content.decode()
+    )
+
+    # The checkpoint is deleted while the render task loads it (its training step was retried): nothing to save.
+    _, gone = iteration_with_policy(project, 2, true_mean=1.0, learned_mean=1.0, video=False)
+    gone.video_episode = {"seed": 5, "queued": True, "queued_at": timezone.now().isoformat()}
+    gone.save()
+
+    def delete_then_fail(project):
+        PolicyCheckpoint.objects.filter(pk=gone.pk).delete()
+        raise RuntimeError("no simulator")
+
+    monkeypatch.setattr(policy_video, "env_factory", delete_then_fail)
+    assert policy_video.policy_video_render_queued(gone.pk)["error"] == "RuntimeError: no simulator"
+    assert not PolicyCheckpoint.objects.filter(pk=gone.pk).exists()
+
+
 def test_lineage_of_a_run_and_of_a_reward_model(client, project, researcher):
     run, policy = iteration_with_policy(project, 1, true_mean=1.0, learned_mean=1.0)
     rollout = Rollout(project=project, policy=f"policy:{policy.pk}:0", env_seed=1, n_steps=50, iteration=1, run=run.pk)

@@ -29,7 +29,6 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any
 
-from celery import current_app
 from django.conf import settings as django_settings
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Max, Q, Sum
@@ -39,7 +38,7 @@ from accounts.models import User
 from labeling import events
 from labeling.errors import Conflict, ValidationFailed
 from labeling.models import Project, Query, QuerySource
-from labeling.services import send_task_by_name
+from labeling.services import send_task_by_name, send_task_or_warn
 from labeling.signals import label_budget_reached, run_state_changed
 
 from .core.loop_settings import LoopSettings
@@ -94,23 +93,19 @@ def new_questions_coming(project: Project) -> bool:
 
 
 def _send_step(run_id: int, state: str) -> None:
-    def send() -> None:
-        try:
-            send_task_by_name(STEP_TASKS[state], run_id, state)
-        except Exception:
-            if current_app.conf.task_always_eager:
-                raise  # the step itself failed in-process: not a broker problem
-            # The broker is down or restarting (kombu then raises OperationalError, or worse: AttributeError from
-            # a half-reset channel). The state change is committed; the beat sweep sends the step once it has
-            # waited past the stale limit, so nothing is lost, only delayed.
-            logger.warning(
-                "run %s: could not send %s to the broker; the sweep will resend it",
-                run_id,
-                state,
-                exc_info=True,
-            )
-
-    transaction.on_commit(send)
+    # A broker that is down or restarting only delays the step: the state change is committed, and the beat sweep
+    # sends the step once it has waited past the stale limit. ``send_task_by_name`` is this module's name, looked
+    # up when the transaction commits (tests patch it here).
+    transaction.on_commit(
+        lambda: send_task_or_warn(
+            STEP_TASKS[state],
+            run_id,
+            state,
+            recovery=f"run {run_id}: the sweep will resend it",
+            send=send_task_by_name,
+            what=state,
+        )
+    )
 
 
 # --- researcher actions (services) ------------------------------------------------------------------------

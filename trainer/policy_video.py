@@ -145,12 +145,11 @@ def policy_video_render_queued(checkpoint_id: int) -> dict | None:
             reward_fn = ensemble_reward_fn(reward_ensemble(checkpoint.reward_model), normalized=False)
     except Exception as error:
         logger.exception("loading policy %s to render its video failed", checkpoint.pk)
-        checkpoint.video_episode = {
-            "seed": checkpoint.video_episode.get("seed"),
-            "error": f"{type(error).__name__}: {error}",
-        }
-        checkpoint.save(update_fields=["video_episode"])
-        return checkpoint.video_episode
+        episode = {"seed": checkpoint.video_episode.get("seed"), "error": f"{type(error).__name__}: {error}"}
+        checkpoint.video_episode = episode
+        # An update, as in policy_video_render: the checkpoint may have been deleted meanwhile (a retried step).
+        PolicyCheckpoint.objects.filter(pk=checkpoint.pk).update(video_episode=episode)
+        return episode
     return policy_video_render(
         checkpoint=checkpoint, model=model, reward_fn=reward_fn, seed=int(checkpoint.video_episode["seed"])
     )

@@ -17,7 +17,9 @@ the ranking page's example clips) is finished too, with the CPU seconds of all o
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/heronry_bench CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \
         .venv/bin/python -m bench.loop.run --variant heron --seeds 0 1 2
 
-Results are appended as JSON lines to var/bench-loop.jsonl and summarised on stdout: the true return, wall
+Results are appended as JSON lines to var/bench-loop.jsonl (``--out``), one as each seed finishes, and a rerun skips
+the seeds recorded there with the same settings, commit and machine (each row names its CPU); they are summarised on
+stdout: the true return, wall
 seconds and CPU seconds (workers with their ffmpeg children, gunicorn, this driver) with the load average, since
 wall time on a shared machine says more about the neighbours than about the code; per iteration, each step's
 wall, CPU and queue seconds. ``--profile`` runs the worker under cProfile; ``--policy '{"train_freq": 2}'``
@@ -161,6 +163,50 @@ class CpuClock:
         return {**spent, "total": round(sum(spent.values()), 1)}
 
 
+def variant_spec(variant: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The variant's project settings with the command line's overrides applied."""
+    spec = {**VARIANTS[variant]}
+    if "iterations" in overrides:
+        spec["iterations"] = overrides["iterations"]
+    if "label_budget" in overrides:
+        spec["loop"] = {**spec["loop"], "label_budget": overrides["label_budget"]}
+    if "policy" in overrides:  # PolicyConfig fields, e.g. {"train_freq": 2}
+        spec["loop"] = {**spec["loop"], "policy": overrides["policy"]}
+    if "steps" in overrides:
+        spec["loop"] = {**spec["loop"], "policy_timesteps": overrides["steps"]}
+    return spec
+
+
+def run_settings(variant: str, overrides: dict[str, Any], *, workers: str, eval_episodes: int) -> dict[str, Any]:
+    """What a row's ``settings`` records: everything that decides its figures besides the seed, code and machine."""
+    return {
+        "initial_rollouts": INITIAL_ROLLOUTS,
+        "workers": workers,
+        "eval_episodes": eval_episodes,
+        **variant_spec(variant, overrides),
+    }
+
+
+def resume_key(variant: str, seed: int, settings: dict[str, Any], code: str, cpu: dict[str, Any]) -> str:
+    """Rows with the same key measured the same thing: a rerun skips them (``--out`` elsewhere measures again)."""
+    return json.dumps([variant, seed, settings, code, cpu], sort_keys=True)
+
+
+def recorded_keys(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    keys = set()
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            keys.add(
+                resume_key(
+                    row["variant"], row["seed"], row.get("settings", {}), row.get("commit", ""), row.get("machine", {})
+                )
+            )
+    return keys
+
+
 def _load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -193,15 +239,7 @@ def run_one(
     from trainer import loop
     from trainer.models import PolicyCheckpoint, Run, RunKind
 
-    spec = {**VARIANTS[variant]}
-    if "iterations" in overrides:
-        spec["iterations"] = overrides["iterations"]
-    if "label_budget" in overrides:
-        spec["loop"] = {**spec["loop"], "label_budget": overrides["label_budget"]}
-    if "policy" in overrides:  # PolicyConfig fields, e.g. {"train_freq": 2}
-        spec["loop"] = {**spec["loop"], "policy": overrides["policy"]}
-    if "steps" in overrides:
-        spec["loop"] = {**spec["loop"], "policy_timesteps": overrides["steps"]}
+    spec = variant_spec(variant, overrides)
     researcher = User.objects.filter(username="bench-researcher").first() or user_create(
         username="bench-researcher", password="bench-password-1", role=Role.RESEARCHER
     )
@@ -346,7 +384,7 @@ def run_one(
         "final_labels": final["labels"],
         "labels_to_minus_200": min(reached) if variant == "pairwise" and reached else None,
         "iterations": rows,
-        "settings": {"initial_rollouts": INITIAL_ROLLOUTS, "workers": workers, **spec},
+        "settings": run_settings(variant, overrides, workers=workers, eval_episodes=eval_episodes),
     }
 
 
@@ -378,6 +416,23 @@ def main() -> None:
         help="run the training worker under cProfile (var/bench-loop-logs/worker.prof), print where time went",
     )
     args = parser.parse_args()
+    overrides = {
+        key: value
+        for key, value in (
+            ("iterations", args.iterations),
+            ("label_budget", args.label_budget),
+            ("policy", args.policy),
+            ("steps", args.steps),
+        )
+        if value is not None
+    }
+    # Resumable: each seed's row is appended as it finishes, and a rerun skips what is recorded.
+    settings = run_settings(args.variant, overrides, workers=args.workers, eval_episodes=args.eval_episodes)
+    code, cpu = commit(), machine()
+    done = recorded_keys(args.out)
+    if all(resume_key(args.variant, seed, settings, code, cpu) in done for seed in args.seeds):
+        print(f"{args.variant}: seeds {args.seeds} recorded already in {args.out}")
+        return
     if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get(
         "CELERY_BROKER_URL", ""
     ).startswith("redis"):
@@ -448,16 +503,9 @@ def main() -> None:
     try:
         _wait_for_server()
         for seed in args.seeds:
-            overrides = {
-                key: value
-                for key, value in (
-                    ("iterations", args.iterations),
-                    ("label_budget", args.label_budget),
-                    ("policy", args.policy),
-                    ("steps", args.steps),
-                )
-                if value is not None
-            }
+            if resume_key(args.variant, seed, settings, code, cpu) in done:
+                print(f"{args.variant} seed {seed}: recorded already in {args.out} (same code, machine, settings)")
+                continue
             result = run_one(
                 args.variant,
                 seed,

@@ -214,6 +214,15 @@ def cost_markdown(rows: list[dict[str, Any]], anchors: list[dict[str, Any]]) -> 
     return "\n".join(lines) + "\n"
 
 
+def machine_label(row: dict[str, Any]) -> str:
+    """The CPU a row ran on, short ("Intel Xeon Processor 6/167"); rows before bench/machine.py did not say."""
+    machine = row.get("machine")
+    if not machine:
+        return "not recorded"
+    name = " ".join(machine.get("cpu", "?").replace("(R)", "").replace("(TM)", "").split())
+    return f"{name} {machine.get('cpu_family_model', '')}".strip()
+
+
 def e2e_markdown(rows: list[dict[str, Any]], data: dict[str, dict[int, dict[str, Any]]]) -> str:
     """``bench/loop/run.py --eval-episodes`` rows (end to end through Celery, PostgreSQL and HTTP): wall and CPU per
     seed against the 60 s target, and the return on the curve's fixed starts beside the curve's ceiling at the same
@@ -225,17 +234,18 @@ def e2e_markdown(rows: list[dict[str, Any]], data: dict[str, dict[int, dict[str,
         "",
         "### End to end through the servers (`bench/loop/run.py`, issue 13 point 5)",
         "",
-        "| variant | workers | SAC steps | seeds | simulated steps | wall s per seed, median [max] "
+        "| variant | machine | workers | SAC steps | seeds | simulated steps | wall s per seed, median [max] "
         "| CPU-s per seed, median [max] | render queue drained, wall s median | return on the 50 fixed starts, "
         "mean [95 % CI] | curve's ceiling at those steps | per seed (return, wall s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple[str, str, int, int], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, int, int], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         # Rows from before bench/loop/run.py's --workers ran one worker on every queue.
         workers = row.get("settings", {}).get("workers", "one")
-        groups[(row["variant"], workers, int(row["final_timesteps"]), len(row["iterations"]))].append(row)
-    for (variant, workers, timesteps, n_iterations), runs in sorted(groups.items()):
+        key = (row["variant"], machine_label(row), workers, int(row["final_timesteps"]), len(row["iterations"]))
+        groups[key].append(row)
+    for (variant, machine, workers, timesteps, n_iterations), runs in sorted(groups.items()):
         runs.sort(key=lambda row: row["seed"])
         wall = [row["wall_seconds"] for row in runs]
         cpu = [row["cpu_seconds"]["total"] for row in runs]
@@ -247,7 +257,7 @@ def e2e_markdown(rows: list[dict[str, Any]], data: dict[str, dict[int, dict[str,
         drained = [row["drained"]["wall_seconds"] for row in runs if "drained" in row]
         drained_text = f"{np.median(drained):.1f}" if drained else "—"
         lines.append(
-            f"| {LABELS.get(variant, variant)} | {workers} | {timesteps} | {len(runs)} | {steps} "
+            f"| {LABELS.get(variant, variant)} | {machine} | {workers} | {timesteps} | {len(runs)} | {steps} "
             f"| {np.median(wall):.1f} [{max(wall):.1f}] | {np.median(cpu):.1f} [{max(cpu):.1f}] | {drained_text} | "
             f"{_fmt(_estimates(scores)['mean'], len(scores))} | {ceiling_text} | "
             + ", ".join(f"{r['seed']}: {r['final_fixed_eval_mean']:.0f} ({r['wall_seconds']:.0f})" for r in runs)
