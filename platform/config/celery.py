@@ -56,3 +56,6 @@ def _preload_step_modules(**kwargs: object) -> None:
 
     django.setup()  # idempotent: Celery's Django fixup may have run it already
     import trainer.loop_steps  # noqa: F401
+    from trainer.core.warmup import warm_up
+
+    warm_up()  # and the imports torch and pyarrow make on first use
