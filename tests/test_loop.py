@@ -140,6 +140,16 @@ def test_videos_are_rendered_on_the_render_queue_beside_the_loop_not_inside_it(
     policy.refresh_from_db()
     assert not policy_video.policy_video_resend(policy)  # its clock restarted
 
+    # The beat's run sweep does the same for every overdue video, whether or not anyone opens its page.
+    from trainer.tasks import sweep_runs
+
+    sent.clear()
+    assert sweep_runs()["videos_resent"] == 0
+    overdue = {**policy.video_episode, "queued_at": (timezone.now() - timedelta(hours=1)).isoformat()}
+    PolicyCheckpoint.objects.filter(pk=policy.pk).update(video_episode=overdue)
+    assert sweep_runs()["videos_resent"] == 1 and sent == [(events.RENDER_POLICY_VIDEO, policy.pk)]
+    assert sweep_runs()["videos_resent"] == 0
+
 
 def test_the_next_iteration_continues_from_the_previous_policy(
     ranked_project, researcher, django_capture_on_commit_callbacks

@@ -7,7 +7,8 @@ kept on the checkpoint for the researcher and never fails the iteration: the pol
 
 The loop does not wait for it: the training step queues the episode (``policy_video_queue``) and a render-queue
 worker plays and renders it (``policy_video_render_queued``) while the iteration goes on, so the video is off the
-loop's critical path. A lost message is re-sent when someone opens the policy's page (``policy_video_resend``).
+loop's critical path. A lost message is re-sent by the beat's run sweep (``policy_videos_resend_stale``) or when
+someone opens the policy's page (``policy_video_resend``), whichever comes first.
 """
 
 from __future__ import annotations
@@ -124,8 +125,21 @@ def policy_video_resend(checkpoint: PolicyCheckpoint) -> bool:
     return True
 
 
+def policy_videos_resend_stale() -> int:
+    """The beat sweep's share: send again every queued video whose render is overdue (``policy_video_resend``), so a
+    lost message is recovered without anyone opening the policy's page. Returns how many were sent."""
+    queued = PolicyCheckpoint.objects.filter(video_episode__queued=True, video="").only(
+        "pk", "video", "video_episode", "created_at"
+    )
+    return sum(policy_video_resend(checkpoint) for checkpoint in queued)
+
+
 def _send(checkpoint_id: int) -> None:
-    send_task_or_warn(events.RENDER_POLICY_VIDEO, checkpoint_id, recovery="opening the policy's page sends it again")
+    send_task_or_warn(
+        events.RENDER_POLICY_VIDEO,
+        checkpoint_id,
+        recovery="the run sweep, or opening the policy's page, sends it again",
+    )
 
 
 def policy_video_render_queued(checkpoint_id: int) -> dict | None:

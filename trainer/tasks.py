@@ -82,5 +82,6 @@ STEP_TASKS = {state: _step_task(name) for state, name in events.STEP_TASKS.items
 @shared_task(name=events.SWEEP_RUNS)
 def sweep_runs() -> dict[str, int]:
     from .loop import runs_sweep
+    from .policy_video import policy_videos_resend_stale
 
-    return runs_sweep()
+    return {**runs_sweep(), "videos_resent": policy_videos_resend_stale()}
