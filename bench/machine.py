@@ -1,5 +1,5 @@
-"""What a benchmark row ran on: the same code takes ~1.5x longer on one of this project's VMs than on another
-(AMD EPYC against Intel Xeon with AMX, bench/README.md), so every row names its CPU and commit."""
+"""What a benchmark row ran on: the same code took ~1.5x longer on session 8's VM than on session 9's Intel Xeon
+with AMX (bench/README.md), so every row names its CPU and commit."""
 
 from __future__ import annotations
 
