@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +32,6 @@ def _cpuinfo() -> dict[str, str]:
 
 
 def machine() -> dict[str, object]:
-    import torch
-
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
     return {
@@ -43,7 +42,7 @@ def machine() -> dict[str, object]:
         "cpu_features": [feature for feature in _FEATURES if feature in flags],
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": version("torch"),  # from its metadata: the driver need not import torch to say which it is
     }
 
 

@@ -160,7 +160,6 @@ def policy_video_render_queued(checkpoint_id: int) -> dict | None:
     except Exception as error:
         logger.exception("loading policy %s to render its video failed", checkpoint.pk)
         episode = {"seed": checkpoint.video_episode.get("seed"), "error": f"{type(error).__name__}: {error}"}
-        checkpoint.video_episode = episode
         # An update, as in policy_video_render: the checkpoint may have been deleted meanwhile (a retried step).
         PolicyCheckpoint.objects.filter(pk=checkpoint.pk).update(video_episode=episode)
         return episode

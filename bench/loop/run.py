@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from bench.machine import commit, machine  # noqa: E402  (after the path setup above)
+from bench.loop.curve import recorded  # noqa: E402  (after the path setup above)
+from bench.machine import commit, machine  # noqa: E402
 
 PORT = int(os.environ.get("BENCH_PORT", "8200"))
 INITIAL_ROLLOUTS = 24  # × 4 clips of 50 steps: random play and a swing-up controller at four noise levels
@@ -193,18 +194,10 @@ def resume_key(variant: str, seed: int, settings: dict[str, Any], code: str, cpu
 
 
 def recorded_keys(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    keys = set()
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            keys.add(
-                resume_key(
-                    row["variant"], row["seed"], row.get("settings", {}), row.get("commit", ""), row.get("machine", {})
-                )
-            )
-    return keys
+    return {
+        resume_key(row["variant"], row["seed"], row.get("settings", {}), row.get("commit", ""), row.get("machine", {}))
+        for row in recorded(path)
+    }
 
 
 def _load_average() -> float:
